@@ -1,0 +1,20 @@
+// The ssmlen command line. Each subcommand lives in its own cmd_<name>.hpp and
+// registers itself on the CLI11 app here.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+int main(int argc, char** argv) {
+  CLI::App app{"ssmlen: tool-augmented state space models that length-generalize"};
+  app.require_subcommand(1);
+  try {
+    app.parse(argc, argv);
+  } catch (CLI::ParseError const& e) {
+    return app.exit(e);
+  } catch (std::exception const& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
