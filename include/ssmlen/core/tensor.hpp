@@ -144,7 +144,7 @@ public:
 
 private:
   std::vector<T> data_;
-  extents shape_;
+  extents shape_{0};  // a default tensor is empty, not a scalar
 };
 
 }  // namespace ssmlen

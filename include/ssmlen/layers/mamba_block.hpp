@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file mamba_block.hpp
+//! The Mamba-1 mixer (mamba_ssm's `Mamba`): in_proj to (x, z), causal depthwise
+//! conv + SiLU on x, the selective SSM, gating by SiLU(z), out_proj.
+//!   [T, D] -> in_proj -> [T, 2ED] -> conv1d, silu -> ssm -> · silu(z) -> out_proj -> [T, D]
+//! Each sequence may start from a given state (conv window + SSM state) and
+//! report its final state; gradients flow through both.
+#pragma once
+
+#include <ssmlen/backends/host.hpp>
+#include <ssmlen/core/math.hpp>
+#include <ssmlen/core/sequences.hpp>
+#include <ssmlen/layers/conv1d.hpp>
+#include <ssmlen/layers/linear.hpp>
+#include <ssmlen/layers/selective_ssm.hpp>
+
+#include <cmath>
+#include <cstdint>
+
+namespace ssmlen::layers {
+
+//! The recurrent state of one block for S sequences.
+template <class T>
+struct mamba_block_state {
+  tensor<T> conv;  // [S, K-1, ED]: the last K-1 conv inputs
+  tensor<T> ssm;   // [S, N, ED]
+};
+
+template <class T, scan::policy Scan>
+struct mamba_block {
+  std::int64_t d_model = 0, d_inner = 0;
+  linear<T> in_proj;             // D -> 2ED, no bias
+  conv1d<T> conv;                // ED channels, width K
+  selective_ssm<T, Scan> ssm;    // ED channels, N states
+  linear<T> out_proj;            // ED -> D, no bias
+
+  struct cache {
+    tensor<T> xz;  // [T, 2ED]: conv input x, then gate z
+    tensor<T> xc;  // [T, ED]: conv output, before SiLU
+    tensor<T> xs;  // [T, ED]: SSM input
+    tensor<T> y;   // [T, ED]: SSM output, before gating
+    tensor<T> yg;  // [T, ED]: gated
+    typename selective_ssm<T, Scan>::cache ssm;
+  };
+
+  //! Reusable buffers for step(), sized for a batch.
+  struct step_buffers {
+    tensor<T> xz, xc, dbc, dt_pre, dt, y, a;
+  };
+
+  mamba_block() = default;
+  mamba_block(std::int64_t d, std::int64_t ed, std::int64_t n, std::int64_t k, std::int64_t r)
+      : d_model(d), d_inner(ed), in_proj(d, 2 * ed, false), conv(ed, k), ssm(ed, n, r), out_proj(ed, d, false) {}
+
+  //! Mamba's initialization; out_proj is rescaled by 1/sqrt(n_layers) (one residual per layer).
+  void init_mamba(rng& g, std::int64_t n_layers) {
+    in_proj.init_default(g);
+    conv.init_default(g);
+    ssm.init_mamba(g);
+    out_proj.init_default(g);
+    T const scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(n_layers)));
+    for (auto& w : out_proj.weight.value) {
+      w *= scale;
+    }
+  }
+
+  [[nodiscard]] mamba_block_state<T> make_state(std::int64_t s) const {
+    return {tensor<T>({s, conv.width - 1, d_inner}), tensor<T>({s, ssm.states, d_inner})};
+  }
+
+  //! u: [T, D] -> out: [T, D]. init (nullable): the states the sequences start from; final (nullable): filled.
+  void forward(backends::host const& be, sequences const& seqs, T const* u, T* out, cache& k,
+               mamba_block_state<T> const* init, mamba_block_state<T>* final) const {
+    std::int64_t const rows = seqs.tokens(), ed = d_inner;
+    k.xz.resize({rows, 2 * ed});
+    k.xc.resize({rows, ed});
+    k.xs.resize({rows, ed});
+    k.y.resize({rows, ed});
+    k.yg.resize({rows, ed});
+    in_proj.forward(be, u, d_model, k.xz.data(), 2 * ed, rows);
+    conv.forward(be, seqs, k.xz.data(), 2 * ed, k.xc.data(), init ? init->conv.data() : nullptr,
+                 final ? final->conv.data() : nullptr);
+    be.parallel_for(rows, [&](std::int64_t r) {
+      for (std::int64_t c = 0; c < ed; ++c) {
+        k.xs[r * ed + c] = silu(k.xc[r * ed + c]);
+      }
+    });
+    ssm.forward(be, seqs, k.xs.data(), k.y.data(), k.ssm, init ? init->ssm.data() : nullptr,
+                final ? final->ssm.data() : nullptr);
+    be.parallel_for(rows, [&](std::int64_t r) {
+      for (std::int64_t c = 0; c < ed; ++c) {
+        k.yg[r * ed + c] = k.y[r * ed + c] * silu(k.xz[r * 2 * ed + ed + c]);
+      }
+    });
+    out_proj.forward(be, k.yg.data(), ed, out, d_model, rows);
+  }
+
+  //! Accumulates parameter gradients and writes du = ∂L/∂u (or adds to it when accumulate).
+  //! d_final (nullable): gradient arriving at the final states; d_init (nullable): filled with ∂L/∂init.
+  void backward(backends::host const& be, sequences const& seqs, T const* u, T const* dout, T* du, bool accumulate,
+                cache const& k, mamba_block_state<T> const* init, mamba_block_state<T> const* d_final,
+                mamba_block_state<T>* d_init) {
+    std::int64_t const rows = seqs.tokens(), ed = d_inner;
+    tensor<T> dyg({rows, ed});     // [T, ED]
+    tensor<T> dxz({rows, 2 * ed});  // [T, 2ED]
+    tensor<T> dy({rows, ed});      // [T, ED]
+    tensor<T> dxs({rows, ed});     // [T, ED]
+    out_proj.backward(be, k.yg.data(), ed, dout, d_model, dyg.data(), ed, rows);
+    be.parallel_for(rows, [&](std::int64_t r) {
+      for (std::int64_t c = 0; c < ed; ++c) {
+        T const z = k.xz[r * 2 * ed + ed + c];
+        T const g = dyg[r * ed + c];
+        dy[r * ed + c] = g * silu(z);
+        dxz[r * 2 * ed + ed + c] = g * k.y[r * ed + c] * silu_grad(z);
+      }
+    });
+    ssm.backward(be, seqs, k.xs.data(), dy.data(), dxs.data(), k.ssm, init ? init->ssm.data() : nullptr,
+                 d_final ? d_final->ssm.data() : nullptr, d_init ? d_init->ssm.data() : nullptr);
+    be.parallel_for(rows, [&](std::int64_t r) {  // through xs = silu(xc); reuse dxs for ∂L/∂xc
+      for (std::int64_t c = 0; c < ed; ++c) {
+        dxs[r * ed + c] *= silu_grad(k.xc[r * ed + c]);
+      }
+    });
+    conv.backward(be, seqs, k.xz.data(), 2 * ed, dxs.data(), dxz.data(), 2 * ed, init ? init->conv.data() : nullptr,
+                  d_final ? d_final->conv.data() : nullptr, d_init ? d_init->conv.data() : nullptr);
+    in_proj.backward(be, u, d_model, dxz.data(), 2 * ed, du, d_model, rows, accumulate);
+  }
+
+  //! One token for each of B sequences: u: [B, D] -> out: [B, D]; state is advanced in place.
+  void step(backends::host const& be, std::int64_t batch, T const* u, T* out, mamba_block_state<T>& state,
+            step_buffers& w) const {
+    std::int64_t const ed = d_inner, n = ssm.states, wd = ssm.dt_rank + 2 * n;
+    w.xz.resize({batch, 2 * ed});
+    w.xc.resize({batch, ed});
+    w.dbc.resize({batch, wd});
+    w.dt_pre.resize({batch, ed});
+    w.dt.resize({batch, ed});
+    w.y.resize({batch, ed});
+    if (w.a.size() != n * ed) {
+      w.a.resize({n, ed});
+    }
+    ssm.make_a(w.a.data());
+    in_proj.forward(be, u, d_model, w.xz.data(), 2 * ed, batch);
+    conv.step(be, w.xz.data(), 2 * ed, w.xc.data(), state.conv.data(), batch);
+    for (auto& v : w.xc) {
+      v = silu(v);
+    }
+    ssm.project(be, w.xc.data(), batch, w.dbc.data(), w.dt_pre.data(), w.dt.data());
+    scan::selective_scan_step(be, batch, ed, n, w.xc.data(), w.dt.data(), w.a.data(), w.dbc.data() + ssm.dt_rank,
+                              w.dbc.data() + ssm.dt_rank + n, wd, ssm.d.value.data(), state.ssm.data(), w.y.data());
+    for (std::int64_t r = 0; r < batch; ++r) {
+      for (std::int64_t c = 0; c < ed; ++c) {
+        w.y[r * ed + c] *= silu(w.xz[r * 2 * ed + ed + c]);
+      }
+    }
+    out_proj.forward(be, w.y.data(), ed, out, d_model, batch);
+  }
+};
+
+}  // namespace ssmlen::layers
