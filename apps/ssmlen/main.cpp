@@ -1,5 +1,7 @@
 // The ssmlen command line. Each subcommand lives in its own cmd_<name>.hpp and
 // registers itself on the CLI11 app here.
+#include "cmd_logits.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -8,6 +10,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"ssmlen: tool-augmented state space models that length-generalize"};
   app.require_subcommand(1);
+  ssmlen::apps::add_logits_command(app);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -61,6 +61,7 @@ public:
 
   explicit mamba_lm(mamba_config const& cfg, std::uint64_t seed = 0) : cfg_(cfg) {
     cfg_.validate();
+    cfg_.dt_rank = cfg_.resolved_dt_rank();
     std::int64_t const d = cfg_.d_model, ed = cfg_.d_inner();
     embedding_ = layers::embedding<T>(cfg_.vocab, d);
     for (std::int64_t i = 0; i < cfg_.n_layers; ++i) {
