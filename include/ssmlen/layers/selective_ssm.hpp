@@ -123,8 +123,7 @@ struct selective_ssm {
     }
     be.parallel_for(rows, [&](std::int64_t r) {  // through softplus: ∂Δ/∂Δ_pre = sigmoid(Δ_pre)
       for (std::int64_t c = 0; c < channels; ++c) {
-        T const p = k.dt_pre[r * channels + c];
-        ddt[r * channels + c] *= p > T(20) ? T(1) : sigmoid(p);
+        ddt[r * channels + c] *= sigmoid(k.dt_pre[r * channels + c]);
       }
     });
     dt_proj.backward(be, k.dbc.data(), w, ddt.data(), channels, d_dbc.data(), w, rows);
