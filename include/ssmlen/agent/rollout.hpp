@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file rollout.hpp
+//! Batched greedy rollouts in which the model drives a tool. Each episode's
+//! prompt is prefilled with the parallel forward (keeping its final state);
+//! then every step feeds each live episode exactly one token through the
+//! recurrent `step`: its last emitted token or the next observation token the
+//! tool inserted. When an episode has nothing left to feed, its next token is
+//! the argmax of the logits, handed to the tool. Episodes end at <EOS>, an
+//! invalid action or the token cap; finished episodes free their slot at once
+//! and waiting episodes take it, so long episodes never stall short ones.
+//! Memory: batch x model state, plus the tools' own memories; traces are kept
+//! only on request.
+#pragma once
+
+#include <ssmlen/backends/host.hpp>
+#include <ssmlen/core/sequences.hpp>
+#include <ssmlen/tools/protocol.hpp>
+#include <ssmlen/tools/tool.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ssmlen::agent {
+
+enum class end_reason { eos, invalid, token_cap };
+
+constexpr char const* end_reason_name(end_reason r) {
+  switch (r) {
+  case end_reason::eos:
+    return "eos";
+  case end_reason::invalid:
+    return "invalid";
+  case end_reason::token_cap:
+    return "token_cap";
+  }
+  return "?";
+}
+
+struct rollout_config {
+  std::int64_t batch = 64;           // episodes stepped together
+  std::int64_t max_tokens = 1 << 22;  // cap on prompt + generated + observed tokens per episode
+  bool keep_trace = false;            // record every token with its role (costs memory linear in length)
+};
+
+//! One episode to run: its prompt and, optionally, the expert trace to locate the first divergence from.
+struct episode_input {
+  std::vector<tools::token> prompt;
+  tools::trace const* expert = nullptr;
+};
+
+struct episode_result {
+  std::vector<tools::token> output;  // the output stream: output tokens before <EOS>
+  tools::trace trace;                // when keep_trace
+  end_reason reason = end_reason::token_cap;
+  std::string why;                   // the tool's reason when invalid
+  std::int64_t tokens = 0;           // episode length, prompt included
+  std::int64_t first_divergence = -1;  // first position whose token differs from the expert trace, -1 if none
+};
+
+//! Token ids the rollout must recognize.
+struct protocol_tokens {
+  tools::token eos;
+  tools::token ans;  // tokens stored after it are outputs, before it thoughts
+};
+
+namespace detail {
+
+template <class State>
+void copy_state_row(State const& src, std::int64_t from, State& dst, std::int64_t to) {
+  for (std::size_t l = 0; l < src.layers.size(); ++l) {
+    for (auto [s, d] : {std::pair{&src.layers[l].conv, &dst.layers[l].conv}, std::pair{&src.layers[l].ssm, &dst.layers[l].ssm}}) {
+      std::int64_t const row = s->size() / s->dim(0);
+      std::copy(s->data() + from * row, s->data() + (from + 1) * row, d->data() + to * row);
+    }
+  }
+}
+
+template <class T>
+tools::token argmax(T const* logits, std::int64_t v) {
+  std::int64_t best = 0;
+  for (std::int64_t i = 1; i < v; ++i) {
+    if (logits[i] > logits[best]) {
+      best = i;
+    }
+  }
+  return static_cast<tools::token>(best);
+}
+
+}  // namespace detail
+
+//! Runs every episode to its end. `make_tool(i)` returns a fresh tool for episode i (satisfying tools::tool).
+//! `on_done(i, result)` (optional) is called as each episode finishes.
+template <class Model, class ToolFactory>
+std::vector<episode_result> rollout(backends::host const& be, Model const& model, std::span<const episode_input> episodes,
+                                    ToolFactory&& make_tool, protocol_tokens ids, rollout_config const& cfg,
+                                    std::function<void(std::size_t, episode_result const&)> const& on_done = {}) {
+  using T = typename Model::value_type;
+  using tool_t = std::decay_t<decltype(make_tool(std::size_t{0}))>;
+  static_assert(tools::tool<tool_t>, "make_tool must return a type satisfying ssmlen::tools::tool");
+  check_arg(cfg.batch > 0, "rollout batch", cfg.batch, "must be positive");
+  check_arg(cfg.max_tokens > 0, "max_tokens", cfg.max_tokens, "must be positive");
+  std::int64_t const v = model.config().vocab;
+  std::vector<episode_result> results(episodes.size());
+
+  struct slot {
+    std::size_t episode = 0;
+    tool_t tool;
+    std::deque<tools::token> to_feed;  // tokens the model must consume before it predicts again
+    bool answered = false;             // [ANS] has been stored
+  };
+  std::vector<slot> live;
+  auto state = model.make_state(cfg.batch);
+  typename Model::step_workspace work;
+  std::vector<T> logits(static_cast<std::size_t>(cfg.batch * v));
+  std::size_t next_episode = 0;
+
+  auto record = [&](slot& s, tools::token t, tools::role r) {
+    auto& res = results[s.episode];
+    auto const* ex = episodes[s.episode].expert;
+    if (res.first_divergence < 0 && ex != nullptr &&
+        (res.tokens >= static_cast<std::int64_t>(ex->size()) || ex->tokens[static_cast<std::size_t>(res.tokens)] != t)) {
+      res.first_divergence = res.tokens;
+    }
+    if (cfg.keep_trace) {
+      res.trace.push(t, r);
+    }
+    ++res.tokens;
+  };
+
+  // The model predicted `t` for slot s: hand it to the tool; returns false when the episode ended.
+  auto act = [&](slot& s, tools::token t) {
+    auto& res = results[s.episode];
+    if (t == ids.eos) {
+      record(s, t, tools::role::output);
+      res.reason = end_reason::eos;
+      return false;
+    }
+    auto const reply = s.tool.feed(t);
+    switch (reply.kind) {
+    case tools::tool_reply_kind::invalid:
+      record(s, t, tools::role::command);
+      res.reason = end_reason::invalid;
+      res.why = std::string(reply.why);
+      return false;
+    case tools::tool_reply_kind::stored:
+      record(s, t, s.answered ? tools::role::output : tools::role::thought);
+      if (s.answered) {
+        res.output.push_back(t);
+      }
+      s.answered = s.answered || t == ids.ans;
+      break;
+    default:
+      record(s, t, tools::role::command);
+      break;
+    }
+    s.to_feed.push_back(t);
+    for (tools::token o : reply.observation) {
+      record(s, o, tools::role::observation);
+      s.to_feed.push_back(o);
+    }
+    if (res.tokens >= cfg.max_tokens) {
+      res.reason = end_reason::token_cap;
+      return false;
+    }
+    return true;
+  };
+
+  auto finish = [&](std::size_t i) {
+    if (on_done) {
+      on_done(live[i].episode, results[live[i].episode]);
+    }
+    std::size_t const last = live.size() - 1;
+    if (i != last) {  // keep live slots dense: the last one moves into the hole
+      detail::copy_state_row(state, static_cast<std::int64_t>(last), state, static_cast<std::int64_t>(i));
+      live[i] = std::move(live[last]);
+    }
+    live.pop_back();
+  };
+
+  // Prefill waiting episodes into free slots with one packed forward; their first token comes from the last logits.
+  auto admit = [&] {
+    std::vector<std::size_t> fresh;
+    while (live.size() + fresh.size() < static_cast<std::size_t>(cfg.batch) && next_episode < episodes.size()) {
+      fresh.push_back(next_episode++);
+    }
+    if (fresh.empty()) {
+      return;
+    }
+    std::vector<std::int64_t> lengths;
+    std::vector<tools::token> packed;
+    for (auto e : fresh) {
+      auto const& p = episodes[e].prompt;
+      check_arg(!p.empty(), "prompt length of episode", e, "must be positive");
+      lengths.push_back(static_cast<std::int64_t>(p.size()));
+      packed.insert(packed.end(), p.begin(), p.end());
+    }
+    auto const seqs = sequences::from_lengths(lengths);
+    std::vector<T> prompt_logits(packed.size() * static_cast<std::size_t>(v));
+    typename Model::cache cache;
+    auto final = model.make_state(static_cast<std::int64_t>(fresh.size()));
+    model.forward(be, packed, seqs, prompt_logits.data(), cache, nullptr, &final);
+    for (std::size_t j = 0; j < fresh.size(); ++j) {
+      slot s{fresh[j], make_tool(fresh[j]), {}, false};
+      s.tool.reset(episodes[fresh[j]].prompt);
+      for (auto t : episodes[fresh[j]].prompt) {
+        record(s, t, tools::role::input);
+      }
+      detail::copy_state_row(final, static_cast<std::int64_t>(j), state, static_cast<std::int64_t>(live.size()));
+      live.push_back(std::move(s));
+      tools::token const first = detail::argmax(prompt_logits.data() + (seqs.end(static_cast<std::int64_t>(j)) - 1) * v, v);
+      if (!act(live.back(), first)) {
+        finish(live.size() - 1);
+      }
+    }
+  };
+
+  std::vector<tools::token> feed;
+  while (true) {
+    do {  // episodes can end on their very first token: keep admitting until some are live or none wait
+      admit();
+    } while (live.empty() && next_episode < episodes.size());
+    if (live.empty()) {
+      break;
+    }
+    auto const n = static_cast<std::int64_t>(live.size());
+    feed.resize(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      feed[static_cast<std::size_t>(i)] = live[static_cast<std::size_t>(i)].to_feed.front();
+      live[static_cast<std::size_t>(i)].to_feed.pop_front();
+    }
+    model.step(be, feed, logits.data(), state, work);  // the live slots are rows [0, n) of state
+    for (std::int64_t i = n; i-- > 0;) {  // backwards: finish() moves the last slot into the hole
+      auto& s = live[static_cast<std::size_t>(i)];
+      if (!s.to_feed.empty()) {
+        continue;  // an observation token is next: nothing to predict here
+      }
+      if (!act(s, detail::argmax(logits.data() + i * v, v))) {
+        finish(static_cast<std::size_t>(i));
+      }
+    }
+  }
+  return results;
+}
+
+}  // namespace ssmlen::agent

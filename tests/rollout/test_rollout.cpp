@@ -1,0 +1,149 @@
+// The batched rollout (prefill, continuous batching, observations, end reasons)
+// against a plain one-episode-at-a-time loop that feeds every token through step().
+#include <ssmlen/agent/rollout.hpp>
+#include <ssmlen/models/mamba_lm.hpp>
+
+#include <doctest/doctest.h>
+
+using namespace ssmlen;
+using tools::token;
+
+namespace {
+backends::host const be;
+constexpr token eos = 1, ans = 2, cmd_observe = 3, cmd_invalid = 4, cmd_nop = 5;
+
+//! A toy tool: token 3 observes the two most recent stored tokens (or 6 6), 4 is invalid, 5 is accepted,
+//! anything else is stored.
+struct toy_tool {
+  std::vector<token> memory;
+  std::vector<token> obs;
+  void reset(std::span<const token> prompt) { memory.assign(prompt.begin(), prompt.end()); }
+  tools::tool_reply feed(token t) {
+    if (t == cmd_invalid) {
+      return {tools::tool_reply_kind::invalid, {}, "token 4 is not allowed"};
+    }
+    if (t == cmd_nop) {
+      return {tools::tool_reply_kind::accepted, {}, {}};
+    }
+    if (t == cmd_observe) {
+      obs = {memory.size() >= 2 ? memory[memory.size() - 2] : token{6}, memory.empty() ? token{6} : memory.back()};
+      return {tools::tool_reply_kind::observe, obs, {}};
+    }
+    memory.push_back(t);
+    return {tools::tool_reply_kind::stored, {}, {}};
+  }
+};
+static_assert(tools::tool<toy_tool>);
+
+//! Reference: one episode, every token through step(), same rules.
+template <class M>
+agent::episode_result reference(M const& m, std::vector<token> const& prompt, std::int64_t cap) {
+  agent::episode_result r;
+  toy_tool tool;
+  tool.reset(prompt);
+  auto st = m.make_state(1);
+  typename M::step_workspace w;
+  std::vector<double> logits(m.config().vocab);
+  std::vector<token> queue(prompt);
+  r.tokens = static_cast<std::int64_t>(prompt.size());
+  bool answered = false;
+  while (true) {
+    for (token t : queue) {
+      std::vector<token> one{t};
+      m.step(be, one, logits.data(), st, w);
+    }
+    queue.clear();
+    token const t = agent::detail::argmax(logits.data(), m.config().vocab);
+    ++r.tokens;
+    if (t == eos) {
+      r.reason = agent::end_reason::eos;
+      return r;
+    }
+    auto const reply = tool.feed(t);
+    if (reply.kind == tools::tool_reply_kind::invalid) {
+      r.reason = agent::end_reason::invalid;
+      r.why = reply.why;
+      return r;
+    }
+    if (reply.kind == tools::tool_reply_kind::stored && answered) {
+      r.output.push_back(t);
+    }
+    answered = answered || t == ans;
+    queue.push_back(t);
+    queue.insert(queue.end(), reply.observation.begin(), reply.observation.end());
+    r.tokens += static_cast<std::int64_t>(reply.observation.size());
+    if (r.tokens >= cap) {
+      r.reason = agent::end_reason::token_cap;
+      return r;
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("rollout: batched greedy decoding equals a one-episode step loop, whatever the batch size") {
+  models::mamba_config c;
+  c.vocab = 9;
+  c.d_model = 16;
+  c.n_layers = 2;
+  c.d_state = 4;
+  std::int64_t const cap = 60;
+  std::vector<agent::episode_input> inputs;
+  rng g(3);
+  for (int e = 0; e < 40; ++e) {
+    std::vector<token> p;
+    for (auto n = g.uniform_int(1, 7); n > 0; --n) {
+      p.push_back(static_cast<token>(g.uniform_int(6, 8)));
+    }
+    inputs.push_back({p, nullptr});
+  }
+  int reasons[3] = {0, 0, 0};
+  for (std::uint64_t seed : {1, 2, 3, 4, 5, 6}) {
+    models::mamba_lm<double, scan::chunked<4>> m(c, seed);
+    for (auto& p : m.named_params()) {  // sharper logits: more varied behaviour than the small init gives
+      for (auto& x : p.p->value) {
+        x *= 1.0 + 0.5 * static_cast<double>(seed % 3);
+      }
+    }
+    for (std::int64_t batch : {1, 7, 64}) {
+      agent::rollout_config cfg;
+      cfg.batch = batch;
+      cfg.max_tokens = cap;
+      auto const got = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; },
+                                      {eos, ans}, cfg);
+      for (std::size_t e = 0; e < inputs.size(); ++e) {
+        auto const want = reference(m, inputs[e].prompt, cap);
+        CAPTURE(seed);
+        CAPTURE(batch);
+        CAPTURE(e);
+        CHECK(got[e].reason == want.reason);
+        CHECK(got[e].tokens == want.tokens);
+        CHECK(got[e].output == want.output);
+        CHECK(got[e].why == want.why);
+        ++reasons[static_cast<int>(want.reason)];
+      }
+    }
+  }
+  MESSAGE("end reasons seen: eos ", reasons[0], ", invalid ", reasons[1], ", token cap ", reasons[2]);
+}
+
+TEST_CASE("rollout: traces carry roles and the first divergence from an expert trace") {
+  models::mamba_config c;
+  c.vocab = 9;
+  c.d_model = 8;
+  c.n_layers = 1;
+  c.d_state = 4;
+  models::mamba_lm<double> m(c, 11);
+  agent::rollout_config cfg;
+  cfg.keep_trace = true;
+  cfg.max_tokens = 30;
+  tools::trace expert;
+  for (token t : {7, 8, 7}) {
+    expert.push(t, tools::role::input);
+  }
+  std::vector<agent::episode_input> inputs{{{7, 8, 7}, &expert}};
+  auto const r = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; }, {eos, ans}, cfg);
+  REQUIRE(r[0].trace.size() == static_cast<std::size_t>(r[0].tokens));
+  CHECK(r[0].trace.roles[0] == tools::role::input);
+  CHECK(r[0].trace.roles[3] != tools::role::input);
+  CHECK(r[0].first_divergence == 3);  // the expert trace ends after the prompt
+}
