@@ -1,6 +1,9 @@
 // The ssmlen command line. Each subcommand lives in its own cmd_<name>.hpp and
 // registers itself on the CLI11 app here.
+#include "cmd_eval.hpp"
 #include "cmd_logits.hpp"
+#include "cmd_trace.hpp"
+#include "cmd_train.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -11,6 +14,9 @@ int main(int argc, char** argv) {
   CLI::App app{"ssmlen: tool-augmented state space models that length-generalize"};
   app.require_subcommand(1);
   ssmlen::apps::add_logits_command(app);
+  ssmlen::apps::add_trace_command(app);
+  ssmlen::apps::add_train_command(app);
+  ssmlen::apps::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

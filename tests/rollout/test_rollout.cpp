@@ -37,8 +37,8 @@ static_assert(tools::tool<toy_tool>);
 
 //! Reference: one episode, every token through step(), same rules.
 template <class M>
-agent::episode_result reference(M const& m, std::vector<token> const& prompt, std::int64_t cap) {
-  agent::episode_result r;
+agent::rollout_result reference(M const& m, std::vector<token> const& prompt, std::int64_t cap) {
+  agent::rollout_result r;
   toy_tool tool;
   tool.reset(prompt);
   auto st = m.make_state(1);
@@ -74,6 +74,7 @@ agent::episode_result reference(M const& m, std::vector<token> const& prompt, st
     r.tokens += static_cast<std::int64_t>(reply.observation.size());
     if (r.tokens >= cap) {
       r.reason = agent::end_reason::token_cap;
+      r.why = "token cap";
       return r;
     }
   }
@@ -109,7 +110,7 @@ TEST_CASE("rollout: batched greedy decoding equals a one-episode step loop, what
       cfg.batch = batch;
       cfg.max_tokens = cap;
       auto const got = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; },
-                                      {eos, ans}, cfg);
+                                      agent::episode_markers{eos, ans}, cfg);
       for (std::size_t e = 0; e < inputs.size(); ++e) {
         auto const want = reference(m, inputs[e].prompt, cap);
         CAPTURE(seed);
@@ -141,7 +142,7 @@ TEST_CASE("rollout: traces carry roles and the first divergence from an expert t
     expert.push(t, tools::role::input);
   }
   std::vector<agent::episode_input> inputs{{{7, 8, 7}, &expert}};
-  auto const r = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; }, {eos, ans}, cfg);
+  auto const r = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; }, agent::episode_markers{eos, ans}, cfg);
   REQUIRE(r[0].trace.size() == static_cast<std::size_t>(r[0].tokens));
   CHECK(r[0].trace.roles[0] == tools::role::input);
   CHECK(r[0].trace.roles[3] != tools::role::input);

@@ -12,6 +12,7 @@
 //! only on request.
 #pragma once
 
+#include <ssmlen/agent/episode.hpp>
 #include <ssmlen/backends/host.hpp>
 #include <ssmlen/core/sequences.hpp>
 #include <ssmlen/tools/protocol.hpp>
@@ -27,20 +28,6 @@
 
 namespace ssmlen::agent {
 
-enum class end_reason { eos, invalid, token_cap };
-
-constexpr char const* end_reason_name(end_reason r) {
-  switch (r) {
-  case end_reason::eos:
-    return "eos";
-  case end_reason::invalid:
-    return "invalid";
-  case end_reason::token_cap:
-    return "token_cap";
-  }
-  return "?";
-}
-
 struct rollout_config {
   std::int64_t batch = 64;           // episodes stepped together
   std::int64_t max_tokens = 1 << 22;  // cap on prompt + generated + observed tokens per episode
@@ -53,19 +40,14 @@ struct episode_input {
   tools::trace const* expert = nullptr;
 };
 
-struct episode_result {
+struct rollout_result {
   std::vector<tools::token> output;  // the output stream: output tokens before <EOS>
   tools::trace trace;                // when keep_trace
   end_reason reason = end_reason::token_cap;
   std::string why;                   // the tool's reason when invalid
   std::int64_t tokens = 0;           // episode length, prompt included
   std::int64_t first_divergence = -1;  // first position whose token differs from the expert trace, -1 if none
-};
-
-//! Token ids the rollout must recognize.
-struct protocol_tokens {
-  tools::token eos;
-  tools::token ans;  // tokens stored after it are outputs, before it thoughts
+  tools::token diverged_to = -1;       // the token found there instead of the expert's
 };
 
 namespace detail {
@@ -96,22 +78,22 @@ tools::token argmax(T const* logits, std::int64_t v) {
 //! Runs every episode to its end. `make_tool(i)` returns a fresh tool for episode i (satisfying tools::tool).
 //! `on_done(i, result)` (optional) is called as each episode finishes.
 template <class Model, class ToolFactory>
-std::vector<episode_result> rollout(backends::host const& be, Model const& model, std::span<const episode_input> episodes,
-                                    ToolFactory&& make_tool, protocol_tokens ids, rollout_config const& cfg,
-                                    std::function<void(std::size_t, episode_result const&)> const& on_done = {}) {
+std::vector<rollout_result> rollout(backends::host const& be, Model const& model, std::span<const episode_input> episodes,
+                                    ToolFactory&& make_tool, episode_markers ids, rollout_config const& cfg,
+                                    std::function<void(std::size_t, rollout_result const&)> const& on_done = {}) {
   using T = typename Model::value_type;
   using tool_t = std::decay_t<decltype(make_tool(std::size_t{0}))>;
   static_assert(tools::tool<tool_t>, "make_tool must return a type satisfying ssmlen::tools::tool");
   check_arg(cfg.batch > 0, "rollout batch", cfg.batch, "must be positive");
   check_arg(cfg.max_tokens > 0, "max_tokens", cfg.max_tokens, "must be positive");
   std::int64_t const v = model.config().vocab;
-  std::vector<episode_result> results(episodes.size());
+  std::vector<rollout_result> results(episodes.size());
 
   struct slot {
     std::size_t episode = 0;
     tool_t tool;
     std::deque<tools::token> to_feed;  // tokens the model must consume before it predicts again
-    bool answered = false;             // [ANS] has been stored
+    bool answered = false;             // [ANS] has been stored (always, for tasks without [ANS])
   };
   std::vector<slot> live;
   auto state = model.make_state(cfg.batch);
@@ -125,6 +107,7 @@ std::vector<episode_result> rollout(backends::host const& be, Model const& model
     if (res.first_divergence < 0 && ex != nullptr &&
         (res.tokens >= static_cast<std::int64_t>(ex->size()) || ex->tokens[static_cast<std::size_t>(res.tokens)] != t)) {
       res.first_divergence = res.tokens;
+      res.diverged_to = t;
     }
     if (cfg.keep_trace) {
       res.trace.push(t, r);
@@ -152,7 +135,7 @@ std::vector<episode_result> rollout(backends::host const& be, Model const& model
       if (s.answered) {
         res.output.push_back(t);
       }
-      s.answered = s.answered || t == ids.ans;
+      s.answered = s.answered || t == ids.answer;
       break;
     default:
       record(s, t, tools::role::command);
@@ -165,6 +148,7 @@ std::vector<episode_result> rollout(backends::host const& be, Model const& model
     }
     if (res.tokens >= cfg.max_tokens) {
       res.reason = end_reason::token_cap;
+      res.why = "token cap";
       return false;
     }
     return true;
@@ -205,7 +189,7 @@ std::vector<episode_result> rollout(backends::host const& be, Model const& model
     auto final = model.make_state(static_cast<std::int64_t>(fresh.size()));
     model.forward(be, packed, seqs, prompt_logits.data(), cache, nullptr, &final);
     for (std::size_t j = 0; j < fresh.size(); ++j) {
-      slot s{fresh[j], make_tool(fresh[j]), {}, false};
+      slot s{fresh[j], make_tool(fresh[j]), {}, ids.answer < 0};
       s.tool.reset(episodes[fresh[j]].prompt);
       for (auto t : episodes[fresh[j]].prompt) {
         record(s, t, tools::role::input);

@@ -141,19 +141,27 @@ inline mamba_config checkpoint_config(io::st_file const& f) {
   return mamba_config_from_json(j);
 }
 
+//! The model held by a loaded safetensors file; `file_name` names it in error messages.
+template <class T = float, class Scan = scan::chunked<64>>
+mamba_lm<T, Scan> model_from_safetensors(io::st_file const& file, std::string const& file_name) {
+  auto const f = detail::normalize_names(file);
+  mamba_lm<T, Scan> m(checkpoint_config(f), 0);
+  load_parameters(m, f, file_name);
+  return m;
+}
+
 //! Loads a model from a safetensors file written by ssmlen or exported from mamba_ssm / Hugging Face.
 template <class T = float, class Scan = scan::chunked<64>>
 mamba_lm<T, Scan> load_model(std::filesystem::path const& file) {
-  auto const f = detail::normalize_names(io::load_safetensors(file));
-  mamba_lm<T, Scan> m(checkpoint_config(f), 0);
-  load_parameters(m, f, file.string());
-  return m;
+  return model_from_safetensors<T, Scan>(io::load_safetensors(file), file.string());
 }
 
 //! The model's parameters (and its configuration as metadata) as a safetensors file image.
 template <class T, class Scan>
-io::st_file to_safetensors(mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtype::f32) {
+io::st_file to_safetensors(mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtype::f32,
+                           std::map<std::string, std::string> metadata = {}) {
   io::st_file f;
+  f.metadata = std::move(metadata);
   f.metadata["format"] = "pt";
   f.metadata[config_metadata_key] = to_json(m.config()).dump();
   for (auto& p : m.named_params()) {
@@ -166,10 +174,11 @@ io::st_file to_safetensors(mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtyp
   return f;
 }
 
-//! Writes the model atomically (F32 or BF16).
+//! Writes the model atomically (F32 or BF16), with optional extra string metadata.
 template <class T, class Scan>
-void save_model(std::filesystem::path const& file, mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtype::f32) {
-  io::save_safetensors(file, to_safetensors(m, type));
+void save_model(std::filesystem::path const& file, mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtype::f32,
+                std::map<std::string, std::string> metadata = {}) {
+  io::save_safetensors(file, to_safetensors(m, type, std::move(metadata)));
 }
 
 }  // namespace ssmlen::models

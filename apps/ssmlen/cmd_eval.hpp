@@ -1,0 +1,83 @@
+// `ssmlen eval`: a length sweep of a trained model on its task.
+//   ssmlen eval --checkpoint runs/add/model.safetensors --sizes 5,10,100,1000 --per-size 64 [--json] [--out stem]
+#pragma once
+
+#include "progress.hpp"
+
+#include <ssmlen/eval/report.hpp>
+#include <ssmlen/models/checkpoint.hpp>
+#include <ssmlen/tasks/registry.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <memory>
+
+namespace ssmlen::apps {
+
+inline void add_eval_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Length-generalization sweep of a trained model (exact match per size)");
+  struct options {
+    std::string checkpoint, task, out;
+    std::vector<int> sizes{5, 10, 20, 50, 100, 200, 500, 1000};
+    eval::sweep_config sweep;
+    bool json = false;
+  };
+  auto o = std::make_shared<options>();
+  cmd->add_option("--checkpoint", o->checkpoint, "Model file written by `ssmlen train` (.safetensors)")->required();
+  cmd->add_option("--sizes", o->sizes, "Sizes to test, e.g. 5,10,100,1000")->delimiter(',');
+  cmd->add_option("--per-size", o->sweep.per_size, "Episodes per size");
+  cmd->add_option("--seed", o->sweep.seed, "Seed of the test instances");
+  cmd->add_option("--batch", o->sweep.batch, "Episodes stepped together");
+  cmd->add_option("--teacher-forced", o->sweep.teacher_forced, "Expert traces per size scored by teacher forcing");
+  cmd->add_option("--task", o->task, "Task (default: the one stored in the checkpoint)");
+  cmd->add_option("--out", o->out, "Write <out>.json, .csv, .svg (and .png with gnuplot)");
+  cmd->add_flag("--json", o->json, "Print one JSON object on stdout instead of the table");
+  cmd->callback([o] {
+    auto const file = io::load_safetensors(o->checkpoint);
+    auto const meta_task = file.metadata.find("ssmlen.task");
+    std::string const task_name = !o->task.empty() ? o->task
+                                  : meta_task != file.metadata.end()
+                                      ? meta_task->second
+                                      : throw error(o->checkpoint + ": the checkpoint does not say its task: pass --task");
+    auto const task = tasks::make_task(task_name);
+    auto const meta_vocab = file.metadata.find("ssmlen.vocab");
+    if (meta_vocab != file.metadata.end()) {
+      auto const names = nlohmann::json::parse(meta_vocab->second).get<std::vector<std::string>>();
+      check(names == task.vocab().names(), o->checkpoint + ": the checkpoint's vocabulary is not task '" + task_name +
+                                               "''s vocabulary: was it trained on another task?");
+    }
+    auto const model = models::model_from_safetensors<float>(file, o->checkpoint);
+    check(model.config().vocab == task.vocab().size(),
+          o->checkpoint + ": the model has " + std::to_string(model.config().vocab) + " tokens but task '" + task_name +
+              "' has " + std::to_string(task.vocab().size()));
+    auto cfg = o->sweep;
+    cfg.sizes = o->sizes;
+    auto const train_n = file.metadata.find("ssmlen.train_n");
+    cfg.train_n = train_n != file.metadata.end() ? std::stoi(train_n->second) : 0;
+    cfg.validate();
+    if (!o->json) {
+      std::printf("%s\n", eval::table_header().c_str());
+    }
+    auto const result = eval::length_sweep(backends::host{}, model, task, cfg, [&](eval::size_result const& r) {
+      if (o->json) {
+        std::fprintf(stderr, "n = %d: %.1f%% exact (%.1fs)\n", r.n, 100 * r.exact_match, r.seconds);
+      } else {
+        std::printf("%s\n", eval::table_row(r).c_str());
+        std::fflush(stdout);
+      }
+    });
+    if (o->json) {
+      std::printf("%s\n", result.to_json().dump().c_str());
+    } else {
+      std::printf("summary: %s\n", result.summary().c_str());
+    }
+    if (!o->out.empty()) {
+      for (auto const& f : eval::write_reports(result, o->out)) {
+        std::fprintf(stderr, "wrote %s\n", f.c_str());
+      }
+    }
+  });
+}
+
+}  // namespace ssmlen::apps

@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file length_sweep.hpp
+//! Length-generalization sweeps: for each problem size, greedy rollouts in which
+//! the model drives the task's tool (exact match of the output stream, the
+//! paper's metric), token accuracy under teacher forcing on expert traces, mean
+//! episode length, and for failures where the rollout first left the expert
+//! trace (position, role, expected and produced token, preceding context).
+#pragma once
+
+#include <ssmlen/agent/rollout.hpp>
+#include <ssmlen/backends/host.hpp>
+#include <ssmlen/core/rng.hpp>
+#include <ssmlen/tasks/any_task.hpp>
+#include <ssmlen/train/batch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ssmlen::eval {
+
+struct sweep_config {
+  std::vector<int> sizes{5, 10, 20, 50, 100, 200, 500, 1000};
+  int per_size = 64;              // episodes per size
+  std::uint64_t seed = 1234;      // instances for size n come from rng(seed).fork(n)
+  int teacher_forced = 8;         // expert traces per size scored under teacher forcing
+  std::int64_t batch = 64;        // episodes stepped together
+  double token_cap_factor = 2.0;  // an episode may run to factor x its expert length (+ 64) tokens
+  int failures_kept = 4;          // failures described per size
+  int train_n = 0;                // largest training size, for the "n->m (p%)" summary (0: unknown)
+
+  void validate() const {
+    check(!sizes.empty(), "length sweep: give at least one size");
+    for (int n : sizes) {
+      check_arg(n > 0, "size", n, "must be positive");
+    }
+    check_arg(per_size > 0, "per_size", per_size, "must be positive");
+    check_arg(teacher_forced >= 0, "teacher_forced", teacher_forced, "must be non-negative");
+    check_arg(token_cap_factor >= 1, "token_cap_factor", token_cap_factor, "must be at least 1");
+  }
+};
+
+struct failure {
+  int episode = 0;
+  std::string end;                   // eos / invalid / token_cap
+  std::string why;                   // the tool's reason for an invalid action
+  std::int64_t divergence = -1;      // first position that differs from the expert trace
+  double divergence_fraction = 0;    // ... as a fraction of the expert trace
+  std::string expected_role, expected, produced;
+  std::vector<std::string> context;  // expert tokens just before the divergence
+};
+
+struct size_result {
+  int n = 0;
+  int episodes = 0;
+  int correct = 0;
+  double exact_match = 0;
+  double token_accuracy = 0;       // teacher forcing, over model tokens of `teacher_forced` expert traces
+  double mean_tokens = 0;          // rollout episode length, prompt included
+  double mean_expert_tokens = 0;
+  std::map<std::string, int> ends;  // end reason -> count
+  std::vector<failure> failures;
+  double seconds = 0;
+  double tokens_per_second = 0;    // rollout tokens (model, observation and prompt) per second
+};
+
+struct sweep_result {
+  std::string task;
+  int train_n = 0;
+  std::vector<size_result> results;
+
+  //! The paper's summary: trained on n, accuracy p at the largest size m with p >= 5%.
+  [[nodiscard]] std::string summary() const {
+    int m = 0;
+    double p = 0;
+    for (auto const& r : results) {
+      if (r.exact_match >= 0.05 && r.n >= m) {
+        m = r.n;
+        p = r.exact_match;
+      }
+    }
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s->%d (%.0f%%)", train_n > 0 ? std::to_string(train_n).c_str() : "?", m, 100 * p);
+    return buf;
+  }
+
+  [[nodiscard]] nlohmann::json to_json() const {
+    nlohmann::json rs = nlohmann::json::array();
+    for (auto const& r : results) {
+      nlohmann::json fs = nlohmann::json::array();
+      for (auto const& f : r.failures) {
+        fs.push_back({{"episode", f.episode},
+                      {"end", f.end},
+                      {"why", f.why},
+                      {"divergence", f.divergence},
+                      {"divergence_fraction", f.divergence_fraction},
+                      {"expected_role", f.expected_role},
+                      {"expected", f.expected},
+                      {"produced", f.produced},
+                      {"context", f.context}});
+      }
+      rs.push_back({{"n", r.n},
+                    {"episodes", r.episodes},
+                    {"exact_match", r.exact_match},
+                    {"token_accuracy", r.token_accuracy},
+                    {"mean_tokens", r.mean_tokens},
+                    {"mean_expert_tokens", r.mean_expert_tokens},
+                    {"seconds", r.seconds},
+                    {"tokens_per_second", r.tokens_per_second},
+                    {"failures", {{"count", r.episodes - r.correct}, {"ends", r.ends}, {"examples", fs}}}});
+    }
+    return {{"task", task}, {"train_n", train_n}, {"summary", summary()}, {"results", rs}};
+  }
+
+  [[nodiscard]] std::string to_csv() const {
+    std::string out = "n,episodes,exact_match,token_accuracy,mean_tokens,mean_expert_tokens,seconds\n";
+    for (auto const& r : results) {
+      char line[256];
+      std::snprintf(line, sizeof line, "%d,%d,%.6f,%.6f,%.1f,%.1f,%.3f\n", r.n, r.episodes, r.exact_match,
+                    r.token_accuracy, r.mean_tokens, r.mean_expert_tokens, r.seconds);
+      out += line;
+    }
+    return out;
+  }
+};
+
+//! Fraction of model tokens (command | thought | output) whose greedy prediction from the expert prefix is right.
+template <class Model>
+double teacher_forced_accuracy(backends::host const& be, Model const& model, std::vector<tools::trace const*> const& traces) {
+  if (traces.empty()) {
+    return 0;
+  }
+  train::batch b;
+  for (auto const* t : traces) {
+    b.add(t->tokens, t->loss_mask());
+  }
+  b.finish();
+  std::int64_t const v = model.config().vocab;
+  std::int64_t right = 0, total = 0;
+  // Score in slices of sequences so the logits of 1000-digit traces never need more than a few hundred MB.
+  std::int64_t first = 0;
+  while (first < b.seqs.count()) {
+    std::int64_t last = first, rows = 0;
+    while (last < b.seqs.count() && (rows == 0 || rows + b.seqs.length(last) <= (1 << 18))) {
+      rows += b.seqs.length(last++);
+    }
+    std::int64_t const r0 = b.seqs.begin(first);
+    std::vector<std::int64_t> lengths;
+    for (auto s = first; s < last; ++s) {
+      lengths.push_back(b.seqs.length(s));
+    }
+    std::vector<typename Model::value_type> logits(static_cast<std::size_t>(rows * v));
+    typename Model::cache cache;
+    model.forward(be, std::span<const std::int32_t>(b.inputs.data() + r0, static_cast<std::size_t>(rows)),
+                  sequences::from_lengths(lengths), logits.data(), cache);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      if (b.mask[static_cast<std::size_t>(r0 + r)] != 0) {
+        ++total;
+        right += agent::detail::argmax(logits.data() + r * v, v) == b.targets[static_cast<std::size_t>(r0 + r)];
+      }
+    }
+    first = last;
+  }
+  return total > 0 ? static_cast<double>(right) / static_cast<double>(total) : 0;
+}
+
+//! Runs the sweep; `on_size` (optional) sees each size's result as soon as it is done.
+template <class Model>
+sweep_result length_sweep(backends::host const& be, Model const& model, tasks::any_task const& task,
+                          sweep_config const& cfg, std::function<void(size_result const&)> const& on_size = {}) {
+  cfg.validate();
+  check_arg(model.config().vocab == task.vocab().size(), "model vocab", model.config().vocab,
+            "must equal the vocabulary size " + std::to_string(task.vocab().size()) + " of task '" + task.name() + "'");
+  sweep_result out{task.name(), cfg.train_n, {}};
+  auto const& voc = task.vocab();
+  for (int n : cfg.sizes) {
+    auto const t0 = std::chrono::steady_clock::now();
+    rng g = rng(cfg.seed).fork(static_cast<std::uint64_t>(n));
+    std::vector<tasks::episode_spec> specs;
+    std::vector<agent::episode_input> inputs;
+    specs.reserve(static_cast<std::size_t>(cfg.per_size));
+    std::int64_t longest = 0;
+    for (int i = 0; i < cfg.per_size; ++i) {
+      specs.push_back(task.sample_exact(g, n));
+      longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(specs.back().expert.size()));
+    }
+    for (auto const& s : specs) {
+      inputs.push_back({s.prompt, &s.expert});
+    }
+    agent::rollout_config rc;
+    rc.batch = cfg.batch;
+    rc.max_tokens = static_cast<std::int64_t>(cfg.token_cap_factor * static_cast<double>(longest)) + 64;
+    auto const results = agent::rollout(
+        be, model, std::span<const agent::episode_input>(inputs), [&](std::size_t) { return task.make_tool(); },
+        task.markers(), rc);
+    size_result r;
+    r.n = n;
+    r.episodes = cfg.per_size;
+    double tokens = 0, expert_tokens = 0;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      auto const& res = results[i];
+      auto const& ex = specs[i].expert;
+      bool const ok = res.reason == agent::end_reason::eos && specs[i].check(res.output);
+      tokens += static_cast<double>(res.tokens);
+      expert_tokens += static_cast<double>(ex.size());
+      ++r.ends[agent::end_reason_name(res.reason)];
+      if (ok) {
+        ++r.correct;
+        continue;
+      }
+      if (static_cast<int>(r.failures.size()) >= cfg.failures_kept) {
+        continue;
+      }
+      failure f;
+      f.episode = static_cast<int>(i);
+      f.end = agent::end_reason_name(res.reason);
+      f.why = res.why;
+      f.divergence = res.first_divergence;
+      if (res.first_divergence >= 0) {
+        auto const d = static_cast<std::size_t>(res.first_divergence);
+        f.divergence_fraction = static_cast<double>(d) / static_cast<double>(ex.size());
+        if (d < ex.size()) {
+          f.expected_role = tools::role_name(ex.roles[d]);
+          f.expected = voc.name(ex.tokens[d]);
+        } else {
+          f.expected_role = "end";
+          f.expected = "(end of the expert trace)";
+        }
+        f.produced = voc.valid(res.diverged_to) ? voc.name(res.diverged_to) : "?";
+        for (std::size_t c = d > 8 ? d - 8 : 0; c < d && c < ex.size(); ++c) {
+          f.context.push_back(voc.name(ex.tokens[c]));
+        }
+      }
+      r.failures.push_back(std::move(f));
+    }
+    r.exact_match = static_cast<double>(r.correct) / static_cast<double>(r.episodes);
+    r.mean_tokens = tokens / r.episodes;
+    r.mean_expert_tokens = expert_tokens / r.episodes;
+    double const rollout_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.tokens_per_second = tokens / std::max(rollout_seconds, 1e-9);
+    std::vector<tools::trace const*> forced;
+    for (int i = 0; i < std::min(cfg.teacher_forced, cfg.per_size); ++i) {
+      forced.push_back(&specs[static_cast<std::size_t>(i)].expert);
+    }
+    r.token_accuracy = teacher_forced_accuracy(be, model, forced);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (on_size) {
+      on_size(r);
+    }
+    out.results.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace ssmlen::eval
