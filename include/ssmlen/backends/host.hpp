@@ -25,6 +25,18 @@ struct host {
     }
   }
 
+  //! parallel_for for items of uneven cost (sequences of different lengths): threads take items as they
+  //! finish. Each item's result must not depend on which thread runs it, so results stay deterministic.
+  template <class Body>
+  void parallel_for_uneven(std::int64_t n, Body&& body) const {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+#endif
+    for (std::int64_t i = 0; i < n; ++i) {
+      body(i);
+    }
+  }
+
   //! Threads available to parallel_for.
   [[nodiscard]] static int threads() {
 #if defined(_OPENMP)

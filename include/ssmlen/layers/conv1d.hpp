@@ -46,7 +46,7 @@ struct conv1d {
   //! x: [T, C] (row stride ldx) -> y: [T, C]. init_state, final_state: [S, K-1, C] or null.
   void forward(backends::host const& be, sequences const& seqs, T const* x, std::int64_t ldx, T* y,
                T const* init_state, T* final_state) const {
-    be.parallel_for(seqs.count(), [&](std::int64_t s) {
+    be.parallel_for_uneven(seqs.count(), [&](std::int64_t s) {
       std::int64_t const t0 = seqs.begin(s), len = seqs.length(s);
       std::vector<T> ext = extended_input(s, t0, len, x, ldx, init_state);  // [K-1 + len, C]
       T const* w = weight.value.data();
@@ -75,7 +75,7 @@ struct conv1d {
                 std::int64_t lddx, T const* init_state, T const* d_final_state, T* d_init_state) {
     std::int64_t const km1 = width - 1;
     std::vector<T> partial(static_cast<std::size_t>(seqs.count() * channels * (width + 1)), T(0));  // [S, C, K+1]
-    be.parallel_for(seqs.count(), [&](std::int64_t s) {
+    be.parallel_for_uneven(seqs.count(), [&](std::int64_t s) {
       std::int64_t const t0 = seqs.begin(s), len = seqs.length(s);
       std::vector<T> const ext = extended_input(s, t0, len, x, ldx, init_state);  // [K-1 + len, C]
       std::vector<T> dext(ext.size(), T(0));

@@ -142,7 +142,7 @@ inline mamba_config checkpoint_config(io::st_file const& f) {
 }
 
 //! The model held by a loaded safetensors file; `file_name` names it in error messages.
-template <class T = float, class Scan = scan::chunked<64>>
+template <class T = float, class Scan = scan::recurrent>
 mamba_lm<T, Scan> model_from_safetensors(io::st_file const& file, std::string const& file_name) {
   auto const f = detail::normalize_names(file);
   mamba_lm<T, Scan> m(checkpoint_config(f), 0);
@@ -151,7 +151,7 @@ mamba_lm<T, Scan> model_from_safetensors(io::st_file const& file, std::string co
 }
 
 //! Loads a model from a safetensors file written by ssmlen or exported from mamba_ssm / Hugging Face.
-template <class T = float, class Scan = scan::chunked<64>>
+template <class T = float, class Scan = scan::recurrent>
 mamba_lm<T, Scan> load_model(std::filesystem::path const& file) {
   return model_from_safetensors<T, Scan>(io::load_safetensors(file), file.string());
 }

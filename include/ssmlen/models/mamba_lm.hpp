@@ -25,7 +25,7 @@
 
 namespace ssmlen::models {
 
-template <class T, scan::policy Scan = scan::chunked<64>>
+template <class T, scan::policy Scan = scan::recurrent>
 class mamba_lm {
 public:
   using value_type = T;

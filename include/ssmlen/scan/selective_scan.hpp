@@ -105,7 +105,7 @@ void selective_scan_forward(recurrent, backends::host const& be, selective_scan_
   constexpr std::int64_t interval = recurrent::checkpoint_interval;
   std::int64_t const size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, interval);
-  be.parallel_for(a.seqs->count(), [&](std::int64_t s) {
+  be.parallel_for_uneven(a.seqs->count(), [&](std::int64_t s) {
     std::vector<T> h(static_cast<std::size_t>(size));
     detail::load_state(a, s, h.data());
     std::int64_t const t0 = a.seqs->begin(s), t1 = a.seqs->end(s);
@@ -157,7 +157,7 @@ void selective_scan_forward(chunked<C>, backends::host const& be, selective_scan
     }
   });
   std::vector<T> carried(static_cast<std::size_t>(n_chunks * size));  // [chunks, N, ED]: state entering each chunk
-  be.parallel_for(a.seqs->count(), [&](std::int64_t s) {
+  be.parallel_for_uneven(a.seqs->count(), [&](std::int64_t s) {
     std::vector<T> h(static_cast<std::size_t>(size));
     detail::load_state(a, s, h.data());
     for (auto k = offsets[static_cast<std::size_t>(s)]; k < offsets[static_cast<std::size_t>(s) + 1]; ++k) {
@@ -208,13 +208,14 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
   std::int64_t const n_seq = a.seqs->count();
   auto const offsets = checkpoint_offsets(*a.seqs, interval);
   std::vector<T> partial(static_cast<std::size_t>(n_seq * (size + ed)), T(0));  // [S, N·ED + ED]: dA, dD per sequence
-  be.parallel_for(n_seq, [&](std::int64_t s) {
+  be.parallel_for_uneven(n_seq, [&](std::int64_t s) {
     std::int64_t const t0 = a.seqs->begin(s), t1 = a.seqs->end(s);
     std::vector<T> dh(static_cast<std::size_t>(size), T(0));  // ∂L/∂h for the state after the current token
     if (g.d_final_state != nullptr) {
       std::copy(g.d_final_state + s * size, g.d_final_state + (s + 1) * size, dh.begin());
     }
     std::vector<T> hs(static_cast<std::size_t>((interval + 1) * size));  // states before and after each token
+    std::vector<T> decays(static_cast<std::size_t>(interval * size));   // exp(dt A) of each token, kept from the recompute
     T* da = partial.data() + s * (size + ed);
     T* dd = da + size;
     std::int64_t const n_ck = offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)];
@@ -230,8 +231,10 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
         for (std::int64_t n = 0; n < ns; ++n) {
           T const bn = a.b[t * a.ld_bc + n];
           T const* an = a.a + n * ed;
+          T* dec = decays.data() + (t - c0) * size + n * ed;
           for (std::int64_t d = 0; d < ed; ++d) {
-            hn[n * ed + d] = exp_of(dtt[d] * an[d]) * hp[n * ed + d] + dtt[d] * xt[d] * bn;
+            dec[d] = exp_of(dtt[d] * an[d]);
+            hn[n * ed + d] = dec[d] * hp[n * ed + d] + dtt[d] * xt[d] * bn;
           }
         }
       }
@@ -253,11 +256,12 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
           T const* an = a.a + n * ed;
           T* dhn = dh.data() + n * ed;
           T* dan = da + n * ed;
+          T const* dec = decays.data() + (t - c0) * size + n * ed;
           T dcn = 0, dbn = 0;
 #pragma omp simd reduction(+ : dcn, dbn)
           for (std::int64_t d = 0; d < ed; ++d) {
             T const gh = dhn[d] + dyt[d] * cn;  // total ∂L/∂h_t
-            T const decay = exp_of(dtt[d] * an[d]);
+            T const decay = dec[d];
             T const hprev = hp[n * ed + d];
             dcn += dyt[d] * hc[n * ed + d];
             dbn += gh * dtt[d] * xt[d];

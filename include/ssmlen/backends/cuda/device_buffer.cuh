@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file device_buffer.cuh
+//! An owning buffer of `T` in device memory (plain cudaMalloc, never managed memory), with checked copies to and
+//! from host spans. Kernels take raw pointers; this only ties the allocation's lifetime to a scope.
+#pragma once
+
+#include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/core/error.hpp>
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace ssmlen::backends {
+
+template <class T>
+class device_buffer {
+  static_assert(std::is_trivially_copyable_v<T>, "device buffers hold trivially copyable values");
+
+public:
+  device_buffer() = default;
+  explicit device_buffer(std::size_t size) : size_(size) {
+    if (size_ > 0) {
+      cuda_check(cudaMalloc(reinterpret_cast<void**>(&data_), size_ * sizeof(T)), "cudaMalloc");
+    }
+  }
+  //! A device copy of `host` (synchronous).
+  explicit device_buffer(std::span<T const> host) : device_buffer(host.size()) { upload(host); }
+
+  device_buffer(device_buffer const&) = delete;
+  device_buffer& operator=(device_buffer const&) = delete;
+  device_buffer(device_buffer&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  device_buffer& operator=(device_buffer&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  ~device_buffer() {
+    if (data_ != nullptr) {
+      cudaFree(data_);  // destructors do not throw
+    }
+  }
+
+  [[nodiscard]] T* data() { return data_; }
+  [[nodiscard]] T const* data() const { return data_; }
+  [[nodiscard]] std::size_t size() const { return size_; }
+  [[nodiscard]] std::size_t bytes() const { return size_ * sizeof(T); }
+
+  void upload(std::span<T const> host) {
+    check_arg(host.size() == size_, "host size", host.size(), "must equal the device buffer's size");
+    if (size_ == 0) {
+      return;
+    }
+    cuda_check(cudaMemcpy(data_, host.data(), bytes(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+  }
+  void download(std::span<T> host) const {
+    check_arg(host.size() == size_, "host size", host.size(), "must equal the device buffer's size");
+    if (size_ == 0) {
+      return;
+    }
+    cuda_check(cudaMemcpy(host.data(), data_, bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+  }
+  [[nodiscard]] std::vector<T> to_host() const {
+    std::vector<T> h(size_);
+    download(h);
+    return h;
+  }
+  //! Sets every byte to `byte` (0xFF makes float NaNs: poison for "was every element written?").
+  void fill_bytes(int byte, cudaStream_t stream = nullptr) {
+    if (size_ == 0) {
+      return;
+    }
+    cuda_check(cudaMemsetAsync(data_, byte, bytes(), stream), "cudaMemsetAsync");
+  }
+
+private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace ssmlen::backends

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file test_selective_scan.cu
+//! Parity of the CUDA selective scan (recurrent, block_parallel) with the host oracle run in double precision:
+//! forward (y, checkpoints, final states) and backward (dx, ddt, dB, dC, dA, dD, d_init_state) on random inputs,
+//! odd shapes, ragged packed sequences, with and without initial states; every output is poisoned with NaN first.
+//! Also: bit-identical gradients across runs, channel counts past 65,535, and argument checks.
+//! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
+//! Without a GPU every case prints a skip message and passes.
+#ifndef SSMLEN_TEST_DATA_DIR
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#endif
+#include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/rng.hpp>
+#include <ssmlen/scan/cuda/selective_scan.cuh>
+#include <ssmlen/scan/selective_scan.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace sc = ssmlen::scan::cuda;
+using ssmlen::backends::device_buffer;
+
+bool gpu_or_skip() {
+  static bool const present = ssmlen::backends::cuda_device_available();
+  static bool said = false;
+  if (!present && !said) {
+    std::printf("test_selective_scan: no CUDA device, GPU cases skipped\n");
+    said = true;
+  }
+  return present;
+}
+
+struct shape {
+  std::vector<std::int64_t> lengths;
+  std::int64_t ed = 0, ns = 0;
+  bool init = false, d_final = false;
+};
+
+//! Inputs and gradient seeds in float (what the device sees); B/C rows carry padding (ld = N + 3) filled with NaN,
+//! so a read past N shows up in the outputs.
+struct inputs {
+  ssmlen::sequences seqs;
+  std::int64_t ed = 0, ns = 0, ld = 0, tokens = 0;
+  std::vector<float> x, dt, a, b, c, d, init, dy, d_final, da0, dd0;
+
+  inputs(shape const& sh, std::uint64_t seed)
+      : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + 3), tokens(seqs.tokens()) {
+    ssmlen::rng g(seed);
+    auto normal = [&](std::size_t n, double scale) {
+      std::vector<float> v(n);
+      for (auto& e : v) {
+        e = static_cast<float>(scale * g.normal());
+      }
+      return v;
+    };
+    auto uniform = [&](std::size_t n, double lo, double hi) {
+      std::vector<float> v(n);
+      for (auto& e : v) {
+        e = static_cast<float>(g.uniform(lo, hi));
+      }
+      return v;
+    };
+    auto const te = static_cast<std::size_t>(tokens * ed), state = static_cast<std::size_t>(seqs.count() * ns * ed);
+    x = normal(te, 1.0);
+    dt = uniform(te, 0.005, 0.2);  // softplus outputs
+    a = uniform(static_cast<std::size_t>(ns * ed), -8.0, -0.5);
+    b = normal(static_cast<std::size_t>(tokens * ld), 1.0);
+    c = normal(static_cast<std::size_t>(tokens * ld), 1.0);
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      for (std::int64_t n = ns; n < ld; ++n) {
+        b[static_cast<std::size_t>(t * ld + n)] = std::numeric_limits<float>::quiet_NaN();
+        c[static_cast<std::size_t>(t * ld + n)] = std::numeric_limits<float>::quiet_NaN();
+      }
+    }
+    d = normal(static_cast<std::size_t>(ed), 1.0);
+    if (sh.init) {
+      init = normal(state, 0.5);
+    }
+    dy = normal(te, 1.0);
+    if (sh.d_final) {
+      d_final = normal(state, 1.0);
+    }
+    da0 = normal(static_cast<std::size_t>(ns * ed), 1.0);  // dA, dD accumulate: start from non-zero values
+    dd0 = normal(static_cast<std::size_t>(ed), 1.0);
+  }
+};
+
+std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.end()}; }
+
+//! The host oracle in double: outputs of forward (interval-64 checkpoints) and backward.
+struct oracle {
+  std::vector<double> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
+
+  explicit oracle(inputs const& in) {
+    auto const te = static_cast<std::size_t>(in.tokens * in.ed);
+    auto const state = static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed);
+    auto x = widen(in.x), dt = widen(in.dt), a = widen(in.a), b = widen(in.b), c = widen(in.c), d = widen(in.d);
+    auto init = widen(in.init), dy = widen(in.dy), d_final = widen(in.d_final);
+    ssmlen::scan::selective_scan_args<double> args{&in.seqs,
+                                                   in.ed,
+                                                   in.ns,
+                                                   x.data(),
+                                                   dt.data(),
+                                                   a.data(),
+                                                   b.data(),
+                                                   c.data(),
+                                                   in.ld,
+                                                   d.data(),
+                                                   in.init.empty() ? nullptr : init.data()};
+    constexpr std::int64_t interval = ssmlen::scan::recurrent::checkpoint_interval;
+    auto const ck_rows = ssmlen::scan::checkpoint_offsets(in.seqs, interval).back();
+    y.resize(te);
+    ck.resize(static_cast<std::size_t>(ck_rows * in.ns * in.ed));
+    final_state.resize(state);
+    ssmlen::backends::host const be;
+    ssmlen::scan::selective_scan_forward(ssmlen::scan::recurrent{}, be, args, y.data(), ck.data(), final_state.data());
+    dx.resize(te);
+    ddt.resize(te);
+    db.resize(static_cast<std::size_t>(in.tokens * in.ns));
+    dc.resize(db.size());
+    da = widen(in.da0);
+    dd = widen(in.dd0);
+    d_init.resize(state);
+    ssmlen::scan::selective_scan_grads<double> grads{dy.data(), in.d_final.empty() ? nullptr : d_final.data(),
+                                                     dx.data(), ddt.data(),
+                                                     db.data(), dc.data(),
+                                                     in.ns,     da.data(),
+                                                     dd.data(), d_init.data()};
+    ssmlen::scan::selective_scan_backward(interval, be, args, ck.data(), grads);
+  }
+};
+
+//! Device copies of the inputs plus poisoned outputs.
+struct device_run {
+  device_buffer<std::int64_t> offsets;
+  device_buffer<float> x, dt, a, b, c, d, init, dy, d_final;
+  device_buffer<float> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
+  sc::device_sequences seqs;
+  ssmlen::scan::selective_scan_args<float> args;
+  ssmlen::scan::selective_scan_grads<float> grads;
+  std::int64_t ld_dbc = 0;
+
+  template <class Policy>
+  device_run(Policy, inputs const& in)
+      : offsets(static_cast<std::size_t>(in.seqs.count()) + 1), x(std::span(in.x)), dt(std::span(in.dt)),
+        a(std::span(in.a)), b(std::span(in.b)), c(std::span(in.c)), d(std::span(in.d)), init(std::span(in.init)),
+        dy(std::span(in.dy)), d_final(std::span(in.d_final)), y(in.x.size()),
+        ck(static_cast<std::size_t>(ssmlen::scan::checkpoint_offsets(in.seqs, Policy::checkpoint_interval).back() *
+                                    in.ns * in.ed)),
+        final_state(static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed)), dx(in.x.size()), ddt(in.x.size()),
+        db(static_cast<std::size_t>(in.tokens * (in.ns + 2))), dc(db.size()), da(std::span(in.da0)),
+        dd(std::span(in.dd0)), d_init(final_state.size()), ld_dbc(in.ns + 2) {
+    std::vector<std::int64_t> off(static_cast<std::size_t>(in.seqs.count()) + 1);
+    for (std::int64_t s = 0; s <= in.seqs.count(); ++s) {
+      off[static_cast<std::size_t>(s)] = s < in.seqs.count() ? in.seqs.begin(s) : in.seqs.tokens();
+    }
+    offsets.upload(off);
+    for (auto* out : {&y, &ck, &final_state, &dx, &ddt, &db, &dc, &d_init}) {
+      out->fill_bytes(0xFF);  // NaN
+    }
+    seqs = {offsets.data(), in.seqs.count(), in.tokens};
+    args = {nullptr,
+            in.ed,
+            in.ns,
+            x.data(),
+            dt.data(),
+            a.data(),
+            b.data(),
+            c.data(),
+            in.ld,
+            d.data(),
+            in.init.empty() ? nullptr : init.data()};
+    grads = {dy.data(), in.d_final.empty() ? nullptr : d_final.data(),
+             dx.data(), ddt.data(),
+             db.data(), dc.data(),
+             ld_dbc,    da.data(),
+             dd.data(), d_init.data()};
+  }
+};
+
+//! ‖gpu − ref‖₂ / ‖ref‖₂, or infinity when any element is not finite (a poisoned element was never written).
+double rel_error(std::vector<float> const& gpu, std::vector<double> const& ref) {
+  REQUIRE(gpu.size() == ref.size());
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < gpu.size(); ++i) {
+    if (!std::isfinite(gpu[i])) {
+      return std::numeric_limits<double>::infinity();
+    }
+    num += (gpu[i] - ref[i]) * (gpu[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+//! The N valid columns of a [T, ld] matrix; the padding columns must still hold the NaN poison.
+std::vector<float> valid_columns(std::vector<float> const& m, std::int64_t tokens, std::int64_t ns, std::int64_t ld) {
+  std::vector<float> out;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (std::int64_t n = 0; n < ld; ++n) {
+      float const v = m[static_cast<std::size_t>(t * ld + n)];
+      if (n < ns) {
+        out.push_back(v);
+      } else {
+        CHECK_MESSAGE(std::isnan(v), "padding column written at token ", t);
+      }
+    }
+  }
+  return out;
+}
+
+template <class Policy>
+void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol) {
+  inputs const in(sh, seed);
+  oracle const ref(in);
+  device_run run(policy, in);
+  ssmlen::backends::cuda_stream stream;
+  sc::selective_scan_forward(policy, stream.backend(), run.seqs, run.args, run.y.data(), run.ck.data(),
+                             run.final_state.data());
+  sc::selective_scan_backward(policy, stream.backend(), run.seqs, run.args, run.ck.data(), run.grads);
+  stream.synchronize();
+  std::string const policy_name = Policy::name();
+  CAPTURE(policy_name);
+  CAPTURE(sh.ed);
+  CAPTURE(sh.ns);
+  CAPTURE(sh.init);
+  CAPTURE(sh.d_final);
+  CHECK(rel_error(run.y.to_host(), ref.y) < tol);
+  CHECK(rel_error(run.final_state.to_host(), ref.final_state) < tol);
+  if (Policy::checkpoint_interval == ssmlen::scan::recurrent::checkpoint_interval) {
+    CHECK(rel_error(run.ck.to_host(), ref.ck) < tol);
+  }
+  CHECK(rel_error(run.dx.to_host(), ref.dx) < tol);
+  CHECK(rel_error(run.ddt.to_host(), ref.ddt) < tol);
+  CHECK(rel_error(valid_columns(run.db.to_host(), in.tokens, in.ns, run.ld_dbc), ref.db) < tol);
+  CHECK(rel_error(valid_columns(run.dc.to_host(), in.tokens, in.ns, run.ld_dbc), ref.dc) < tol);
+  CHECK(rel_error(run.da.to_host(), ref.da) < tol);
+  CHECK(rel_error(run.dd.to_host(), ref.dd) < tol);
+  CHECK(rel_error(run.d_init.to_host(), ref.d_init) < tol);
+}
+
+template <class Policy>
+void check_shapes(Policy policy) {
+  // Lengths straddle the chunk (64) and include an empty sequence; ED = 37 leaves a partial channel group.
+  std::vector<std::int64_t> const lengths{65, 1, 0, 200, 64, 130, 63};
+  std::uint64_t seed = 1;
+  for (std::int64_t ns : {5, 16, 64}) {
+    for (bool init : {false, true}) {
+      check_parity(policy, {lengths, 37, ns, init, init}, seed++, 1e-5);
+    }
+  }
+  check_parity(policy, {{70, 3, 129}, 37, 100, true, true}, seed++, 1e-5);  // N past one register tile
+  check_parity(policy, {{70, 3}, 37, 256, true, true}, seed++, 1e-5);       // the largest N
+}
+
+}  // namespace
+
+TEST_CASE("cuda selective scan: small ragged batch, both policies") {  // quick; the sanitizer runs use it
+  if (gpu_or_skip()) {
+    shape const sh{{65, 1, 0, 20}, 37, 5, true, true};
+    check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
+    check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
+  }
+}
+
+TEST_CASE("cuda selective scan: recurrent matches the host oracle") {
+  if (gpu_or_skip()) {
+    check_shapes(ssmlen::scan::recurrent{});
+  }
+}
+
+TEST_CASE("cuda selective scan: block_parallel matches the host oracle") {
+  if (gpu_or_skip()) {
+    check_shapes(sc::block_parallel<8, 8>{});
+    check_parity(sc::block_parallel<4, 16>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true}, 98, 1e-5);
+    check_parity(sc::block_parallel<3, 2>{}, {{65, 1, 0, 200, 13}, 37, 16, true, true}, 99, 1e-5);  // chunk of 6
+  }
+}
+
+TEST_CASE("cuda selective scan: long sequences (L = 4096)") {
+  if (gpu_or_skip()) {
+    shape const sh{{4096, 1000}, 37, 16, true, true};
+    check_parity(ssmlen::scan::recurrent{}, sh, 7, 1e-4);
+    check_parity(sc::block_parallel<8, 8>{}, sh, 7, 1e-4);
+  }
+}
+
+TEST_CASE("cuda selective scan: channels beyond 65,535") {
+  if (gpu_or_skip()) {
+    shape const sh{{3, 2}, 70001, 4, true, true};
+    check_parity(ssmlen::scan::recurrent{}, sh, 11, 1e-5);
+    check_parity(sc::block_parallel<8, 8>{}, sh, 11, 1e-5);
+  }
+}
+
+template <class Policy>
+void check_deterministic(Policy policy) {
+  inputs const in({{700, 513, 64, 9}, 300, 16, true, true}, 5);
+  device_run r1(policy, in), r2(policy, in);
+  ssmlen::backends::cuda_stream stream;
+  sc::selective_scan_forward(policy, stream.backend(), r1.seqs, r1.args, r1.y.data(), r1.ck.data(),
+                             r1.final_state.data());
+  for (auto* r : {&r1, &r2}) {
+    sc::selective_scan_backward(policy, stream.backend(), r->seqs, r->args, r1.ck.data(), r->grads);
+  }
+  stream.synchronize();
+  auto same_bits = [](device_buffer<float> const& p, device_buffer<float> const& q) {
+    auto const hp = p.to_host(), hq = q.to_host();
+    return std::memcmp(hp.data(), hq.data(), hp.size() * sizeof(float)) == 0;
+  };
+  std::string const policy_name = Policy::name();
+  CAPTURE(policy_name);
+  CHECK(same_bits(r1.dx, r2.dx));
+  CHECK(same_bits(r1.ddt, r2.ddt));
+  CHECK(same_bits(r1.db, r2.db));
+  CHECK(same_bits(r1.dc, r2.dc));
+  CHECK(same_bits(r1.da, r2.da));
+  CHECK(same_bits(r1.dd, r2.dd));
+  CHECK(same_bits(r1.d_init, r2.d_init));
+}
+
+TEST_CASE("cuda selective scan: the backward is bit-identical across runs") {
+  if (gpu_or_skip()) {
+    check_deterministic(ssmlen::scan::recurrent{});
+    check_deterministic(sc::block_parallel<8, 8>{});
+  }
+}
+
+TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
+  std::int64_t const offsets_placeholder = 0;
+  float const v = 1.0f;
+  sc::device_sequences const seqs{&offsets_placeholder, 0, 0};
+  ssmlen::scan::selective_scan_args<float> args{nullptr, 4, 16, &v, &v, &v, &v, &v, 16, &v, nullptr};
+  float y = 0;
+  ssmlen::backends::cuda const be{};
+  auto forward = [&](auto const& a) {
+    sc::selective_scan_forward(sc::block_parallel<>{}, be, seqs, a, &y, nullptr, nullptr);
+  };
+  auto with = [&](auto edit) {
+    auto a = args;
+    edit(a);
+    return a;
+  };
+  CHECK_THROWS_AS(forward(with([](auto& a) { a.states = 0; })), ssmlen::error);
+  CHECK_THROWS_AS(forward(with([](auto& a) { a.states = 257; })), ssmlen::error);
+  CHECK_THROWS_AS(forward(with([](auto& a) { a.ld_bc = 8; })), ssmlen::error);
+  CHECK_THROWS_AS(forward(with([](auto& a) { a.channels = 0; })), ssmlen::error);
+  CHECK_THROWS_AS(forward(with([](auto& a) { a.b = nullptr; })), ssmlen::error);
+  ssmlen::scan::selective_scan_grads<float> g{};
+  CHECK_THROWS_AS(sc::selective_scan_backward(ssmlen::scan::recurrent{}, be, seqs, args, nullptr, g), ssmlen::error);
+}

@@ -1,0 +1,295 @@
+// Multiplication (n×1, n×2) with a 4-pointer memory: the documented trace, replays through the tool, checks,
+// invalid actions, fuzz, sampling, trace length, and the locality of the format (a lookup table over 7 tokens
+// learned from products of at most 10 digits multiplies 1000-digit numbers).
+#include <ssmlen/agent/episode.hpp>
+#include <ssmlen/core/rng.hpp>
+#include <ssmlen/models/lookup_learner.hpp>
+#include <ssmlen/tasks/multiplication.hpp>
+
+#include <doctest/doctest.h>
+
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace ssmlen;
+using tasks::multiplication;
+
+static_assert(tasks::task_env<multiplication>);
+
+namespace {
+
+std::string render(multiplication const& task, tools::trace const& t, std::size_t from) {
+  std::ostringstream s;
+  for (std::size_t i = from; i < t.size(); ++i) {
+    auto const& name = task.vocab().name(t.tokens[i]);
+    s << (i > from ? " " : "") << (t.roles[i] == tools::role::observation ? "(" + name + ")" : name);
+  }
+  return s.str();
+}
+
+template <agent::policy P>
+agent::episode_result run(P& p, multiplication const& task, multiplication::instance const& x, std::int64_t cap) {
+  auto tool = task.make_tool();
+  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()), cap);
+}
+
+agent::episode_result replay(multiplication const& task, multiplication::instance const& x, tools::trace const& t) {
+  agent::replay_policy p(t);
+  return run(p, task, x, static_cast<std::int64_t>(t.size()) + 10);
+}
+
+std::vector<tools::token> output_of(tools::trace const& t) {
+  std::vector<tools::token> out;
+  for (std::size_t i = 0; i + 1 < t.size(); ++i) {  // the last token is <EOS>
+    if (t.roles[i] == tools::role::output) {
+      out.push_back(t.tokens[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("multiplication: the expert trace of 907 * 3 is the documented example") {
+  multiplication const task;
+  auto const x = task.instance_from_strings("907", "3");
+  auto const t = task.expert(x);
+  CHECK(render(task, t, 0) ==
+        "9 0 7 * 3 = [p1.new] [p2.new] [p3.new] "
+        "[p1.read] (9) [p1.right] [p2.right] [p3.right] [p1.read] (0) [p1.right] [p2.right] [p3.right] "
+        "[p1.read] (7) [p1.right] [p2.right] [p3.right] [p1.read] (*) [p1.left] "
+        "[p2.read] (*) [p2.right] [p3.right] [p2.read] (3) [p2.right] [p3.right] [p2.read] (=) [p2.left] "
+        "[p1.read] (7) [p2.read] (3) [p3.read] (=) 1 2 [p1.left] [p3.right] [p3.right] "
+        "[p1.read] (0) [p2.read] (3) [p3.read] (2) 2 0 [p1.left] [p3.right] [p3.right] "
+        "[p1.read] (9) [p2.read] (3) [p3.read] (0) 7 2 [p1.left] [p3.right] [p3.right] "
+        "[p1.read] ([NIL]) [p2.read] (3) [p3.read] (2) 2 0 [p3.right] [p3.right] "
+        "[p1.read] ([NIL]) [p2.read] (3) [p3.read] (0) + [p3.right] [p2.left] [p2.read] (*) "
+        "[p2.right] [p2.right] [p2.read] (=) [ANS] "
+        "[p3.left] [p3.read] (0) [p3.left] [p3.read] (2) 2 [p3.left] [p3.read] (2) [p3.left] [p3.read] (7) 7 "
+        "[p3.left] [p3.read] (0) [p3.left] [p3.read] (2) 2 [p3.left] [p3.read] (2) [p3.left] [p3.read] (1) 1 "
+        "[p3.left] [p3.read] (=) <EOS>");
+  std::string thoughts, outputs;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    auto const& name = task.vocab().name(t.tokens[i]);
+    if (t.roles[i] == tools::role::thought) {
+      thoughts += name;
+    } else if (t.roles[i] == tools::role::output) {
+      outputs += name;
+    }
+  }
+  CHECK(thoughts == "12207220+[ANS]");
+  CHECK(outputs == "2721<EOS>");
+}
+
+TEST_CASE("multiplication: a 2-digit b writes two rows, the shifted second one, and their sum") {
+  multiplication const task;
+  auto const t = task.expert(task.instance_from_strings("57", "68"));
+  std::string thoughts;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    if (t.roles[i] == tools::role::thought) {
+      thoughts += task.vocab().name(t.tokens[i]) + " ";
+    }
+  }
+  // 57*8 = 456 and 57*6*10 = 3420 as (digit, carry) pairs, least significant first; then 3876.
+  CHECK(thoughts == "6 5 5 4 4 0 + 0 0 2 4 4 3 3 0 + 6 0 7 0 8 0 3 0 + [ANS] ");
+  CHECK(task.check(task.instance_from_strings("57", "68"), output_of(t)));
+}
+
+TEST_CASE("multiplication: replaying expert traces through the tool reproduces them and passes check") {
+  rng g(5);
+  for (auto const& task : {multiplication{}, multiplication{{1, 1}}, multiplication{{2, 2}}}) {
+    std::vector<multiplication::instance> cases;
+    for (int n : {1, 2, 3, 5, 9, 10, 17, 64, 200}) {
+      for (int i = 0; i < 6; ++i) {
+        cases.push_back(task.sample(g, n));
+      }
+    }
+    cases.push_back(task.sample_exact(g, 1000));
+    cases.push_back(task.instance_from_strings("9999999999", task.options().max_b_digits == 2 ? "99" : "9"));
+    cases.push_back(task.instance_from_strings("1", task.options().min_b_digits == 2 ? "10" : "1"));
+    for (auto const& x : cases) {
+      auto const t = task.expert(x);
+      REQUIRE(t.tokens.size() == t.roles.size());
+      auto const r = replay(task, x, t);
+      REQUIRE(r.end == agent::end_reason::eos);
+      CHECK(r.trace == t);
+      CHECK(task.check(x, r.output));
+      CHECK(r.output == output_of(t));
+    }
+  }
+}
+
+TEST_CASE("multiplication: check is an exact match of the product's digits") {
+  multiplication const task;
+  rng g(6);
+  for (int i = 0; i < 20; ++i) {
+    auto const x = task.sample(g, 12);
+    auto out = output_of(task.expert(x));
+    REQUIRE(task.check(x, out));
+    auto wrong = out;
+    auto& d = wrong[static_cast<std::size_t>(g.uniform_int(0, static_cast<std::int64_t>(wrong.size()) - 1))];
+    d = tasks::addition_tokens::digit((tasks::addition_tokens::value(d) + 1 + static_cast<int>(g.uniform_int(0, 8))) %
+                                      10);
+    CHECK_FALSE(task.check(x, wrong));
+    CHECK_FALSE(task.check(x, std::span(out).first(out.size() - 1)));
+    out.push_back(tasks::addition_tokens::digit(0));
+    CHECK_FALSE(task.check(x, out));
+  }
+  CHECK(tasks::multiply_digits({9, 0, 7}, {3}) == tasks::digits{2, 7, 2, 1});
+  CHECK(tasks::multiply_digits({5, 7}, {6, 8}) == tasks::digits{3, 8, 7, 6});
+  CHECK(tasks::multiply_digits({1}, {1}) == tasks::digits{1});
+}
+
+TEST_CASE("multiplication: invalid actions end the episode with a reason") {
+  multiplication const task;
+  auto const x = task.instance_from_strings("123", "45");
+  auto t = task.expert(x);
+  // The model uses p4 before placing it.
+  std::size_t first_model = task.prompt(x).size();
+  t.tokens[first_model] = task.vocab().id("[p4.read]");
+  auto r = replay(task, x, t);
+  CHECK(r.end == agent::end_reason::invalid);
+  CHECK(r.why.find("p4") != std::string::npos);
+  // A <PAD> (what an untrained lookup table answers) is refused too.
+  models::lookup_learner<4> untrained;
+  r = run(untrained, task, x, 100);
+  CHECK(r.end == agent::end_reason::invalid);
+  CHECK_FALSE(r.why.empty());
+  // A model that never stops hits the memory limit of a tool with small limits.
+  tools::pointer_memory_limits lim;
+  lim.max_memory = 64;
+  multiplication const small({1, 2}, lim);
+  struct chatter {
+    void reset() {}
+    void observe(tools::token) {}
+    tools::token act() { return tasks::addition_tokens::digit(7); }
+  } c;
+  auto tool = small.make_tool();
+  r = agent::run_episode(c, tool, small.prompt(x), agent::episode_markers::from(small.vocab()), 1000);
+  CHECK(r.end == agent::end_reason::invalid);
+  CHECK(r.why.find("memory limit") != std::string::npos);
+  // Bad operands are the caller's error.
+  CHECK_THROWS_AS((void)task.instance_from_strings("012", "3"), ssmlen::error);
+  CHECK_THROWS_AS((void)task.instance_from_strings("0", "3"), ssmlen::error);
+  CHECK_THROWS_AS((void)task.instance_from_strings("12", "0"), ssmlen::error);
+  CHECK_THROWS_AS((void)task.instance_from_strings("12", "345"), ssmlen::error);
+  CHECK_THROWS_AS((void)multiplication({1, 1}).instance_from_strings("12", "34"), ssmlen::error);
+  CHECK_THROWS_AS((void)multiplication({2, 2}).instance_from_strings("12", "3"), ssmlen::error);
+  rng g(1);
+  CHECK_THROWS_AS((void)task.sample(g, 0), ssmlen::error);
+  CHECK_THROWS_AS(multiplication({0, 2}), ssmlen::error);
+  CHECK_THROWS_AS(multiplication({2, 1}), ssmlen::error);
+}
+
+TEST_CASE("multiplication: long random token streams never crash the tool and stay within its limits") {
+  tools::pointer_memory_limits lim;
+  lim.max_memory = 500;
+  lim.max_observations = 2000;
+  multiplication const task({1, 2}, lim);
+  rng g(9);
+  int invalid = 0;
+  std::int64_t steps = 0;
+  for (int episode = 0; episode < 50; ++episode) {
+    auto tool = task.make_tool();
+    auto const x = task.sample(g, 20);
+    tool.reset(task.prompt(x));
+    for (int k = 1; k <= 4; ++k) {  // place the pointers, so that most streams run until a limit
+      REQUIRE(tool.feed(task.vocab().id(tools::pointer_command_name(k, "new"))).kind ==
+              tools::tool_reply_kind::accepted);
+    }
+    for (int step = 0; step < 5000; ++step) {
+      auto const t = g.uniform() < 0.002f ? static_cast<tools::token>(g.uniform_int(-1, task.vocab().size()))
+                                          : static_cast<tools::token>(g.uniform_int(1, task.vocab().size() - 1));
+      auto const r = tool.feed(t);
+      CHECK(static_cast<std::int64_t>(tool.memory().size()) <= lim.max_memory);
+      if (r.kind == tools::tool_reply_kind::invalid) {
+        CHECK_FALSE(r.why.empty());
+        ++invalid;
+        steps += step;
+        break;
+      }
+      if (r.kind == tools::tool_reply_kind::observe) {
+        REQUIRE(r.observation.size() == 1);
+        CHECK(task.vocab().valid(r.observation[0]));
+      }
+    }
+  }
+  CHECK(invalid == 50);
+  CHECK(steps > 50 * 300);  // the streams were long: most ended at the memory or observation limit
+}
+
+TEST_CASE("multiplication: sampling is deterministic per seed and follows the stated distributions") {
+  multiplication const mixed, one({1, 1}), two({2, 2});
+  rng g1(42), g2(42);
+  for (int i = 0; i < 20; ++i) {
+    CHECK(mixed.sample(g1, 10) == mixed.sample(g2, 10));
+  }
+  rng g(43);
+  std::set<std::size_t> a_sizes, b_sizes;
+  for (int i = 0; i < 600; ++i) {
+    auto const x = mixed.sample(g, 10);
+    a_sizes.insert(x.a.size());
+    b_sizes.insert(x.b.size());
+    CHECK(x.a.front() != 0);  // positive, no leading zeros
+    CHECK(x.b.front() != 0);
+    CHECK(one.sample(g, 10).b.size() == 1);
+    CHECK(two.sample(g, 10).b.size() == 2);
+  }
+  CHECK(a_sizes == std::set<std::size_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  CHECK(b_sizes == std::set<std::size_t>{1, 2});
+  auto const x = mixed.sample_exact(g, 37);
+  CHECK(x.a.size() == 37);
+  CHECK(x.a.front() != 0);
+  CHECK(mixed.name() == "multiplication");
+  CHECK(one.name() == "multiplication_1");
+  CHECK(two.name() == "multiplication_2");
+  CHECK(mixed.describe(mixed.instance_from_strings("57", "68"))["product"] == "3876");
+}
+
+TEST_CASE("multiplication: traces grow linearly, about 23 tokens per digit for n×1 and 60 for n×2") {
+  rng g(8);
+  for (int k : {1, 2}) {
+    multiplication const task({k, k});
+    for (int n : {250, 1000}) {
+      auto const x = task.sample_exact(g, n);
+      auto const per_digit = static_cast<double>(task.expert(x).size() - task.prompt(x).size()) / n;
+      if (k == 1) {
+        CHECK(per_digit == doctest::Approx(23.0).epsilon(0.03));
+      } else {
+        CHECK(per_digit == doctest::Approx(60.0).epsilon(0.03));
+      }
+    }
+  }
+}
+
+TEST_CASE("multiplication: lookup_learner<7> trained on at most 10 digits multiplies 1000-digit numbers") {
+  // W = 7 is the format's longest reach: after "[p1.read] (x) [p2.read] (y) [p3.read] (c) s c'", moving p1 left
+  // depends on x, six tokens back. Every operand is read just before it is used.
+  multiplication const task;
+  models::lookup_learner<7> learner;
+  rng g(1);
+  for (int i = 0; i < 2000; ++i) {
+    learner.learn(task.expert(task.sample(g, 10)));
+  }
+  CHECK(learner.conflicts() == 0);
+  rng h(77);
+  int solved = 0, total = 0;
+  for (int n : {1, 7, 10, 11, 50, 200, 1000, 1000}) {
+    for (int k : {1, 2}) {
+      auto const x = multiplication({k, k}).sample_exact(h, n);
+      auto const expert = task.expert(x);
+      auto const r = run(learner, task, x, 2 * static_cast<std::int64_t>(expert.size()));
+      solved += (r.finished() && task.check(x, r.output) && r.trace == expert) ? 1 : 0;
+      ++total;
+    }
+  }
+  CHECK(solved == total);
+  // A shorter window cannot tell where it is: W = 6 has conflicts.
+  models::lookup_learner<6> short_window;
+  for (int i = 0; i < 300; ++i) {
+    short_window.learn(task.expert(task.sample(g, 10)));
+  }
+  CHECK(short_window.conflicts() > 0);
+}
