@@ -41,6 +41,7 @@ struct mamba_block {
     tensor<T> y;   // [T, ED]: SSM output, before gating
     tensor<T> yg;  // [T, ED]: gated
     typename selective_ssm<T, Scan>::cache ssm;
+    tensor<T> dyg, dxz, dy, dxs;  // backward's buffers, kept to avoid reallocating every step
   };
 
   //! Reusable buffers for step(), sized for a batch.
@@ -98,13 +99,17 @@ struct mamba_block {
   //! Accumulates parameter gradients and writes du = ∂L/∂u (or adds to it when accumulate).
   //! d_final (nullable): gradient arriving at the final states; d_init (nullable): filled with ∂L/∂init.
   void backward(backends::host const& be, sequences const& seqs, T const* u, T const* dout, T* du, bool accumulate,
-                cache const& k, mamba_block_state<T> const* init, mamba_block_state<T> const* d_final,
+                cache& k, mamba_block_state<T> const* init, mamba_block_state<T> const* d_final,
                 mamba_block_state<T>* d_init) {
     std::int64_t const rows = seqs.tokens(), ed = d_inner;
-    tensor<T> dyg({rows, ed});     // [T, ED]
-    tensor<T> dxz({rows, 2 * ed});  // [T, 2ED]
-    tensor<T> dy({rows, ed});      // [T, ED]
-    tensor<T> dxs({rows, ed});     // [T, ED]
+    auto& dyg = k.dyg;
+    auto& dxz = k.dxz;
+    auto& dy = k.dy;
+    auto& dxs = k.dxs;
+    dyg.resize({rows, ed});      // [T, ED]
+    dxz.resize({rows, 2 * ed});  // [T, 2ED]
+    dy.resize({rows, ed});       // [T, ED]
+    dxs.resize({rows, ed});      // [T, ED]
     out_proj.backward(be, k.yg.data(), ed, dout, d_model, dyg.data(), ed, rows);
     be.parallel_for(rows, [&](std::int64_t r) {
       for (std::int64_t c = 0; c < ed; ++c) {

@@ -31,6 +31,7 @@ struct selective_ssm {
     tensor<T> dt;           // [T, ED]
     tensor<T> a;            // [N, ED]: -exp(A_log), transposed
     tensor<T> checkpoints;  // [Σ ceil(len / interval), N, ED]
+    tensor<T> d_dbc, ddt, da;  // backward's buffers, kept to avoid reallocating every step
   };
 
   selective_ssm() = default;
@@ -106,12 +107,16 @@ struct selective_ssm {
   }
 
   //! Accumulates parameter gradients; writes dxs = ∂L/∂xs and, when non-null, d_init_state.
-  void backward(backends::host const& be, sequences const& seqs, T const* xs, T const* dy, T* dxs, cache const& k,
+  void backward(backends::host const& be, sequences const& seqs, T const* xs, T const* dy, T* dxs, cache& k,
                 T const* init_state, T const* d_final_state, T* d_init_state) {
     std::int64_t const rows = seqs.tokens(), w = dt_rank + 2 * states;
-    tensor<T> d_dbc({rows, w});        // [T, R+2N]
-    tensor<T> ddt({rows, channels});   // [T, ED]
-    tensor<T> da({states, channels});  // [N, ED]
+    auto& d_dbc = k.d_dbc;
+    auto& ddt = k.ddt;
+    auto& da = k.da;
+    d_dbc.resize({rows, w});        // [T, R+2N]: fully written below
+    ddt.resize({rows, channels});   // [T, ED]: fully written by the scan
+    da.resize({states, channels});  // [N, ED]: accumulated
+    da.fill(T(0));
     scan::selective_scan_grads<T> g{dy,        d_final_state, dxs,       ddt.data(),   d_dbc.data() + dt_rank,
                                     d_dbc.data() + dt_rank + states, w, da.data(), d.grad.data(), d_init_state};
     scan::selective_scan_backward(Scan::checkpoint_interval, be, scan_args(seqs, xs, k, init_state),

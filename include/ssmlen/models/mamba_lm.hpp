@@ -51,6 +51,7 @@ public:
     std::vector<tensor<T>> normed, rstd;              // n_layers x [T, D], [T]
     std::vector<typename block_type::cache> blocks;   // n_layers
     tensor<T> final_normed, final_rstd;               // [T, D], [T]
+    tensor<T> dnormed, du;                            // backward's buffers, [T, D] each
   };
 
   //! Reusable buffers for step().
@@ -178,12 +179,14 @@ public:
 
   //! Accumulates every parameter gradient from dlogits: [T, V]. d_final (nullable): gradient at the final
   //! states; d_init (nullable, made with make_state): filled with the gradient of the initial states.
-  void backward(backends::host const& be, T const* dlogits, cache const& k, state const* init = nullptr,
+  void backward(backends::host const& be, T const* dlogits, cache& k, state const* init = nullptr,
                 state const* d_final = nullptr, state* d_init = nullptr) {
     std::int64_t const rows = k.seqs.tokens(), d = cfg_.d_model;
     std::size_t const n = layers_.size();
-    tensor<T> dnormed({rows, d});  // [T, D]
-    tensor<T> du({rows, d});       // [T, D]: gradient of the residual stream
+    auto& dnormed = k.dnormed;
+    auto& du = k.du;  // gradient of the residual stream
+    dnormed.resize({rows, d});  // [T, D]
+    du.resize({rows, d});       // [T, D]
     head_backward(be, k.final_normed.data(), dlogits, dnormed.data(), rows);
     norm_f_.backward(be, k.u[n].data(), k.final_rstd.data(), dnormed.data(), du.data(), rows, false);
     for (std::size_t i = n; i-- > 0;) {

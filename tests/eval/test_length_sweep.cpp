@@ -1,0 +1,83 @@
+// Length sweeps: bookkeeping on a real (untrained) model and task, the paper's
+// summary form, and the report files.
+#include <ssmlen/eval/report.hpp>
+#include <ssmlen/models/mamba_lm.hpp>
+#include <ssmlen/tasks/registry.hpp>
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace ssmlen;
+
+TEST_CASE("length_sweep: per-size results from rollouts of an untrained model on addition") {
+  auto const task = tasks::make_task("addition");
+  models::mamba_config c;
+  c.vocab = task.vocab().size();
+  c.d_model = 16;
+  c.n_layers = 1;
+  c.d_state = 4;
+  models::mamba_lm<float> m(c, 1);
+  eval::sweep_config cfg;
+  cfg.sizes = {1, 3};
+  cfg.per_size = 5;
+  cfg.teacher_forced = 2;
+  cfg.train_n = 2;
+  int seen = 0;
+  auto const r = eval::length_sweep(backends::host{}, m, task, cfg, [&](eval::size_result const&) { ++seen; });
+  CHECK(seen == 2);
+  REQUIRE(r.results.size() == 2);
+  for (auto const& s : r.results) {
+    CHECK(s.episodes == 5);
+    CHECK(s.exact_match == doctest::Approx(s.correct / 5.0));
+    CHECK(s.exact_match < 1.0);  // an untrained model does not add
+    CHECK(s.token_accuracy >= 0.0);
+    CHECK(s.token_accuracy < 1.0);
+    CHECK(s.mean_tokens > 0);
+    int ends = 0;
+    for (auto const& [k, v] : s.ends) {
+      ends += v;
+    }
+    CHECK(ends == 5);
+    REQUIRE(!s.failures.empty());
+    CHECK(s.failures.front().divergence >= 0);  // it leaves the expert trace somewhere
+    CHECK(!s.failures.front().expected.empty());
+  }
+  CHECK(r.results[1].mean_expert_tokens > r.results[0].mean_expert_tokens);
+  auto const j = r.to_json();
+  CHECK(j["task"] == "addition");
+  CHECK(j["results"][0]["n"] == 1);
+  CHECK(j["results"][0].contains("failures"));
+  // Same seed, same instances, same model: the same result.
+  auto const again = eval::length_sweep(backends::host{}, m, task, cfg);
+  CHECK(again.to_json()["results"][1]["exact_match"] == j["results"][1]["exact_match"]);
+  CHECK(again.results[1].mean_tokens == r.results[1].mean_tokens);
+}
+
+TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {
+  eval::sweep_result s;
+  s.task = "addition";
+  s.train_n = 5;
+  for (auto [n, p] : {std::pair{5, 1.0}, {100, 1.0}, {1000, 0.5}, {2000, 0.03}}) {
+    eval::size_result r;
+    r.n = n;
+    r.episodes = 64;
+    r.exact_match = p;
+    s.results.push_back(r);
+  }
+  CHECK(s.summary() == "5->1000 (50%)");
+  auto const dir = std::filesystem::temp_directory_path() / ("ssmlen_sweep_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto const files = eval::write_reports(s, dir / "sweep");
+  CHECK(files.size() >= 3);
+  std::ifstream svg(dir / "sweep.svg");
+  std::string const text((std::istreambuf_iterator<char>(svg)), {});
+  CHECK(text.find("<svg") == 0);
+  CHECK(text.find("<circle") != std::string::npos);
+  std::ifstream csv(dir / "sweep.csv");
+  std::string header;
+  std::getline(csv, header);
+  CHECK(header.rfind("n,episodes,exact_match", 0) == 0);
+  std::filesystem::remove_all(dir);
+}
