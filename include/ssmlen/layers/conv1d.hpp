@@ -129,30 +129,26 @@ struct conv1d {
     }
   }
 
-  //! One token per sequence: x: [B, C] (row stride ldx) -> y: [B, C]; state: [B, K-1, C] is shifted in place.
-  void step(backends::host const& be, T const* x, std::int64_t ldx, T* y, T* state, std::int64_t batch) const {
+  //! One token of one sequence: x: [C] -> y: [C]; state: [K-1, C] (oldest first) shifts in place.
+  void step_row(T const* x, T* y, T* state) const {
     std::int64_t const km1 = width - 1;
-    be.parallel_for(batch, [&](std::int64_t b) {
-      T* st = state + b * state_size();
-      T const* xr = x + b * ldx;
-      T* yr = y + b * channels;
-      T const* w = weight.value.data();
-      for (std::int64_t c = 0; c < channels; ++c) {
-        yr[c] = bias.value[c];
-      }
+    T const* w = weight.value.data();
+    for (std::int64_t c = 0; c < channels; ++c) {
+      T v = bias.value[c] + w[c * width + km1] * x[c];
       for (std::int64_t k = 0; k < km1; ++k) {
-        for (std::int64_t c = 0; c < channels; ++c) {
-          yr[c] += w[c * width + k] * st[k * channels + c];
-        }
+        v += w[c * width + k] * state[k * channels + c];
       }
-      for (std::int64_t c = 0; c < channels; ++c) {
-        yr[c] += w[c * width + km1] * xr[c];
-      }
-      if (km1 > 0) {
-        std::copy(st + channels, st + km1 * channels, st);
-        std::copy(xr, xr + channels, st + (km1 - 1) * channels);
-      }
-    });
+      y[c] = v;
+    }
+    if (km1 > 0) {
+      std::copy(state + channels, state + km1 * channels, state);
+      std::copy(x, x + channels, state + (km1 - 1) * channels);
+    }
+  }
+
+  //! One token per sequence: x: [B, C] (row stride ldx) -> y: [B, C]; state: [B, K-1, C] shifts in place.
+  void step(backends::host const& be, T const* x, std::int64_t ldx, T* y, T* state, std::int64_t batch) const {
+    be.parallel_for(batch, [&](std::int64_t b) { step_row(x + b * ldx, y + b * channels, state + b * state_size()); });
   }
 
 private:

@@ -44,11 +44,6 @@ struct mamba_block {
     tensor<T> dyg, dxz, dy, dxs;  // backward's buffers, kept to avoid reallocating every step
   };
 
-  //! Reusable buffers for step(), sized for a batch.
-  struct step_buffers {
-    tensor<T> xz, xc, dbc, dt_pre, dt, y, a;
-  };
-
   mamba_block() = default;
   mamba_block(std::int64_t d, std::int64_t ed, std::int64_t n, std::int64_t k, std::int64_t r)
       : d_model(d), d_inner(ed), in_proj(d, 2 * ed, false), conv(ed, k), ssm(ed, n, r), out_proj(ed, d, false) {}
@@ -131,34 +126,48 @@ struct mamba_block {
     in_proj.backward(be, u, d_model, dxz.data(), 2 * ed, du, d_model, rows, accumulate);
   }
 
-  //! One token for each of B sequences: u: [B, D] -> out: [B, D]; state is advanced in place.
-  void step(backends::host const& be, std::int64_t batch, T const* u, T* out, mamba_block_state<T>& state,
-            step_buffers& w) const {
-    std::int64_t const ed = d_inner, n = ssm.states, wd = ssm.dt_rank + 2 * n;
-    w.xz.resize({batch, 2 * ed});
-    w.xc.resize({batch, ed});
-    w.dbc.resize({batch, wd});
-    w.dt_pre.resize({batch, ed});
-    w.dt.resize({batch, ed});
-    w.y.resize({batch, ed});
-    if (w.a.size() != n * ed) {
-      w.a.resize({n, ed});
+  //! Scratch elements step_row needs.
+  [[nodiscard]] std::int64_t step_scratch_size() const { return 4 * d_inner + ssm.dt_rank + 2 * ssm.states; }
+
+  //! One token of one sequence, fused in a single pass so a batch of rows is one parallel loop.
+  //! u: [D] -> out: [D]; conv_state: [K-1, ED] and ssm_state: [N, ED] advance in place;
+  //! a: [N, ED] = -exp(A_log) from ssm.make_a; scratch: step_scratch_size() elements.
+  void step_row(T const* u, T* out, T* conv_state, T* ssm_state, T const* a, T* scratch) const {
+    std::int64_t const ed = d_inner, ns = ssm.states, r = ssm.dt_rank;
+    T* xz = scratch;             // [2ED]: x then the gate z; x is overwritten by y once the conv has used it
+    T* xc = xz + 2 * ed;         // [ED]
+    T* dt = xc + ed;             // [ED]
+    T* dbc = dt + ed;            // [R + 2N]
+    matvec(in_proj.weight.value.data(), 2 * ed, d_model, u, xz);
+    conv.step_row(xz, xc, conv_state);
+    for (std::int64_t c = 0; c < ed; ++c) {
+      xc[c] = silu(xc[c]);
     }
-    ssm.make_a(w.a.data());
-    in_proj.forward(be, u, d_model, w.xz.data(), 2 * ed, batch);
-    conv.step(be, w.xz.data(), 2 * ed, w.xc.data(), state.conv.data(), batch);
-    for (auto& v : w.xc) {
-      v = silu(v);
+    matvec(ssm.x_proj.weight.value.data(), r + 2 * ns, ed, xc, dbc);
+    matvec(ssm.dt_proj.weight.value.data(), ed, r, dbc, dt);
+    for (std::int64_t c = 0; c < ed; ++c) {
+      dt[c] = softplus(dt[c] + ssm.dt_proj.bias.value[c]);
     }
-    ssm.project(be, w.xc.data(), batch, w.dbc.data(), w.dt_pre.data(), w.dt.data());
-    scan::selective_scan_step(be, batch, ed, n, w.xc.data(), w.dt.data(), w.a.data(), w.dbc.data() + ssm.dt_rank,
-                              w.dbc.data() + ssm.dt_rank + n, wd, ssm.d.value.data(), state.ssm.data(), w.y.data());
-    for (std::int64_t r = 0; r < batch; ++r) {
-      for (std::int64_t c = 0; c < ed; ++c) {
-        w.y[r * ed + c] *= silu(w.xz[r * 2 * ed + ed + c]);
+    T* y = xz;  // x is no longer needed
+    scan::selective_scan_step_row(ed, ns, xc, dt, a, dbc + r, dbc + r + ns, ssm.d.value.data(), ssm_state, y);
+    for (std::int64_t c = 0; c < ed; ++c) {
+      y[c] *= silu(xz[ed + c]);
+    }
+    matvec(out_proj.weight.value.data(), d_model, ed, y, out);
+  }
+
+private:
+  //! y[o] = Σ_i w[o, i] x[i] for a row-major [rows, cols] matrix.
+  static void matvec(T const* w, std::int64_t rows, std::int64_t cols, T const* x, T* y) {
+    for (std::int64_t o = 0; o < rows; ++o) {
+      T const* wo = w + o * cols;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (std::int64_t i = 0; i < cols; ++i) {
+        acc += wo[i] * x[i];
       }
+      y[o] = acc;
     }
-    out_proj.forward(be, w.y.data(), ed, out, d_model, batch);
   }
 };
 

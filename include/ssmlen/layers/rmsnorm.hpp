@@ -46,6 +46,18 @@ struct rmsnorm {
     });
   }
 
+  //! One row: x: [D] -> y: [D].
+  void apply_row(T const* x, T* y) const {
+    T ss = 0;
+    for (std::int64_t d = 0; d < dim; ++d) {
+      ss += x[d] * x[d];
+    }
+    T const s = T(1) / std::sqrt(ss / static_cast<T>(dim) + static_cast<T>(eps));
+    for (std::int64_t d = 0; d < dim; ++d) {
+      y[d] = x[d] * s * weight.value[d];
+    }
+  }
+
   //! dx (+)= ∂L/∂x and dw += Σ dy · x̂, given x, rstd from forward and dy.
   void backward(backends::host const& be, T const* x, T const* rstd, T const* dy, T* dx, std::int64_t rows,
                 bool accumulate) {

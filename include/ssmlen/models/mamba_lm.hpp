@@ -56,8 +56,8 @@ public:
 
   //! Reusable buffers for step().
   struct step_workspace {
-    tensor<T> u, normed, out;  // [B, D]
-    typename block_type::step_buffers block;
+    std::vector<tensor<T>> a;  // n_layers x [N, ED]: -exp(A_log), made once per step call
+    tensor<T> rows;            // [B, 3D + block scratch]: each row's residual, normed input, block output, scratch
   };
 
   explicit mamba_lm(mamba_config const& cfg, std::uint64_t seed = 0) : cfg_(cfg) {
@@ -198,24 +198,48 @@ public:
     embedding_.backward(k.tokens.data(), rows, du.data());
   }
 
-  //! One token for each of B sequences: tokens: [B] -> logits: [B, V]; s advances in place.
+  //! One token for each of B sequences: tokens: [B] -> logits: [B, V]; s advances in place (rows [0, B) of it).
+  //! Rows are independent, so the whole model runs for each row inside one parallel loop.
   void step(backends::host const& be, std::span<const std::int32_t> tokens, T* logits, state& s,
             step_workspace& w) const {
     auto const batch = static_cast<std::int64_t>(tokens.size());
-    std::int64_t const d = cfg_.d_model;
-    w.u.resize({batch, d});
-    w.normed.resize({batch, d});
-    w.out.resize({batch, d});
-    embedding_.forward(be, tokens.data(), batch, w.u.data());
+    std::int64_t const d = cfg_.d_model, v = cfg_.vocab;
+    embedding_.check_tokens(tokens.data(), batch);
+    w.a.resize(layers_.size());
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      layers_[i].norm.forward(be, w.u.data(), w.normed.data(), nullptr, batch);
-      layers_[i].mixer.step(be, batch, w.normed.data(), w.out.data(), s.layers[i], w.block);
-      for (std::int64_t j = 0; j < batch * d; ++j) {
-        w.u[j] += w.out[j];
-      }
+      w.a[i].resize({cfg_.d_state, cfg_.d_inner()});
+      layers_[i].mixer.ssm.make_a(w.a[i].data());
     }
-    norm_f_.forward(be, w.u.data(), w.normed.data(), nullptr, batch);
-    head_forward(be, w.normed.data(), logits, batch);
+    std::int64_t const width = 3 * d + layers_.front().mixer.step_scratch_size();
+    w.rows.resize({batch, width});
+    T const* head = cfg_.tie_embeddings ? embedding_.weight.value.data() : lm_head_.weight.value.data();
+    be.parallel_for(batch, [&](std::int64_t r) {
+      T* u = w.rows.data() + r * width;  // [D]
+      T* normed = u + d;                 // [D]
+      T* out = normed + d;               // [D]
+      T* scratch = out + d;
+      std::copy(embedding_.weight.value.data() + std::int64_t{tokens[static_cast<std::size_t>(r)]} * d,
+                embedding_.weight.value.data() + (std::int64_t{tokens[static_cast<std::size_t>(r)]} + 1) * d, u);
+      for (std::size_t i = 0; i < layers_.size(); ++i) {
+        auto& ls = s.layers[i];
+        layers_[i].norm.apply_row(u, normed);
+        layers_[i].mixer.step_row(normed, out, ls.conv.data() + r * (ls.conv.size() / ls.conv.dim(0)),
+                                  ls.ssm.data() + r * (ls.ssm.size() / ls.ssm.dim(0)), w.a[i].data(), scratch);
+        for (std::int64_t c = 0; c < d; ++c) {
+          u[c] += out[c];
+        }
+      }
+      norm_f_.apply_row(u, normed);
+      for (std::int64_t o = 0; o < v; ++o) {
+        T const* ho = head + o * d;
+        T acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (std::int64_t c = 0; c < d; ++c) {
+          acc += ho[c] * normed[c];
+        }
+        logits[r * v + o] = acc;
+      }
+    });
   }
 
   [[nodiscard]] std::vector<layer> const& layers() const { return layers_; }

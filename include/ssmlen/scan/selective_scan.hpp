@@ -290,6 +290,24 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
   }
 }
 
+//! One token of one sequence: state h [N, ED] advances in place; x, dt: [ED]; b, c: [N]; y: [ED].
+template <class T>
+SSMLEN_HD void selective_scan_step_row(std::int64_t ed, std::int64_t ns, T const* x, T const* dt, T const* a, T const* b,
+                                       T const* c, T const* dskip, T* h, T* y) {
+  for (std::int64_t d = 0; d < ed; ++d) {
+    y[d] = dskip[d] * x[d];
+  }
+  for (std::int64_t n = 0; n < ns; ++n) {
+    T const bn = b[n], cn = c[n];
+    T const* an = a + n * ed;
+    T* hn = h + n * ed;
+    for (std::int64_t d = 0; d < ed; ++d) {
+      hn[d] = exp_of(dt[d] * an[d]) * hn[d] + dt[d] * x[d] * bn;
+      y[d] += hn[d] * cn;
+    }
+  }
+}
+
 //! One token for each of `batch` independent sequences: state [B, N, ED] is advanced in place.
 //! x, dt: [B, ED]; b, c: [B, N] (row stride ld_bc); y: [B, ED].
 template <class T>
@@ -297,22 +315,8 @@ void selective_scan_step(backends::host const& be, std::int64_t batch, std::int6
                          T const* dt, T const* a, T const* b, T const* c, std::int64_t ld_bc, T const* dskip, T* state,
                          T* y) {
   be.parallel_for(batch, [&](std::int64_t r) {
-    T const* xr = x + r * ed;
-    T const* dtr = dt + r * ed;
-    T* yr = y + r * ed;
-    T* h = state + r * ed * ns;
-    for (std::int64_t d = 0; d < ed; ++d) {
-      yr[d] = dskip[d] * xr[d];
-    }
-    for (std::int64_t n = 0; n < ns; ++n) {
-      T const bn = b[r * ld_bc + n], cn = c[r * ld_bc + n];
-      T const* an = a + n * ed;
-      T* hn = h + n * ed;
-      for (std::int64_t d = 0; d < ed; ++d) {
-        hn[d] = exp_of(dtr[d] * an[d]) * hn[d] + dtr[d] * xr[d] * bn;
-        yr[d] += hn[d] * cn;
-      }
-    }
+    selective_scan_step_row(ed, ns, x + r * ed, dt + r * ed, a, b + r * ld_bc, c + r * ld_bc, dskip, state + r * ed * ns,
+                            y + r * ed);
   });
 }
 

@@ -8,7 +8,10 @@
 //! disk's move. Disks are n distinct sizes from 1..100, one token each. The
 //! answer has 2^n - 1 moves, so traces grow exponentially; what stays bounded
 //! is the window each token depends on, which is what a fixed-memory model
-//! needs. Trace formats are in docs/tasks.md.
+//! needs. Two habits keep a 100-token alphabet learnable from short towers:
+//! a disk the pointer reads is copied (or read in a step that reads nothing
+//! else), and a rod is only ever decided from rods and marks, never by looking
+//! past a disk. Trace formats are in docs/tasks.md.
 #pragma once
 
 #include <ssmlen/core/error.hpp>
@@ -99,7 +102,10 @@ struct hanoi_common {
   //! The tokens both variants share: disks `(1)`..`(100)`, rods, `$` (ends a move), `=` (ends the prompt).
   static void add_common_tokens(tools::vocab& v) {
     for (int s = 1; s <= max_size; ++s) {
-      v.add("(" + std::to_string(s) + ")");
+      std::string name(1, '(');  // appended piecewise: g++ 12 warns (-Wrestrict) on "(" + std::string&&
+      name += std::to_string(s);
+      name += ')';
+      v.add(name);
     }
     for (auto name : {"A", "B", "C", "$", "=", "[ANS]", "<EOS>", "[NIL]"}) {
       v.add(name);
@@ -170,10 +176,10 @@ struct hanoi_common {
 
 //! Iterative Tower of Hanoi with one pointer, as specified in docs/tasks.md.
 //!
-//! A state is `H X1 (d1) X2 (d2) .. Xn (dn) |`, smallest disk first: H is the smallest disk's cycle (`>` for
-//! A->B->C->A, `<` for A->C->B->A) and Xk the rod of the k-th smallest disk, in lower case for the disk that
+//! A state is `H X1 (d1) , X2 (d2) , .. Xn (dn) , |`, smallest disk first: H is the smallest disk's cycle (`>`
+//! for A->B->C->A, `<` for A->C->B->A) and Xk the rod of the k-th smallest disk, in lower case for the disk that
 //! moved last and every larger one. Odd moves move the smallest disk along its cycle; even moves move the
-//! first disk (from the top) that is not on the smallest disk's rod, to the third rod. The case marks tell a
+//! first disk (from the top) whose rod differs from the one above it, to the third rod. The case marks tell a
 //! copy, one entry at a time, whether the move is still ahead, and tell the next step which kind of move it is.
 class hanoi_iterative {
 public:
@@ -194,7 +200,6 @@ public:
     equals_ = vocab_.id("=");
     ans_ = vocab_.id("[ANS]");
     eos_ = vocab_.id("<EOS>");
-    nil_ = vocab_.id("[NIL]");
   }
 
   //! <PAD>, (1)..(100) (ids 1..100), A B C $ = [ANS] <EOS> [NIL], then a b c > < , | and [p1.*].
@@ -277,12 +282,14 @@ public:
     // 1. Parity pass: two disks at a time from the top; landing on '=' means an even number of disks. The
     // smallest disk cycles A->B->C->A for an even count, A->C->B->A for an odd one: the state header.
     w.cmd(p_.create);
-    auto t = w.read(p_.read);
-    while (hanoi_common::is_disk(t)) {
+    w.cmd(p_.left);
+    w.cmd(p_.left);
+    auto t = tools::token{0};
+    do {
       w.cmd(p_.right);
       w.cmd(p_.right);
       t = w.read(p_.read);
-    }
+    } while (hanoi_common::is_disk(t));
     auto const header = t == equals_ ? forward_ : backward_;
     auto const next_rod = [&](int r) { return header == forward_ ? (r + 1) % 3 : (r + 2) % 3; };
     w.store(ans_);
@@ -394,26 +401,26 @@ public:
 private:
   static std::size_t solution_size(int n) {
     auto const moves = (std::size_t{1} << n) - 1;
-    return (moves + 1) * (2 * static_cast<std::size_t>(n) + 2) + 4 * moves;
+    return (moves + 1) * (3 * static_cast<std::size_t>(n) + 2) + 4 * moves;
   }
   static std::size_t trace_reserve(int n) {
     auto const moves = (std::size_t{1} << n) - 1;
-    return moves * (7 * static_cast<std::size_t>(n) + 48) + 16 * static_cast<std::size_t>(n) + 64;
+    return moves * (11 * static_cast<std::size_t>(n) + 40) + 16 * static_cast<std::size_t>(n) + 64;
   }
 
   tools::vocab vocab_;
   tools::pointer_memory_limits limits_;
   hanoi_common::pointer_ids p_{};
   std::array<tools::token, 3> upper_{}, lower_{};
-  tools::token forward_ = 0, backward_ = 0, bar_ = 0, comma_ = 0, dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0,
-               nil_ = 0;
+  tools::token forward_ = 0, backward_ = 0, bar_ = 0, comma_ = 0, dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0;
 };
 
 //! Recursive Tower of Hanoi with two pointers, as specified in docs/tasks.md.
 //!
-//! Lists L1, L2, .. are written in turn, each ended by `#`: L1 = `(d1) A C $`, and Li is L(i-1) with B and C
-//! swapped, then `(di) A C $`, then L(i-1) with A and B swapped. p1 stands on disk i, p2 walks L(i-1). Which
-//! swap a copy applies is visible in the last rod it copied, so no token depends on the start of the copy.
+//! Lists L1, L2, .. are written in turn, each ended by `#`: Li is L(i-1) with B and C swapped, then
+//! `(di) A C $`, then L(i-1) with A and B swapped (L1 = `(d1) A C $`). p1 stands on disk i, p2 walks L(i-1).
+//! The second copy marks every read with a step of p1 out and back, so the swap of each written rod is told
+//! by the few tokens before it. The answer is Ln, then `#`.
 class hanoi_recursive {
 public:
   using instance = hanoi_instance;
@@ -430,7 +437,6 @@ public:
     equals_ = vocab_.id("=");
     ans_ = vocab_.id("[ANS]");
     eos_ = vocab_.id("<EOS>");
-    nil_ = vocab_.id("[NIL]");
   }
 
   //! <PAD>, (1)..(100) (ids 1..100), A B C $ = [ANS] <EOS> [NIL], then # and [p1.*] [p2.*].
@@ -456,18 +462,19 @@ public:
   }
   [[nodiscard]] tool_type make_tool() const { return tool_type(vocab_, limits_); }
 
-  //! The output stream of a correct episode: every move of the solution as `(d) X Y $`.
+  //! The output stream of a correct episode: every move of the solution as `(d) X Y $`, then `#`.
   [[nodiscard]] std::vector<tools::token> solution(instance const& x) const {
     hanoi_common::validate(x);
     auto const n = static_cast<int>(x.disks.size());
     std::vector<tools::token> out;
-    out.reserve(4 * ((std::size_t{1} << n) - 1));
+    out.reserve(4 * ((std::size_t{1} << n) - 1) + 1);
     for (auto const& m : hanoi_solution(n)) {
       out.push_back(hanoi_common::disk(x.disks[static_cast<std::size_t>(n - m.rank)]));
       out.push_back(rods_[static_cast<std::size_t>(m.from)]);
       out.push_back(rods_[static_cast<std::size_t>(m.to)]);
       out.push_back(dollar_);
     }
+    out.push_back(hash_);
     return out;
   }
   [[nodiscard]] bool check(instance const& x, std::span<const tools::token> out) const {
@@ -485,29 +492,29 @@ public:
     auto const swap_bc = [&](tools::token t) { return t == b ? c : t == c ? b : t; };
     auto const swap_ab = [&](tools::token t) { return t == a ? b : t == b ? a : t; };
 
-    // p1 on the top (smallest) disk; p2 two steps at a time to '=' (one step back if it lands past it), just
-    // before the empty list L0.
+    // p1 walks to '=' with p2 alongside (p2 stays there, just before the empty list L0); then p1 restarts just
+    // before the top (smallest) disk. p2 only ever reads a disk to copy it.
     w.cmd(p1_.create);
     w.cmd(p2_.create);
-    while (true) {
-      auto const t = w.read(p2_.read);
-      if (t == equals_) {
-        break;
-      }
-      if (t == nil_) {
-        w.cmd(p2_.left);
-        break;
-      }
-      w.cmd(p2_.right);
+    while (w.read(p1_.read) != equals_) {
+      w.cmd(p1_.right);
       w.cmd(p2_.right);
     }
+    w.cmd(p1_.create);
+    w.cmd(p1_.left);
     while (true) {
-      // p1 stands on disk i. Is it the largest? Then Li is the answer. L(i-1) ends here.
-      w.cmd(p1_.right);
-      auto const below = w.read(p1_.read);
-      w.cmd(p1_.left);
+      // End the previous list, then look two disks ahead: '#' (past '=') means every list is written; '='
+      // means the next disk is the largest, so the next list is the answer.
       w.store(hash_);
-      if (below == equals_) {
+      w.cmd(p1_.right);
+      w.cmd(p1_.right);
+      auto const ahead = w.read(p1_.read);
+      if (ahead == hash_) {
+        w.end(eos_);
+        return std::move(w.t);
+      }
+      w.cmd(p1_.left);  // p1 on disk i
+      if (ahead == equals_) {
         w.store(ans_);
       }
       // L(i-1) with B and C swapped (disks 1..i-1 from A to B): step, read, write.
@@ -535,22 +542,18 @@ public:
           w.cmd(p2_.left);
         }
       }
-      // L(i-1) with A and B swapped (disks 1..i-1 from B to C): read, step, write. The two copies differ in
-      // cadence, so each written rod's swap is told by the tokens right before it.
-      w.cmd(p2_.right);
+      // L(i-1) with A and B swapped (disks 1..i-1 from B to C). Before each read p1 steps out and back: that
+      // mark, right before every token this copy writes, tells its swap from the first copy's. p2 ends on the
+      // '#' before Li.
       while (true) {
+        w.cmd(p2_.right);
+        w.cmd(p1_.left);
+        w.cmd(p1_.right);
         auto const t = w.read(p2_.read);
         if (t == hash_) {
           break;
         }
-        w.cmd(p2_.right);
         w.store(swap_ab(t));
-      }
-      // Next disk, or done. p2 rests on the '#' before Li.
-      w.cmd(p1_.right);
-      if (w.read(p1_.read) == equals_) {
-        w.end(eos_);
-        return std::move(w.t);
       }
     }
   }
@@ -560,7 +563,7 @@ private:
   tools::pointer_memory_limits limits_;
   hanoi_common::pointer_ids p1_{}, p2_{};
   std::array<tools::token, 3> rods_{};
-  tools::token hash_ = 0, dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0, nil_ = 0;
+  tools::token hash_ = 0, dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0;
 };
 
 static_assert(task_env<hanoi_iterative>);

@@ -198,8 +198,8 @@ public:
     }
     w.cmd(left_[p1]);
     while (w.read(read_[p2]) != T::equals) {
+      w.cmd(right_[p3]);  // p3 first: addition moves p2 first, so a model trained on both tells them apart
       w.cmd(right_[p2]);
-      w.cmd(right_[p3]);
     }
     w.cmd(left_[p2]);
 

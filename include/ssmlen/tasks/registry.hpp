@@ -8,6 +8,10 @@
 #include <ssmlen/tasks/addition.hpp>
 #include <ssmlen/tasks/addition_ablations.hpp>
 #include <ssmlen/tasks/any_task.hpp>
+#include <ssmlen/tasks/hanoi.hpp>
+#include <ssmlen/tasks/logic_graph.hpp>
+#include <ssmlen/tasks/mixture.hpp>
+#include <ssmlen/tasks/multiplication.hpp>
 
 #include <functional>
 #include <string>
@@ -35,6 +39,20 @@ inline std::vector<task_entry> const& task_entries() {
        [] { return any_task(addition_calculator{}); }},
       {"addition_notool", "ablation: the addition trace with every observation predicted (no tool)",
        [] { return any_task(addition_notool{}); }},
+      {"multiplication", "a × b, b of 1 or 2 digits, with a 4-pointer memory (partial-product rows, then their sum)",
+       [] { return any_task(multiplication{}); }},
+      {"multiplication_1", "a × b with a 1-digit b (n×1), 4-pointer memory",
+       [] { return any_task(multiplication{{1, 1}}); }},
+      {"multiplication_2", "a × b with a 2-digit b (n×2), 4-pointer memory",
+       [] { return any_task(multiplication{{2, 2}}); }},
+      {"hanoi_iterative", "Tower of Hanoi, 1 pointer: parity pass, then each move (d)XY$ and the copied new state",
+       [] { return any_task(hanoi_iterative{}); }},
+      {"hanoi_recursive", "Tower of Hanoi, 2 pointers: move lists for 1..n disks built by copying with rod swaps",
+       [] { return any_task(hanoi_recursive{}); }},
+      {"logic_graph", "evaluate a random boolean circuit by depth-first search with a [FIND] search memory",
+       [] { return any_task(logic_graph{}); }},
+      {"mixture", "n×2 multiplication with auxiliary addition examples (weight 1/3), one 4-pointer memory",
+       [] { return any_task(mixture{}); }},
   };
   return entries;
 }
