@@ -23,19 +23,25 @@ void bm_scan_forward(benchmark::State& state) {
   auto const seqs = sl::sequences::uniform(b, l);
   sl::rng g(1);
   std::vector<float> x(t * ed), dt(t * ed), a(n * ed), bc(t * 2 * n), d(ed, 1.0f), y(t * ed);
-  for (auto& v : x) v = static_cast<float>(g.normal());
-  for (auto& v : dt) v = static_cast<float>(g.uniform(0.001, 0.1));
-  for (auto& v : a) v = -static_cast<float>(g.uniform(1, 16));
-  for (auto& v : bc) v = static_cast<float>(g.normal());
+  for (auto& v : x)
+    v = static_cast<float>(g.normal());
+  for (auto& v : dt)
+    v = static_cast<float>(g.uniform(0.001, 0.1));
+  for (auto& v : a)
+    v = -static_cast<float>(g.uniform(1, 16));
+  for (auto& v : bc)
+    v = static_cast<float>(g.normal());
   std::vector<float> ck(sl::scan::checkpoint_offsets(seqs, Scan::checkpoint_interval).back() * n * ed);
-  sl::scan::selective_scan_args<float> args{&seqs, ed, n, x.data(), dt.data(), a.data(), bc.data(),
+  sl::scan::selective_scan_args<float> args{&seqs,         ed,    n,        x.data(), dt.data(), a.data(), bc.data(),
                                             bc.data() + n, 2 * n, d.data(), nullptr};
   for (auto _ : state) {
     sl::scan::selective_scan_forward(Scan{}, be, args, y.data(), ck.data(), static_cast<float*>(nullptr));
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(t), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["elems/s"] = benchmark::Counter(static_cast<double>(t * ed * n), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(t), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["elems/s"] =
+      benchmark::Counter(static_cast<double>(t * ed * n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 template <class Scan>
@@ -48,8 +54,10 @@ void bm_block(benchmark::State& state) {
   blk.init_mamba(g, 4);
   auto const seqs = sl::sequences::uniform(b, l);
   std::vector<float> u(t * d), out(t * d), dout(t * d), du(t * d);
-  for (auto& v : u) v = static_cast<float>(g.normal());
-  for (auto& v : dout) v = static_cast<float>(g.normal());
+  for (auto& v : u)
+    v = static_cast<float>(g.normal());
+  for (auto& v : dout)
+    v = static_cast<float>(g.normal());
   typename sl::layers::mamba_block<float, Scan>::cache cache;
   for (auto _ : state) {
     blk.forward(be, seqs, u.data(), out.data(), cache, nullptr, nullptr);
@@ -58,17 +66,26 @@ void bm_block(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(out.data());
   }
-  double const flops = block_forward_flops(double(d), double(e), double(n), double(r), double(k)) * double(t) *
-                       (backward ? 3.0 : 1.0);
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(t), benchmark::Counter::kIsIterationInvariantRate);
+  double const flops =
+      block_forward_flops(double(d), double(e), double(n), double(r), double(k)) * double(t) * (backward ? 3.0 : 1.0);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(t), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void scan_shapes(benchmark::internal::Benchmark* bm) {
-  bm->ArgNames({"B", "L", "ED", "N"})->Args({64, 256, 128, 16})->Args({1, 4096, 128, 16})->Unit(benchmark::kMillisecond)->UseRealTime();
+  bm->ArgNames({"B", "L", "ED", "N"})
+      ->Args({64, 256, 128, 16})
+      ->Args({1, 4096, 128, 16})
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
 }
 void block_shapes(benchmark::internal::Benchmark* bm) {
-  bm->ArgNames({"B", "L", "D", "N", "bwd"})->Args({64, 256, 64, 16, 0})->Args({64, 256, 64, 16, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+  bm->ArgNames({"B", "L", "D", "N", "bwd"})
+      ->Args({64, 256, 64, 16, 0})
+      ->Args({64, 256, 64, 16, 1})
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
 }
 }  // namespace
 

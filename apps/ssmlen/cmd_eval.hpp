@@ -2,8 +2,6 @@
 //   ssmlen eval --checkpoint runs/add/model.safetensors --sizes 5,10,100,1000 --per-size 64 [--json] [--out stem]
 #pragma once
 
-#include "progress.hpp"
-
 #include <ssmlen/eval/report.hpp>
 #include <ssmlen/models/checkpoint.hpp>
 #include <ssmlen/tasks/registry.hpp>
@@ -12,6 +10,8 @@
 
 #include <cstdio>
 #include <memory>
+
+#include "progress.hpp"
 
 namespace ssmlen::apps {
 
@@ -36,10 +36,11 @@ inline void add_eval_command(CLI::App& app) {
   cmd->callback([o] {
     auto const file = io::load_safetensors(o->checkpoint);
     auto const meta_task = file.metadata.find("ssmlen.task");
-    std::string const task_name = !o->task.empty() ? o->task
-                                  : meta_task != file.metadata.end()
-                                      ? meta_task->second
-                                      : throw error(o->checkpoint + ": the checkpoint does not say its task: pass --task");
+    std::string const task_name =
+        !o->task.empty() ? o->task
+        : meta_task != file.metadata.end()
+            ? meta_task->second
+            : throw error(o->checkpoint + ": the checkpoint does not say its task: pass --task");
     auto const task = tasks::make_task(task_name);
     auto const meta_vocab = file.metadata.find("ssmlen.vocab");
     if (meta_vocab != file.metadata.end()) {
@@ -48,9 +49,9 @@ inline void add_eval_command(CLI::App& app) {
                                                "''s vocabulary: was it trained on another task?");
     }
     auto const model = models::model_from_safetensors<float>(file, o->checkpoint);
-    check(model.config().vocab == task.vocab().size(),
-          o->checkpoint + ": the model has " + std::to_string(model.config().vocab) + " tokens but task '" + task_name +
-              "' has " + std::to_string(task.vocab().size()));
+    check(model.config().vocab == task.vocab().size(), o->checkpoint + ": the model has " +
+                                                           std::to_string(model.config().vocab) + " tokens but task '" +
+                                                           task_name + "' has " + std::to_string(task.vocab().size()));
     auto cfg = o->sweep;
     cfg.sizes = o->sizes;
     auto const train_n = file.metadata.find("ssmlen.train_n");

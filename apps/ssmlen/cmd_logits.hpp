@@ -46,7 +46,8 @@ inline void add_logits_command(CLI::App& app) {
     std::int64_t const v = model.config().vocab;
     std::vector<float> logits(ids.size() * static_cast<std::size_t>(v));
     models::mamba_lm<float>::cache k;
-    model.forward(backends::host{}, ids, sequences::uniform(1, static_cast<std::int64_t>(ids.size())), logits.data(), k);
+    model.forward(backends::host{}, ids, sequences::uniform(1, static_cast<std::int64_t>(ids.size())), logits.data(),
+                  k);
     nlohmann::json rows = nlohmann::json::array();
     for (std::size_t t = 0; t < ids.size(); ++t) {
       rows.push_back(std::vector<float>(logits.begin() + static_cast<std::ptrdiff_t>(t * v),

@@ -3,18 +3,17 @@
 // Options override a --config JSON file, which overrides the headline defaults.
 #pragma once
 
-#include "progress.hpp"
-
 #include <ssmlen/train/run.hpp>
 
 #include <CLI/CLI.hpp>
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <omp.h>
+
+#include "progress.hpp"
 
 namespace ssmlen::apps {
 
@@ -130,9 +129,9 @@ inline void add_train_command(CLI::App& app) {
     auto const out = train::train_run(backends::host{}, cfg, ev, o->resume);
     std::snprintf(line, sizeof line,
                   "done: %ld steps in %s (%.0f tok/s)%s; kept the model of step %ld (validation %.1f%%): %s",
-                  static_cast<long>(out.steps), human_seconds(out.seconds).c_str(), out.tokens / std::max(out.seconds, 1e-9),
-                  out.stopped_early ? ", stopped early" : "", static_cast<long>(out.best_step),
-                  100 * out.best_validation, out.model_file.c_str());
+                  static_cast<long>(out.steps), human_seconds(out.seconds).c_str(),
+                  out.tokens / std::max(out.seconds, 1e-9), out.stopped_early ? ", stopped early" : "",
+                  static_cast<long>(out.best_step), 100 * out.best_validation, out.model_file.c_str());
     say(line);
     std::fclose(log);
   });

@@ -1,14 +1,14 @@
 // The ssmlen command line. Each subcommand lives in its own cmd_<name>.hpp and
 // registers itself on the CLI11 app here.
-#include "cmd_eval.hpp"
-#include "cmd_logits.hpp"
-#include "cmd_trace.hpp"
-#include "cmd_train.hpp"
-
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>
+
+#include "cmd_eval.hpp"
+#include "cmd_logits.hpp"
+#include "cmd_trace.hpp"
+#include "cmd_train.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"ssmlen: tool-augmented state space models that length-generalize"};

@@ -25,7 +25,8 @@ inline std::string human_seconds(double s) {
 //! "[#######.........]" of the given width for done/total.
 inline std::string bar(double done, double total, int width = 24) {
   int const full = total > 0 ? static_cast<int>(width * done / total) : 0;
-  return "[" + std::string(static_cast<std::size_t>(full), '#') + std::string(static_cast<std::size_t>(width - full), '.') + "]";
+  return "[" + std::string(static_cast<std::size_t>(full), '#') +
+         std::string(static_cast<std::size_t>(width - full), '.') + "]";
 }
 
 }  // namespace ssmlen::apps

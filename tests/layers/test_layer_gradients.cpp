@@ -56,7 +56,8 @@ TEST_CASE("rmsnorm: gradients of weight and input") {
   loss();
   norm.weight.zero_grad();
   norm.backward(be, x.data(), rstd.data(), w.data(), dx.data(), rows, false);
-  check_gradients(loss, {{"weight", norm.weight.value.data(), norm.weight.grad.data(), 9}, {"x", x.data(), dx.data(), rows * 9}});
+  check_gradients(
+      loss, {{"weight", norm.weight.value.data(), norm.weight.grad.data(), 9}, {"x", x.data(), dx.data(), rows * 9}});
 }
 
 TEST_CASE("conv1d: gradients of weight, bias, input, initial state, through the final state") {
@@ -109,7 +110,8 @@ TEST_CASE_TEMPLATE("selective_ssm: gradients of every parameter, input, initial 
     p->zero_grad();
   }
   ssm.backward(be, seqs, x.data(), w.data(), dx.data(), k, init.data(), wf.data(), dinit.data());
-  check_gradients(loss, {{"x_proj.weight", ssm.x_proj.weight.value.data(), ssm.x_proj.weight.grad.data(), ssm.x_proj.weight.value.size()},
+  check_gradients(loss, {{"x_proj.weight", ssm.x_proj.weight.value.data(), ssm.x_proj.weight.grad.data(),
+                          ssm.x_proj.weight.value.size()},
                          {"dt_proj.weight", ssm.dt_proj.weight.value.data(), ssm.dt_proj.weight.grad.data(), ed * r},
                          {"dt_proj.bias", ssm.dt_proj.bias.value.data(), ssm.dt_proj.bias.grad.data(), ed},
                          {"A_log", ssm.a_log.value.data(), ssm.a_log.grad.data(), ed * n},
@@ -141,9 +143,9 @@ TEST_CASE_TEMPLATE("mamba_block: gradients of every parameter, input and both st
            weighted_sum(fin.ssm.data(), {wf.ssm.begin(), wf.ssm.end()});
   };
   loss();
-  std::vector<layers::param<double>*> params{&blk.in_proj.weight,        &blk.conv.weight,        &blk.conv.bias,
-                                             &blk.ssm.x_proj.weight,     &blk.ssm.dt_proj.weight, &blk.ssm.dt_proj.bias,
-                                             &blk.ssm.a_log,             &blk.ssm.d,              &blk.out_proj.weight};
+  std::vector<layers::param<double>*> params{
+      &blk.in_proj.weight,   &blk.conv.weight, &blk.conv.bias, &blk.ssm.x_proj.weight, &blk.ssm.dt_proj.weight,
+      &blk.ssm.dt_proj.bias, &blk.ssm.a_log,   &blk.ssm.d,     &blk.out_proj.weight};
   for (auto* p : params) {
     p->zero_grad();
   }

@@ -109,8 +109,9 @@ TEST_CASE("rollout: batched greedy decoding equals a one-episode step loop, what
       agent::rollout_config cfg;
       cfg.batch = batch;
       cfg.max_tokens = cap;
-      auto const got = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; },
-                                      agent::episode_markers{eos, ans}, cfg);
+      auto const got = agent::rollout(
+          be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; },
+          agent::episode_markers{eos, ans}, cfg);
       for (std::size_t e = 0; e < inputs.size(); ++e) {
         auto const want = reference(m, inputs[e].prompt, cap);
         CAPTURE(seed);
@@ -142,7 +143,9 @@ TEST_CASE("rollout: traces carry roles and the first divergence from an expert t
     expert.push(t, tools::role::input);
   }
   std::vector<agent::episode_input> inputs{{{7, 8, 7}, &expert}};
-  auto const r = agent::rollout(be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; }, agent::episode_markers{eos, ans}, cfg);
+  auto const r = agent::rollout(
+      be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; },
+      agent::episode_markers{eos, ans}, cfg);
   REQUIRE(r[0].trace.size() == static_cast<std::size_t>(r[0].tokens));
   CHECK(r[0].trace.roles[0] == tools::role::input);
   CHECK(r[0].trace.roles[3] != tools::role::input);

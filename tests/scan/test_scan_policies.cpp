@@ -41,7 +41,16 @@ struct problem {
   }
 
   scan::selective_scan_args<double> args(bool with_init) const {
-    return {&seqs, ed, n, x.data(), dt.data(), a.data(), bc.data(), bc.data() + n, 2 * n, d.data(),
+    return {&seqs,
+            ed,
+            n,
+            x.data(),
+            dt.data(),
+            a.data(),
+            bc.data(),
+            bc.data() + n,
+            2 * n,
+            d.data(),
             with_init ? init.data() : nullptr};
   }
 };
@@ -66,8 +75,8 @@ result run(problem const& p, bool with_init) {
   r.da.assign(p.n * p.ed, 0);
   r.dd.assign(p.ed, 0);
   r.dinit.assign(p.init.size(), 0);
-  scan::selective_scan_grads<double> g{p.dy.data(), p.dfin.data(), r.dx.data(), r.ddt.data(), r.dbc.data(),
-                                       r.dbc.data() + p.n, 2 * p.n, r.da.data(), r.dd.data(), r.dinit.data()};
+  scan::selective_scan_grads<double> g{p.dy.data(),        p.dfin.data(), r.dx.data(), r.ddt.data(), r.dbc.data(),
+                                       r.dbc.data() + p.n, 2 * p.n,       r.da.data(), r.dd.data(),  r.dinit.data()};
   scan::selective_scan_backward(Policy::checkpoint_interval, be, args, ck.data(), g);
   return r;
 }

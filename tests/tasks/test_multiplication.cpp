@@ -60,7 +60,7 @@ TEST_CASE("multiplication: the expert trace of 907 * 3 is the documented example
         "9 0 7 * 3 = [p1.new] [p2.new] [p3.new] "
         "[p1.read] (9) [p1.right] [p2.right] [p3.right] [p1.read] (0) [p1.right] [p2.right] [p3.right] "
         "[p1.read] (7) [p1.right] [p2.right] [p3.right] [p1.read] (*) [p1.left] "
-        "[p2.read] (*) [p2.right] [p3.right] [p2.read] (3) [p2.right] [p3.right] [p2.read] (=) [p2.left] "
+        "[p2.read] (*) [p3.right] [p2.right] [p2.read] (3) [p3.right] [p2.right] [p2.read] (=) [p2.left] "
         "[p1.read] (7) [p2.read] (3) [p3.read] (=) 1 2 [p1.left] [p3.right] [p3.right] "
         "[p1.read] (0) [p2.read] (3) [p3.read] (2) 2 0 [p1.left] [p3.right] [p3.right] "
         "[p1.read] (9) [p2.read] (3) [p3.read] (0) 7 2 [p1.left] [p3.right] [p3.right] "

@@ -173,11 +173,11 @@ TEST_CASE("search_memory: long random token streams never crash and match a plai
     for (int step = 0; step < 3000; ++step) {
       // Mostly data, some newlines and commands, and now and then a token the tool must refuse.
       auto const u = g.uniform();
-      token t = u < 0.002f                ? static_cast<token>(g.uniform_int(-2, f.v.size() + 2))
-                : u < 0.004f              ? (pending ? f.find : f.end)
+      token t = u < 0.002f   ? static_cast<token>(g.uniform_int(-2, f.v.size() + 2))
+                : u < 0.004f ? (pending ? f.find : f.end)
                 : u < (pending ? (query.empty() ? 0.0f : 0.3f) : 0.1f) ? (pending ? f.end : f.find)
-                : u < 0.4f                ? f.nl
-                                          : static_cast<token>(g.uniform_int(4, f.v.size() - 1));
+                : u < 0.4f                                             ? f.nl
+                           : static_cast<token>(g.uniform_int(4, f.v.size() - 1));
       auto const r = m.feed(t);
       CHECK(static_cast<std::int64_t>(m.memory().size()) <= lim.max_memory);
       if (r.kind == tool_reply_kind::invalid) {

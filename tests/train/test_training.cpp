@@ -5,9 +5,9 @@
 #include <ssmlen/train/trainer.hpp>
 
 #include <doctest/doctest.h>
-#include <omp.h>
 
 #include <filesystem>
+#include <omp.h>
 
 using namespace ssmlen;
 

@@ -29,7 +29,7 @@
 namespace ssmlen::agent {
 
 struct rollout_config {
-  std::int64_t batch = 64;           // episodes stepped together
+  std::int64_t batch = 64;            // episodes stepped together
   std::int64_t max_tokens = 1 << 22;  // cap on prompt + generated + observed tokens per episode
   bool keep_trace = false;            // record every token with its role (costs memory linear in length)
 };
@@ -44,8 +44,8 @@ struct rollout_result {
   std::vector<tools::token> output;  // the output stream: output tokens before <EOS>
   tools::trace trace;                // when keep_trace
   end_reason reason = end_reason::token_cap;
-  std::string why;                   // the tool's reason when invalid
-  std::int64_t tokens = 0;           // episode length, prompt included
+  std::string why;                     // the tool's reason when invalid
+  std::int64_t tokens = 0;             // episode length, prompt included
   std::int64_t first_divergence = -1;  // first position whose token differs from the expert trace, -1 if none
   tools::token diverged_to = -1;       // the token found there instead of the expert's
 };
@@ -55,7 +55,8 @@ namespace detail {
 template <class State>
 void copy_state_row(State const& src, std::int64_t from, State& dst, std::int64_t to) {
   for (std::size_t l = 0; l < src.layers.size(); ++l) {
-    for (auto [s, d] : {std::pair{&src.layers[l].conv, &dst.layers[l].conv}, std::pair{&src.layers[l].ssm, &dst.layers[l].ssm}}) {
+    for (auto [s, d] :
+         {std::pair{&src.layers[l].conv, &dst.layers[l].conv}, std::pair{&src.layers[l].ssm, &dst.layers[l].ssm}}) {
       std::int64_t const row = s->size() / s->dim(0);
       std::copy(s->data() + from * row, s->data() + (from + 1) * row, d->data() + to * row);
     }
@@ -78,8 +79,9 @@ tools::token argmax(T const* logits, std::int64_t v) {
 //! Runs every episode to its end. `make_tool(i)` returns a fresh tool for episode i (satisfying tools::tool).
 //! `on_done(i, result)` (optional) is called as each episode finishes.
 template <class Model, class ToolFactory>
-std::vector<rollout_result> rollout(backends::host const& be, Model const& model, std::span<const episode_input> episodes,
-                                    ToolFactory&& make_tool, episode_markers ids, rollout_config const& cfg,
+std::vector<rollout_result> rollout(backends::host const& be, Model const& model,
+                                    std::span<const episode_input> episodes, ToolFactory&& make_tool,
+                                    episode_markers ids, rollout_config const& cfg,
                                     std::function<void(std::size_t, rollout_result const&)> const& on_done = {}) {
   using T = typename Model::value_type;
   using tool_t = std::decay_t<decltype(make_tool(std::size_t{0}))>;
@@ -105,7 +107,8 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
     auto& res = results[s.episode];
     auto const* ex = episodes[s.episode].expert;
     if (res.first_divergence < 0 && ex != nullptr &&
-        (res.tokens >= static_cast<std::int64_t>(ex->size()) || ex->tokens[static_cast<std::size_t>(res.tokens)] != t)) {
+        (res.tokens >= static_cast<std::int64_t>(ex->size()) ||
+         ex->tokens[static_cast<std::size_t>(res.tokens)] != t)) {
       res.first_divergence = res.tokens;
       res.diverged_to = t;
     }
@@ -196,7 +199,8 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
       }
       detail::copy_state_row(final, static_cast<std::int64_t>(j), state, static_cast<std::int64_t>(live.size()));
       live.push_back(std::move(s));
-      tools::token const first = detail::argmax(prompt_logits.data() + (seqs.end(static_cast<std::int64_t>(j)) - 1) * v, v);
+      tools::token const first =
+          detail::argmax(prompt_logits.data() + (seqs.end(static_cast<std::int64_t>(j)) - 1) * v, v);
       if (!act(live.back(), first)) {
         finish(live.size() - 1);
       }
@@ -218,7 +222,7 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
       live[static_cast<std::size_t>(i)].to_feed.pop_front();
     }
     model.step(be, feed, logits.data(), state, work);  // the live slots are rows [0, n) of state
-    for (std::int64_t i = n; i-- > 0;) {  // backwards: finish() moves the last slot into the hole
+    for (std::int64_t i = n; i-- > 0;) {               // backwards: finish() moves the last slot into the hole
       auto& s = live[static_cast<std::size_t>(i)];
       if (!s.to_feed.empty()) {
         continue;  // an observation token is next: nothing to predict here

@@ -48,10 +48,10 @@ struct sweep_config {
 
 struct failure {
   int episode = 0;
-  std::string end;                   // eos / invalid / token_cap
-  std::string why;                   // the tool's reason for an invalid action
-  std::int64_t divergence = -1;      // first position that differs from the expert trace
-  double divergence_fraction = 0;    // ... as a fraction of the expert trace
+  std::string end;                 // eos / invalid / token_cap
+  std::string why;                 // the tool's reason for an invalid action
+  std::int64_t divergence = -1;    // first position that differs from the expert trace
+  double divergence_fraction = 0;  // ... as a fraction of the expert trace
   std::string expected_role, expected, produced;
   std::vector<std::string> context;  // expert tokens just before the divergence
 };
@@ -61,13 +61,13 @@ struct size_result {
   int episodes = 0;
   int correct = 0;
   double exact_match = 0;
-  double token_accuracy = 0;       // teacher forcing, over model tokens of `teacher_forced` expert traces
-  double mean_tokens = 0;          // rollout episode length, prompt included
+  double token_accuracy = 0;  // teacher forcing, over model tokens of `teacher_forced` expert traces
+  double mean_tokens = 0;     // rollout episode length, prompt included
   double mean_expert_tokens = 0;
   std::map<std::string, int> ends;  // end reason -> count
   std::vector<failure> failures;
   double seconds = 0;
-  double tokens_per_second = 0;    // rollout tokens (model, observation and prompt) per second
+  double tokens_per_second = 0;  // rollout tokens (model, observation and prompt) per second
 };
 
 struct sweep_result {
@@ -132,7 +132,8 @@ struct sweep_result {
 
 //! Fraction of model tokens (command | thought | output) whose greedy prediction from the expert prefix is right.
 template <class Model>
-double teacher_forced_accuracy(backends::host const& be, Model const& model, std::vector<tools::trace const*> const& traces) {
+double teacher_forced_accuracy(backends::host const& be, Model const& model,
+                               std::vector<tools::trace const*> const& traces) {
   if (traces.empty()) {
     return 0;
   }

@@ -80,7 +80,8 @@ inline std::string svg_plot(sweep_result const& s) {
   for (double e = l0; e <= l1; e += 1) {
     double const px = x(std::pow(10.0, e));
     o << "<line x1='" << px << "' x2='" << px << "' y1='" << top << "' y2='" << h - bottom << "' stroke='#ddd'/>"
-      << "<text x='" << px << "' y='" << h - bottom + 18 << "' text-anchor='middle'>" << std::pow(10.0, e) << "</text>\n";
+      << "<text x='" << px << "' y='" << h - bottom + 18 << "' text-anchor='middle'>" << std::pow(10.0, e)
+      << "</text>\n";
   }
   o << "<text x='" << w / 2 << "' y='" << h - 15 << "' text-anchor='middle'>size n (log scale)</text>\n";
   o << "<polyline fill='none' stroke='#1f77b4' stroke-width='2' points='";

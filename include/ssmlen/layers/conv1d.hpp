@@ -44,8 +44,8 @@ struct conv1d {
   [[nodiscard]] std::int64_t state_size() const { return (width - 1) * channels; }  // per sequence: [K-1, C]
 
   //! x: [T, C] (row stride ldx) -> y: [T, C]. init_state, final_state: [S, K-1, C] or null.
-  void forward(backends::host const& be, sequences const& seqs, T const* x, std::int64_t ldx, T* y,
-               T const* init_state, T* final_state) const {
+  void forward(backends::host const& be, sequences const& seqs, T const* x, std::int64_t ldx, T* y, T const* init_state,
+               T* final_state) const {
     be.parallel_for_uneven(seqs.count(), [&](std::int64_t s) {
       std::int64_t const t0 = seqs.begin(s), len = seqs.length(s);
       std::vector<T> ext = extended_input(s, t0, len, x, ldx, init_state);  // [K-1 + len, C]

@@ -42,7 +42,8 @@ struct linear {
   }
 
   //! y = x Wᵀ + b for `rows` rows; x: [rows, in] with row stride ldx, y: [rows, out] with row stride ldy.
-  void forward(backends::host const& be, T const* x, std::int64_t ldx, T* y, std::int64_t ldy, std::int64_t rows) const {
+  void forward(backends::host const& be, T const* x, std::int64_t ldx, T* y, std::int64_t ldy,
+               std::int64_t rows) const {
     ops::gemm(be, ops::trans::n, ops::trans::t, rows, out, in, T(1), x, ldx, weight.value.data(), in, T(0), y, ldy);
     if (!bias.empty()) {
       T const* b = bias.value.data();

@@ -29,10 +29,10 @@ struct mamba_block_state {
 template <class T, scan::policy Scan>
 struct mamba_block {
   std::int64_t d_model = 0, d_inner = 0;
-  linear<T> in_proj;             // D -> 2ED, no bias
-  conv1d<T> conv;                // ED channels, width K
-  selective_ssm<T, Scan> ssm;    // ED channels, N states
-  linear<T> out_proj;            // ED -> D, no bias
+  linear<T> in_proj;           // D -> 2ED, no bias
+  conv1d<T> conv;              // ED channels, width K
+  selective_ssm<T, Scan> ssm;  // ED channels, N states
+  linear<T> out_proj;          // ED -> D, no bias
 
   struct cache {
     tensor<T> xz;  // [T, 2ED]: conv input x, then gate z
@@ -134,10 +134,10 @@ struct mamba_block {
   //! a: [N, ED] = -exp(A_log) from ssm.make_a; scratch: step_scratch_size() elements.
   void step_row(T const* u, T* out, T* conv_state, T* ssm_state, T const* a, T* scratch) const {
     std::int64_t const ed = d_inner, ns = ssm.states, r = ssm.dt_rank;
-    T* xz = scratch;             // [2ED]: x then the gate z; x is overwritten by y once the conv has used it
-    T* xc = xz + 2 * ed;         // [ED]
-    T* dt = xc + ed;             // [ED]
-    T* dbc = dt + ed;            // [R + 2N]
+    T* xz = scratch;      // [2ED]: x then the gate z; x is overwritten by y once the conv has used it
+    T* xc = xz + 2 * ed;  // [ED]
+    T* dt = xc + ed;      // [ED]
+    T* dbc = dt + ed;     // [R + 2N]
     matvec(in_proj.weight.value.data(), 2 * ed, d_model, u, xz);
     conv.step_row(xz, xc, conv_state);
     for (std::int64_t c = 0; c < ed; ++c) {

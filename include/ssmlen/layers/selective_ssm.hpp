@@ -19,25 +19,25 @@ namespace ssmlen::layers {
 template <class T, scan::policy Scan>
 struct selective_ssm {
   std::int64_t channels = 0, states = 0, dt_rank = 0;  // ED, N, R
-  linear<T> x_proj;   // ED -> R + 2N, no bias
-  linear<T> dt_proj;  // R -> ED, with bias
-  param<T> a_log;     // [ED, N]
-  param<T> d;         // [ED]
+  linear<T> x_proj;                                    // ED -> R + 2N, no bias
+  linear<T> dt_proj;                                   // R -> ED, with bias
+  param<T> a_log;                                      // [ED, N]
+  param<T> d;                                          // [ED]
 
   //! What forward keeps for backward.
   struct cache {
-    tensor<T> dbc;          // [T, R + 2N]: Δ_low, B, C
-    tensor<T> dt_pre;       // [T, ED]: before softplus
-    tensor<T> dt;           // [T, ED]
-    tensor<T> a;            // [N, ED]: -exp(A_log), transposed
-    tensor<T> checkpoints;  // [Σ ceil(len / interval), N, ED]
+    tensor<T> dbc;             // [T, R + 2N]: Δ_low, B, C
+    tensor<T> dt_pre;          // [T, ED]: before softplus
+    tensor<T> dt;              // [T, ED]
+    tensor<T> a;               // [N, ED]: -exp(A_log), transposed
+    tensor<T> checkpoints;     // [Σ ceil(len / interval), N, ED]
     tensor<T> d_dbc, ddt, da;  // backward's buffers, kept to avoid reallocating every step
   };
 
   selective_ssm() = default;
   selective_ssm(std::int64_t ed, std::int64_t n, std::int64_t r)
-      : channels(ed), states(n), dt_rank(r), x_proj(ed, r + 2 * n, false), dt_proj(r, ed, true),
-        a_log({ed, n}, false), d({ed}, false) {
+      : channels(ed), states(n), dt_rank(r), x_proj(ed, r + 2 * n, false), dt_proj(r, ed, true), a_log({ed, n}, false),
+        d({ed}, false) {
     check_arg(n > 0, "d_state", n, "must be positive");
     check_arg(r > 0, "dt_rank", r, "must be positive");
   }
@@ -87,8 +87,17 @@ struct selective_ssm {
 
   scan::selective_scan_args<T> scan_args(sequences const& seqs, T const* xs, cache const& k, T const* init) const {
     std::int64_t const w = dt_rank + 2 * states;
-    return {&seqs, channels, states, xs, k.dt.data(), k.a.data(), k.dbc.data() + dt_rank,
-            k.dbc.data() + dt_rank + states, w, d.value.data(), init};
+    return {&seqs,
+            channels,
+            states,
+            xs,
+            k.dt.data(),
+            k.a.data(),
+            k.dbc.data() + dt_rank,
+            k.dbc.data() + dt_rank + states,
+            w,
+            d.value.data(),
+            init};
   }
 
   //! xs: [T, ED] -> y: [T, ED]. init_state / final_state: [S, N, ED] or null.
@@ -117,8 +126,9 @@ struct selective_ssm {
     ddt.resize({rows, channels});   // [T, ED]: fully written by the scan
     da.resize({states, channels});  // [N, ED]: accumulated
     da.fill(T(0));
-    scan::selective_scan_grads<T> g{dy,        d_final_state, dxs,       ddt.data(),   d_dbc.data() + dt_rank,
-                                    d_dbc.data() + dt_rank + states, w, da.data(), d.grad.data(), d_init_state};
+    scan::selective_scan_grads<T> g{
+        dy, d_final_state, dxs,           ddt.data(),  d_dbc.data() + dt_rank, d_dbc.data() + dt_rank + states,
+        w,  da.data(),     d.grad.data(), d_init_state};
     scan::selective_scan_backward(Scan::checkpoint_interval, be, scan_args(seqs, xs, k, init_state),
                                   k.checkpoints.data(), g);
     for (std::int64_t c = 0; c < channels; ++c) {  // A = -exp(A_log): ∂A/∂A_log = A

@@ -42,9 +42,15 @@ struct mamba_config {
 };
 
 inline nlohmann::json to_json(mamba_config const& c) {
-  return {{"architecture", "mamba"},      {"vocab", c.vocab},       {"d_model", c.d_model},
-          {"n_layers", c.n_layers},        {"d_state", c.d_state},   {"d_conv", c.d_conv},
-          {"expand", c.expand},            {"dt_rank", c.resolved_dt_rank()}, {"tie_embeddings", c.tie_embeddings},
+  return {{"architecture", "mamba"},
+          {"vocab", c.vocab},
+          {"d_model", c.d_model},
+          {"n_layers", c.n_layers},
+          {"d_state", c.d_state},
+          {"d_conv", c.d_conv},
+          {"expand", c.expand},
+          {"dt_rank", c.resolved_dt_rank()},
+          {"tie_embeddings", c.tie_embeddings},
           {"norm_eps", c.norm_eps}};
 }
 
@@ -52,7 +58,9 @@ inline nlohmann::json to_json(mamba_config const& c) {
 inline mamba_config mamba_config_from_json(nlohmann::json const& j) {
   check(j.is_object(), "model configuration must be a JSON object");
   mamba_config c;
-  for (auto const& [key, value] : j.items()) {
+  for (auto const& item : j.items()) {
+    std::string const& key = item.key();  // named, not a structured binding: clang 14 cannot capture those
+    auto const& value = item.value();
     auto integer = [&](std::int64_t& out) {
       check_arg(value.is_number_integer(), "model config key '" + key + "'", value.dump(), "must be an integer");
       out = value.get<std::int64_t>();

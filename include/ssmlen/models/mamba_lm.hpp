@@ -46,12 +46,12 @@ public:
   //! Everything forward keeps for backward.
   struct cache {
     sequences seqs;
-    std::vector<std::int32_t> tokens;                 // [T]
-    std::vector<tensor<T>> u;                         // n_layers + 1 x [T, D]: residual stream; u[0] = embeddings
-    std::vector<tensor<T>> normed, rstd;              // n_layers x [T, D], [T]
-    std::vector<typename block_type::cache> blocks;   // n_layers
-    tensor<T> final_normed, final_rstd;               // [T, D], [T]
-    tensor<T> dnormed, du;                            // backward's buffers, [T, D] each
+    std::vector<std::int32_t> tokens;                // [T]
+    std::vector<tensor<T>> u;                        // n_layers + 1 x [T, D]: residual stream; u[0] = embeddings
+    std::vector<tensor<T>> normed, rstd;             // n_layers x [T, D], [T]
+    std::vector<typename block_type::cache> blocks;  // n_layers
+    tensor<T> final_normed, final_rstd;              // [T, D], [T]
+    tensor<T> dnormed, du;                           // backward's buffers, [T, D] each
   };
 
   //! Reusable buffers for step().
@@ -184,7 +184,7 @@ public:
     std::int64_t const rows = k.seqs.tokens(), d = cfg_.d_model;
     std::size_t const n = layers_.size();
     auto& dnormed = k.dnormed;
-    auto& du = k.du;  // gradient of the residual stream
+    auto& du = k.du;            // gradient of the residual stream
     dnormed.resize({rows, d});  // [T, D]
     du.resize({rows, d});       // [T, D]
     head_backward(be, k.final_normed.data(), dlogits, dnormed.data(), rows);
@@ -259,8 +259,8 @@ private:
     if (cfg_.tie_embeddings) {
       ops::gemm(be, ops::trans::t, ops::trans::n, v, d, rows, T(1), dlogits, v, h, d, T(1),
                 embedding_.weight.grad.data(), d);
-      ops::gemm(be, ops::trans::n, ops::trans::n, rows, d, v, T(1), dlogits, v, embedding_.weight.value.data(), d,
-                T(0), dh, d);
+      ops::gemm(be, ops::trans::n, ops::trans::n, rows, d, v, T(1), dlogits, v, embedding_.weight.value.data(), d, T(0),
+                dh, d);
     } else {
       lm_head_.backward(be, h, d, dlogits, v, dh, d, rows);
     }

@@ -32,29 +32,30 @@ struct selective_scan_args {
   T const* b = nullptr;       // [T, N], row stride ld_bc
   T const* c = nullptr;       // [T, N], row stride ld_bc
   std::int64_t ld_bc = 0;
-  T const* d = nullptr;              // [ED]
-  T const* init_state = nullptr;     // [S, N, ED] or null (zeros)
+  T const* d = nullptr;           // [ED]
+  T const* init_state = nullptr;  // [S, N, ED] or null (zeros)
 };
 
 template <class T>
 struct selective_scan_grads {
-  T const* dy = nullptr;              // [T, ED]
-  T const* d_final_state = nullptr;   // [S, N, ED] or null
-  T* dx = nullptr;                    // [T, ED], written
-  T* ddt = nullptr;                   // [T, ED], written
-  T* db = nullptr;                    // [T, N], row stride ld_dbc, written
-  T* dc = nullptr;                    // [T, N], row stride ld_dbc, written
+  T const* dy = nullptr;             // [T, ED]
+  T const* d_final_state = nullptr;  // [S, N, ED] or null
+  T* dx = nullptr;                   // [T, ED], written
+  T* ddt = nullptr;                  // [T, ED], written
+  T* db = nullptr;                   // [T, N], row stride ld_dbc, written
+  T* dc = nullptr;                   // [T, N], row stride ld_dbc, written
   std::int64_t ld_dbc = 0;
-  T* da = nullptr;                    // [N, ED], accumulated
-  T* dd = nullptr;                    // [ED], accumulated
-  T* d_init_state = nullptr;          // [S, N, ED] or null, written
+  T* da = nullptr;            // [N, ED], accumulated
+  T* dd = nullptr;            // [ED], accumulated
+  T* d_init_state = nullptr;  // [S, N, ED] or null, written
 };
 
 //! Where each sequence's checkpoints start in the checkpoint buffer ([total, N, ED]).
 inline std::vector<std::int64_t> checkpoint_offsets(sequences const& seqs, std::int64_t interval) {
   std::vector<std::int64_t> off(static_cast<std::size_t>(seqs.count()) + 1, 0);
   for (std::int64_t s = 0; s < seqs.count(); ++s) {
-    off[static_cast<std::size_t>(s) + 1] = off[static_cast<std::size_t>(s)] + (seqs.length(s) + interval - 1) / interval;
+    off[static_cast<std::size_t>(s) + 1] =
+        off[static_cast<std::size_t>(s)] + (seqs.length(s) + interval - 1) / interval;
   }
   return off;
 }
@@ -100,8 +101,8 @@ void load_state(selective_scan_args<T> const& a, std::int64_t s, T* h) {
 
 //! Forward, one sequential pass per sequence. checkpoints: [Σ_s ceil(len_s / 64), N, ED].
 template <class T>
-void selective_scan_forward(recurrent, backends::host const& be, selective_scan_args<T> const& a, T* y,
-                            T* checkpoints, T* final_state) {
+void selective_scan_forward(recurrent, backends::host const& be, selective_scan_args<T> const& a, T* y, T* checkpoints,
+                            T* final_state) {
   constexpr std::int64_t interval = recurrent::checkpoint_interval;
   std::int64_t const size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, interval);
@@ -125,8 +126,8 @@ void selective_scan_forward(recurrent, backends::host const& be, selective_scan_
 //! (2) per sequence, chunk-end states are carried across chunks: H_c = exp(A Σdt_c) H_{c-1} + h_c;
 //! (3) every chunk adds the contribution of its carried-in state: y_t += Σ_n C_t exp(A cumdt_t) H_{c-1}.
 template <class T, std::int64_t C>
-void selective_scan_forward(chunked<C>, backends::host const& be, selective_scan_args<T> const& a, T* y,
-                            T* checkpoints, T* final_state) {
+void selective_scan_forward(chunked<C>, backends::host const& be, selective_scan_args<T> const& a, T* y, T* checkpoints,
+                            T* final_state) {
   std::int64_t const ed = a.channels, size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, C);
   std::int64_t const n_chunks = offsets.back();
@@ -215,7 +216,8 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
       std::copy(g.d_final_state + s * size, g.d_final_state + (s + 1) * size, dh.begin());
     }
     std::vector<T> hs(static_cast<std::size_t>((interval + 1) * size));  // states before and after each token
-    std::vector<T> decays(static_cast<std::size_t>(interval * size));   // exp(dt A) of each token, kept from the recompute
+    std::vector<T> decays(
+        static_cast<std::size_t>(interval * size));  // exp(dt A) of each token, kept from the recompute
     T* da = partial.data() + s * (size + ed);
     T* dd = da + size;
     std::int64_t const n_ck = offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)];
@@ -292,8 +294,8 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
 
 //! One token of one sequence: state h [N, ED] advances in place; x, dt: [ED]; b, c: [N]; y: [ED].
 template <class T>
-SSMLEN_HD void selective_scan_step_row(std::int64_t ed, std::int64_t ns, T const* x, T const* dt, T const* a, T const* b,
-                                       T const* c, T const* dskip, T* h, T* y) {
+SSMLEN_HD void selective_scan_step_row(std::int64_t ed, std::int64_t ns, T const* x, T const* dt, T const* a,
+                                       T const* b, T const* c, T const* dskip, T* h, T* y) {
   for (std::int64_t d = 0; d < ed; ++d) {
     y[d] = dskip[d] * x[d];
   }
@@ -315,8 +317,8 @@ void selective_scan_step(backends::host const& be, std::int64_t batch, std::int6
                          T const* dt, T const* a, T const* b, T const* c, std::int64_t ld_bc, T const* dskip, T* state,
                          T* y) {
   be.parallel_for(batch, [&](std::int64_t r) {
-    selective_scan_step_row(ed, ns, x + r * ed, dt + r * ed, a, b + r * ld_bc, c + r * ld_bc, dskip, state + r * ed * ns,
-                            y + r * ed);
+    selective_scan_step_row(ed, ns, x + r * ed, dt + r * ed, a, b + r * ld_bc, c + r * ld_bc, dskip,
+                            state + r * ed * ns, y + r * ed);
   });
 }
 

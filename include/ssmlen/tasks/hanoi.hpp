@@ -222,9 +222,7 @@ public:
   //! Test distribution: exactly n disks.
   [[nodiscard]] instance sample_exact(rng& g, int n) const { return hanoi_common::tower(g, n); }
   [[nodiscard]] nlohmann::json describe(instance const& x) const { return hanoi_common::describe(x); }
-  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const {
-    return hanoi_common::prompt(x, equals_);
-  }
+  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const { return hanoi_common::prompt(x, equals_); }
   [[nodiscard]] tool_type make_tool() const { return tool_type(vocab_, limits_); }
 
   //! The output stream of a correct episode: the initial state, then every move's record and the state after
@@ -236,7 +234,7 @@ public:
     std::vector<tools::token> out;
     out.reserve(solution_size(n));
     auto const header = n % 2 == 1 ? backward_ : forward_;  // odd n: the smallest disk goes A->C first
-    auto const state = [&](int moved) {                    // moved: rank of the disk moved last (n + 1: none)
+    auto const state = [&](int moved) {                     // moved: rank of the disk moved last (n + 1: none)
       out.push_back(header);
       for (int k = 1; k <= n; ++k) {
         auto const r = static_cast<std::size_t>(rod[static_cast<std::size_t>(k - 1)]);
@@ -457,9 +455,7 @@ public:
   [[nodiscard]] instance sample(rng& g, int n) const { return hanoi_common::sample(g, n); }
   [[nodiscard]] instance sample_exact(rng& g, int n) const { return hanoi_common::tower(g, n); }
   [[nodiscard]] nlohmann::json describe(instance const& x) const { return hanoi_common::describe(x); }
-  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const {
-    return hanoi_common::prompt(x, equals_);
-  }
+  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const { return hanoi_common::prompt(x, equals_); }
   [[nodiscard]] tool_type make_tool() const { return tool_type(vocab_, limits_); }
 
   //! The output stream of a correct episode: every move of the solution as `(d) X Y $`, then `#`.

@@ -39,10 +39,10 @@ struct logic_graph_instance {
     logic_op op = logic_op::and_;
     friend bool operator==(gate const&, gate const&) = default;
   };
-  std::vector<int> labels;     // node -> label 0..999 (written v000..v999), distinct
-  std::array<bool, 3> inputs;  // values of nodes 0..2
-  std::vector<gate> gates;     // gates[k] defines node k + 3
-  std::vector<int> line_order; // prompt line i defines node line_order[i]
+  std::vector<int> labels;      // node -> label 0..999 (written v000..v999), distinct
+  std::array<bool, 3> inputs;   // values of nodes 0..2
+  std::vector<gate> gates;      // gates[k] defines node k + 3
+  std::vector<int> line_order;  // prompt line i defines node line_order[i]
   friend bool operator==(logic_graph_instance const&, logic_graph_instance const&) = default;
 
   [[nodiscard]] int nodes() const { return static_cast<int>(labels.size()); }
@@ -106,9 +106,9 @@ public:
   //! <PAD>, v 0..9 (ids 2..11), := = and or "and not" "or not" True False return <NL>, then [FIND] [END] : <
   //! [ANS] <EOS>. "and not" and "or not" are one token each, so that every gate line has the same length.
   static tools::vocab make_vocab() {
-    return tools::vocab{"v",   "0",     "1",       "2",      "3",    "4",     "5",      "6",    "7",      "8",
-                        "9",   ":=",    "=",       "and",    "or",   "and not", "or not", "True", "False", "return",
-                        "<NL>", "[FIND]", "[END]", ":",      "<",    "[ANS]", "<EOS>"};
+    return tools::vocab{"v",     "0",      "1",    "2",      "3",     "4",  "5",       "6",      "7",
+                        "8",     "9",      ":=",   "=",      "and",   "or", "and not", "or not", "True",
+                        "False", "return", "<NL>", "[FIND]", "[END]", ":",  "<",       "[ANS]",  "<EOS>"};
   }
 
   [[nodiscard]] std::string name() const { return "logic_graph"; }
@@ -180,8 +180,7 @@ public:
 
   [[nodiscard]] nlohmann::json describe(instance const& x) const {
     validate(x);
-    return {{"nodes", x.nodes()}, {"returns", label_string(x.labels.back())},
-            {"value", logic_graph_values(x).back()}};
+    return {{"nodes", x.nodes()}, {"returns", label_string(x.labels.back())}, {"value", logic_graph_values(x).back()}};
   }
 
   //! The program: one line per node in `line_order`, then `return vR`.
@@ -316,9 +315,7 @@ private:
     //! `[FIND] vL what [END]`; returns the observation.
     std::vector<tools::token> const& find(int label, tools::token what) {
       command(task.find_, tools::tool_reply_kind::pending);
-      std::vector<tools::token> q;
-      task.put_label(q, label);
-      for (auto c : q) {
+      for (auto c : task.label_tokens(label)) {
         command(c, tools::tool_reply_kind::pending);
       }
       command(what, tools::tool_reply_kind::pending);
@@ -332,9 +329,7 @@ private:
       answering = answering || s == task.ans_;
     }
     void label(int l) {
-      std::vector<tools::token> q;
-      task.put_label(q, l);
-      for (auto c : q) {
+      for (auto c : task.label_tokens(l)) {
         store(c);
       }
     }
@@ -348,11 +343,14 @@ private:
     s[3] = static_cast<char>('0' + l % 10);
     return s;
   }
+  //! `v d d d`: a label as tokens.
+  [[nodiscard]] std::array<tools::token, 4> label_tokens(int l) const {
+    return {v_, static_cast<tools::token>(digit0_ + l / 100), static_cast<tools::token>(digit0_ + l / 10 % 10),
+            static_cast<tools::token>(digit0_ + l % 10)};
+  }
   void put_label(std::vector<tools::token>& out, int l) const {
-    out.push_back(v_);
-    out.push_back(static_cast<tools::token>(digit0_ + l / 100));
-    out.push_back(static_cast<tools::token>(digit0_ + l / 10 % 10));
-    out.push_back(static_cast<tools::token>(digit0_ + l % 10));
+    auto const t = label_tokens(l);
+    out.insert(out.end(), t.begin(), t.end());
   }
 
   static void validate(instance const& x) {

@@ -52,7 +52,7 @@ public:
     auto const& m = primary_.vocab();
     for (tools::token t = 1; t < a.size(); ++t) {
       ssmlen::check(m.contains(a.name(t)) && m.id(a.name(t)) == t,
-            "mixture: token '" + a.name(t) + "' has another id in the multiplication vocabulary");
+                    "mixture: token '" + a.name(t) + "' has another id in the multiplication vocabulary");
     }
   }
 

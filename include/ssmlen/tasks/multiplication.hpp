@@ -146,7 +146,8 @@ public:
     return x;
   }
   [[nodiscard]] nlohmann::json describe(instance const& x) const {
-    return {{"a", digits_to_string(x.a)}, {"b", digits_to_string(x.b)},
+    return {{"a", digits_to_string(x.a)},
+            {"b", digits_to_string(x.b)},
             {"product", digits_to_string(multiply_digits(x.a, x.b))}};
   }
 
@@ -315,7 +316,7 @@ private:
     tools::token read(tools::token c) {
       auto const r = tool.feed(c);
       ssmlen::check(r.kind == tools::tool_reply_kind::observe && r.observation.size() == 1,
-            "multiplication: the expert's read was refused");
+                    "multiplication: the expert's read was refused");
       t.push(c, tools::role::command);
       t.push(r.observation[0], tools::role::observation);
       return r.observation[0];

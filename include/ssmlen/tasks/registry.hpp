@@ -42,9 +42,13 @@ inline std::vector<task_entry> const& task_entries() {
       {"multiplication", "a × b, b of 1 or 2 digits, with a 4-pointer memory (partial-product rows, then their sum)",
        [] { return any_task(multiplication{}); }},
       {"multiplication_1", "a × b with a 1-digit b (n×1), 4-pointer memory",
-       [] { return any_task(multiplication{{1, 1}}); }},
+       [] {
+         return any_task(multiplication(multiplication_options{1, 1}));
+       }},
       {"multiplication_2", "a × b with a 2-digit b (n×2), 4-pointer memory",
-       [] { return any_task(multiplication{{2, 2}}); }},
+       [] {
+         return any_task(multiplication(multiplication_options{2, 2}));
+       }},
       {"hanoi_iterative", "Tower of Hanoi, 1 pointer: parity pass, then each move (d)XY$ and the copied new state",
        [] { return any_task(hanoi_iterative{}); }},
       {"hanoi_recursive", "Tower of Hanoi, 2 pointers: move lists for 1..n disks built by copying with rod swaps",

@@ -28,7 +28,7 @@ concept task_env = requires(E const& e, rng& g, int n, typename E::instance cons
   { e.sample_exact(g, n) } -> std::same_as<typename E::instance>;  // the test distribution at exactly size n
   { e.prompt(x) } -> std::convertible_to<std::vector<tools::token>>;
   { e.expert(x) } -> std::convertible_to<tools::trace>;  // the whole episode: prompt (input) then model and tool tokens
-  { e.check(x, out) } -> std::convertible_to<bool>;     // out: the output stream (output tokens before <EOS>)
+  { e.check(x, out) } -> std::convertible_to<bool>;      // out: the output stream (output tokens before <EOS>)
   { e.make_tool() } -> std::same_as<typename E::tool_type>;
 };
 

@@ -26,7 +26,7 @@ namespace ssmlen::tools {
 //! Bounds that turn a runaway episode into an invalid action instead of unbounded memory or output.
 struct search_memory_limits {
   std::int64_t max_memory = std::int64_t{1} << 24;        // tokens in memory (prompt + stored tokens)
-  std::int64_t max_query = 32;                             // tokens between [FIND] and [END]
+  std::int64_t max_query = 32;                            // tokens between [FIND] and [END]
   std::int64_t max_observation = std::int64_t{1} << 16;   // tokens one search may return
   std::int64_t max_observations = std::int64_t{1} << 26;  // tokens all searches of an episode may return
 };
@@ -196,9 +196,8 @@ private:
 
   std::span<const token> line(std::int32_t i) const {
     auto const start = line_start_[static_cast<std::size_t>(i)];
-    auto const stop = static_cast<std::size_t>(i) + 1 < line_start_.size()
-                          ? line_start_[static_cast<std::size_t>(i) + 1]
-                          : open_;
+    auto const stop =
+        static_cast<std::size_t>(i) + 1 < line_start_.size() ? line_start_[static_cast<std::size_t>(i) + 1] : open_;
     return std::span<const token>(memory_).subspan(start, stop - start);
   }
 

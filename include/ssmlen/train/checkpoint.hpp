@@ -33,7 +33,8 @@ void save_training_checkpoint(std::filesystem::path const& file, models::mamba_l
     auto const& m = opt.first_moments()[i];
     auto const& v = opt.second_moments()[i];
     f.tensors["optimizer.exp_avg." + params[i].name] = io::from_values(shape, std::span<T const>(m.data(), m.size()));
-    f.tensors["optimizer.exp_avg_sq." + params[i].name] = io::from_values(shape, std::span<T const>(v.data(), v.size()));
+    f.tensors["optimizer.exp_avg_sq." + params[i].name] =
+        io::from_values(shape, std::span<T const>(v.data(), v.size()));
   }
   run["step"] = opt.steps();
   f.metadata[train_metadata_key] = run.dump();
@@ -46,7 +47,8 @@ nlohmann::json load_training_checkpoint(std::filesystem::path const& file, model
                                         adamw<T>& opt) {
   auto const f = io::load_safetensors(file);
   auto const meta = f.metadata.find(train_metadata_key);
-  check(meta != f.metadata.end(), file.string() + ": not a training checkpoint (no '" + train_metadata_key + "' metadata)");
+  check(meta != f.metadata.end(),
+        file.string() + ": not a training checkpoint (no '" + train_metadata_key + "' metadata)");
   check(models::checkpoint_config(f) == model.config(),
         file.string() + ": the checkpoint's model configuration differs from this run's");
   models::load_parameters(model, f, file.string());

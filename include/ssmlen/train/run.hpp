@@ -33,61 +33,105 @@ struct run_config {
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.98, clip_norm = 1.0;
   std::uint64_t seed = 1;
   std::int64_t eval_every = 25;  // validate every this many steps (0: only at the end)
-  int val_n = 30;                // validation size: keep it out of the reported sweep's sizes
-  int val_episodes = 32;
+  int val_n = 80;                // validation size: keep it out of the reported sweep's sizes
+  int val_episodes = 24;
   std::uint64_t val_seed = 777;  // validation instances: never the sweep's seed
   int patience = 3;              // stop after this many consecutive perfect validations (0: never stop early)
   std::string out = "runs/addition";
 
   [[nodiscard]] nlohmann::json to_json() const {
-    return {{"task", task},     {"max_n", max_n},       {"layers", layers},           {"d_model", d_model},
-            {"d_state", d_state}, {"expand", expand},   {"steps", steps},             {"batch", batch},
-            {"warmup", warmup}, {"lr", lr},             {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay},
-            {"beta1", beta1},   {"beta2", beta2},       {"clip_norm", clip_norm},     {"seed", seed},
-            {"eval_every", eval_every}, {"val_n", val_n}, {"val_episodes", val_episodes}, {"val_seed", val_seed},
-            {"patience", patience}, {"out", out}};
+    return {{"task", task},
+            {"max_n", max_n},
+            {"layers", layers},
+            {"d_model", d_model},
+            {"d_state", d_state},
+            {"expand", expand},
+            {"steps", steps},
+            {"batch", batch},
+            {"warmup", warmup},
+            {"lr", lr},
+            {"min_lr_ratio", min_lr_ratio},
+            {"weight_decay", weight_decay},
+            {"beta1", beta1},
+            {"beta2", beta2},
+            {"clip_norm", clip_norm},
+            {"seed", seed},
+            {"eval_every", eval_every},
+            {"val_n", val_n},
+            {"val_episodes", val_episodes},
+            {"val_seed", val_seed},
+            {"patience", patience},
+            {"out", out}};
   }
 
   //! Reads keys present in `j` over the current values; unknown keys and wrong types are errors naming the key.
   void update_from_json(nlohmann::json const& j) {
     check(j.is_object(), "run configuration must be a JSON object");
-    for (auto const& [key, v] : j.items()) {
+    for (auto const& item : j.items()) {
+      std::string const& key = item.key();  // named, not a structured binding: clang 14 cannot capture those
+      auto const& v = item.value();
       auto bad = [&](char const* want) { check_arg(false, "config key '" + key + "'", v.dump(), want); };
       auto integer = [&](auto& out) {
-        if (!v.is_number_integer()) bad("must be an integer");
+        if (!v.is_number_integer())
+          bad("must be an integer");
         out = v.get<std::remove_reference_t<decltype(out)>>();
       };
       auto real = [&](double& out) {
-        if (!v.is_number()) bad("must be a number");
+        if (!v.is_number())
+          bad("must be a number");
         out = v.get<double>();
       };
       auto text = [&](std::string& out) {
-        if (!v.is_string()) bad("must be a string");
+        if (!v.is_string())
+          bad("must be a string");
         out = v.get<std::string>();
       };
-      if (key == "task") text(task);
-      else if (key == "max_n") integer(max_n);
-      else if (key == "layers") integer(layers);
-      else if (key == "d_model") integer(d_model);
-      else if (key == "d_state") integer(d_state);
-      else if (key == "expand") integer(expand);
-      else if (key == "steps") integer(steps);
-      else if (key == "batch") integer(batch);
-      else if (key == "warmup") integer(warmup);
-      else if (key == "lr") real(lr);
-      else if (key == "min_lr_ratio") real(min_lr_ratio);
-      else if (key == "weight_decay") real(weight_decay);
-      else if (key == "beta1") real(beta1);
-      else if (key == "beta2") real(beta2);
-      else if (key == "clip_norm") real(clip_norm);
-      else if (key == "seed") integer(seed);
-      else if (key == "eval_every") integer(eval_every);
-      else if (key == "val_n") integer(val_n);
-      else if (key == "val_episodes") integer(val_episodes);
-      else if (key == "val_seed") integer(val_seed);
-      else if (key == "patience") integer(patience);
-      else if (key == "out") text(out);
-      else throw error("unknown run config key '" + key + "'");
+      if (key == "task")
+        text(task);
+      else if (key == "max_n")
+        integer(max_n);
+      else if (key == "layers")
+        integer(layers);
+      else if (key == "d_model")
+        integer(d_model);
+      else if (key == "d_state")
+        integer(d_state);
+      else if (key == "expand")
+        integer(expand);
+      else if (key == "steps")
+        integer(steps);
+      else if (key == "batch")
+        integer(batch);
+      else if (key == "warmup")
+        integer(warmup);
+      else if (key == "lr")
+        real(lr);
+      else if (key == "min_lr_ratio")
+        real(min_lr_ratio);
+      else if (key == "weight_decay")
+        real(weight_decay);
+      else if (key == "beta1")
+        real(beta1);
+      else if (key == "beta2")
+        real(beta2);
+      else if (key == "clip_norm")
+        real(clip_norm);
+      else if (key == "seed")
+        integer(seed);
+      else if (key == "eval_every")
+        integer(eval_every);
+      else if (key == "val_n")
+        integer(val_n);
+      else if (key == "val_episodes")
+        integer(val_episodes);
+      else if (key == "val_seed")
+        integer(val_seed);
+      else if (key == "patience")
+        integer(patience);
+      else if (key == "out")
+        text(out);
+      else
+        throw error("unknown run config key '" + key + "'");
     }
   }
 
@@ -123,11 +167,11 @@ struct run_events {
 };
 
 struct run_outcome {
-  std::int64_t steps = 0;          // steps taken in total
-  std::int64_t best_step = 0;      // the step whose model was kept
-  double best_validation = -1;     // its validation exact match
+  std::int64_t steps = 0;       // steps taken in total
+  std::int64_t best_step = 0;   // the step whose model was kept
+  double best_validation = -1;  // its validation exact match
   double seconds = 0;
-  double tokens = 0;               // training tokens processed in this invocation
+  double tokens = 0;  // training tokens processed in this invocation
   bool stopped_early = false;
   std::filesystem::path model_file;
 };
@@ -141,7 +185,8 @@ inline std::map<std::string, std::string> run_metadata(run_config const& cfg, ta
 }
 
 template <class Model>
-double validation_exact(backends::host const& be, Model const& model, tasks::any_task const& task, run_config const& cfg) {
+double validation_exact(backends::host const& be, Model const& model, tasks::any_task const& task,
+                        run_config const& cfg) {
   eval::sweep_config sc;
   sc.sizes = {cfg.val_n};
   sc.per_size = cfg.val_episodes;
@@ -201,8 +246,7 @@ run_outcome train_run(backends::host const& be, run_config const& cfg, run_event
     return exact;
   };
   tr.fit(
-      be, cfg.steps,
-      [&](std::int64_t s) { return task_batch(task, cfg.seed, s, cfg.batch, cfg.max_n); },
+      be, cfg.steps, [&](std::int64_t s) { return task_batch(task, cfg.seed, s, cfg.batch, cfg.max_n); },
       [&](step_report const& r) {
         out.tokens += static_cast<double>(r.tokens);
         double const elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

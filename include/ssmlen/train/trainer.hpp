@@ -21,13 +21,13 @@ namespace ssmlen::train {
 
 //! What one step reports.
 struct step_report {
-  std::int64_t step = 0;         // 0-based index of the step just taken
-  double loss = 0;               // mean cross-entropy over the masked-in targets
+  std::int64_t step = 0;  // 0-based index of the step just taken
+  double loss = 0;        // mean cross-entropy over the masked-in targets
   double lr = 0;
-  double grad_norm = 0;          // before clipping
-  std::int64_t tokens = 0;       // packed tokens processed (inputs)
-  std::int64_t predicted = 0;    // targets that counted in the loss
-  double seconds = 0;            // wall time of the step
+  double grad_norm = 0;        // before clipping
+  std::int64_t tokens = 0;     // packed tokens processed (inputs)
+  std::int64_t predicted = 0;  // targets that counted in the loss
+  double seconds = 0;          // wall time of the step
 };
 
 template <class Model>

@@ -1,0 +1,45 @@
+# Drives one consumer project from ctest (cmake -P): optionally installs this build into a fresh prefix, then
+# configures, builds and runs the consumer and checks what it prints.
+# Inputs: CONSUMER_SOURCE, CONSUMER_BINARY, GENERATOR, MAKE_PROGRAM, CXX_COMPILER, BUILD_TYPE, EXPECT (a regex);
+# for find_package also INSTALL_FROM (this build) and PREFIX; for add_subdirectory SSMLEN_SOURCE_DIR.
+cmake_minimum_required(VERSION 3.24)
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}")
+  endif()
+  set(run_output "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE ${CONSUMER_BINARY})
+set(args -S ${CONSUMER_SOURCE} -B ${CONSUMER_BINARY} -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+if(MAKE_PROGRAM)
+  list(APPEND args -DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM})
+endif()
+if(BUILD_TYPE)
+  list(APPEND args -DCMAKE_BUILD_TYPE=${BUILD_TYPE})
+endif()
+if(SSMLEN_SOURCE_DIR)
+  list(APPEND args -DSSMLEN_SOURCE_DIR=${SSMLEN_SOURCE_DIR})
+endif()
+if(PREFIX)
+  file(REMOVE_RECURSE ${PREFIX})
+  run(${CMAKE_COMMAND} --install ${INSTALL_FROM} --prefix ${PREFIX} --component ssmlen_development)
+  list(APPEND args -DCMAKE_PREFIX_PATH=${PREFIX})
+endif()
+
+run(${CMAKE_COMMAND} ${args})
+if(PREFIX)  # the package must come from the fresh prefix, not from anywhere else on the machine
+  file(STRINGS ${CONSUMER_BINARY}/CMakeCache.txt found REGEX "^ssmlen_DIR:")
+  string(FIND "${found}" "${PREFIX}/" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "ssmlen was not found under ${PREFIX}: ${found}")
+  endif()
+endif()
+run(${CMAKE_COMMAND} --build ${CONSUMER_BINARY})
+run(${CONSUMER_BINARY}/consumer)
+message(STATUS "${run_output}")
+if(NOT run_output MATCHES "${EXPECT}")
+  message(FATAL_ERROR "consumer output does not match '${EXPECT}'")
+endif()
