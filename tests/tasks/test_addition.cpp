@@ -9,32 +9,18 @@
 #include <string>
 #include <vector>
 
+#include "../support/task_testing.hpp"
+
 using namespace ssmlen;
 using tasks::addition;
+using testing::output_of;
+using testing::render;
+using testing::replay;
+using testing::run;
 
 static_assert(tasks::task_env<addition>);
 
-namespace {
-
-// The trace as text, observations in parentheses (the notation of the protocol's worked example).
-std::string render(addition const& task, tools::trace const& t, std::size_t from) {
-  std::ostringstream s;
-  for (std::size_t i = from; i < t.size(); ++i) {
-    auto const& name = task.vocab().name(t.tokens[i]);
-    s << (i > from ? " " : "") << (t.roles[i] == tools::role::observation ? "(" + name + ")" : name);
-  }
-  return s.str();
-}
-
-// Replays the expert's model tokens through a fresh tool: the rollout must reproduce the expert trace exactly.
-agent::episode_result replay(addition const& task, addition::instance const& x, tools::trace const& expert) {
-  agent::replay_policy p(expert);
-  auto tool = task.make_tool();
-  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()),
-                            static_cast<std::int64_t>(expert.size()) + 10);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("addition: the expert trace of 57 + 68 is the protocol's worked example") {
   addition const task;

@@ -6,18 +6,16 @@
 
 #include <vector>
 
+#include "../support/task_testing.hpp"
+
 using namespace ssmlen;
+using testing::output_of;
+using testing::render;
+using testing::replay;
+using testing::run;
 using namespace ssmlen::tasks;
 
 namespace {
-
-template <class Task>
-agent::episode_result replay(Task const& task, typename Task::instance const& x, tools::trace const& expert) {
-  agent::replay_policy p(expert);
-  auto tool = task.make_tool();
-  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()),
-                            static_cast<std::int64_t>(expert.size()) + 10);
-}
 
 // Every ablation: expert traces replay through its tool unchanged and pass check; a changed output fails.
 template <class Task>

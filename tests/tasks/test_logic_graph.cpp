@@ -14,29 +14,20 @@
 #include <string>
 #include <vector>
 
+#include "../support/task_testing.hpp"
+
 using namespace ssmlen;
 using tasks::logic_graph;
 using tasks::logic_graph_instance;
 using tasks::logic_op;
+using testing::output_of;
+using testing::render;
+using testing::replay;
+using testing::run;
 
 static_assert(tasks::task_env<logic_graph>);
 
 namespace {
-
-std::string render(logic_graph const& task, tools::trace const& t, std::size_t from) {
-  std::ostringstream s;
-  for (std::size_t i = from; i < t.size(); ++i) {
-    auto const& name = task.vocab().name(t.tokens[i]);
-    s << (i > from ? " " : "") << (t.roles[i] == tools::role::observation ? "(" + name + ")" : name);
-  }
-  return s.str();
-}
-
-template <agent::policy P>
-agent::episode_result run(P& p, logic_graph const& task, logic_graph_instance const& x, std::int64_t cap) {
-  auto tool = task.make_tool();
-  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()), cap);
-}
 
 //! v007 := v630 or v045, v630 := v191 and not v872, with v191 = True, v872 = False, v045 = True.
 logic_graph_instance documented_graph() {

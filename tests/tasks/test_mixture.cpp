@@ -10,20 +10,18 @@
 #include <cmath>
 #include <vector>
 
+#include "../support/task_testing.hpp"
+
 using namespace ssmlen;
 using tasks::mixture;
+using testing::output_of;
+using testing::render;
+using testing::replay;
+using testing::run;
 
 static_assert(tasks::task_env<mixture>);
 
-namespace {
-
-template <agent::policy P>
-agent::episode_result run(P& p, mixture const& task, mixture::instance const& x, std::int64_t cap) {
-  auto tool = task.make_tool();
-  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()), cap);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("mixture: one vocabulary extends the addition vocabulary id for id") {
   mixture const task;

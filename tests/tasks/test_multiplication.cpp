@@ -13,44 +13,18 @@
 #include <string>
 #include <vector>
 
+#include "../support/task_testing.hpp"
+
 using namespace ssmlen;
 using tasks::multiplication;
+using testing::output_of;
+using testing::render;
+using testing::replay;
+using testing::run;
 
 static_assert(tasks::task_env<multiplication>);
 
-namespace {
-
-std::string render(multiplication const& task, tools::trace const& t, std::size_t from) {
-  std::ostringstream s;
-  for (std::size_t i = from; i < t.size(); ++i) {
-    auto const& name = task.vocab().name(t.tokens[i]);
-    s << (i > from ? " " : "") << (t.roles[i] == tools::role::observation ? "(" + name + ")" : name);
-  }
-  return s.str();
-}
-
-template <agent::policy P>
-agent::episode_result run(P& p, multiplication const& task, multiplication::instance const& x, std::int64_t cap) {
-  auto tool = task.make_tool();
-  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()), cap);
-}
-
-agent::episode_result replay(multiplication const& task, multiplication::instance const& x, tools::trace const& t) {
-  agent::replay_policy p(t);
-  return run(p, task, x, static_cast<std::int64_t>(t.size()) + 10);
-}
-
-std::vector<tools::token> output_of(tools::trace const& t) {
-  std::vector<tools::token> out;
-  for (std::size_t i = 0; i + 1 < t.size(); ++i) {  // the last token is <EOS>
-    if (t.roles[i] == tools::role::output) {
-      out.push_back(t.tokens[i]);
-    }
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("multiplication: the expert trace of 907 * 3 is the documented example") {
   multiplication const task;

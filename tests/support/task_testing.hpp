@@ -1,0 +1,51 @@
+// Helpers shared by the task tests: run a policy on an instance with the task's own tool, replay an expert trace,
+// render a trace in the protocol's notation, and extract a trace's output stream.
+#pragma once
+
+#include <ssmlen/agent/episode.hpp>
+#include <ssmlen/tools/protocol.hpp>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace ssmlen::testing {
+
+//! One episode of policy `p` on instance `x`, with a fresh tool of the task.
+template <agent::policy P, class Task>
+agent::episode_result run(P& p, Task const& task, typename Task::instance const& x, std::int64_t cap) {
+  auto tool = task.make_tool();
+  return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()), cap);
+}
+
+//! Replays the expert's model tokens through a fresh tool: the rollout must reproduce the expert trace exactly.
+template <class Task>
+agent::episode_result replay(Task const& task, typename Task::instance const& x, tools::trace const& expert) {
+  agent::replay_policy p(expert);
+  return run(p, task, x, static_cast<std::int64_t>(expert.size()) + 10);
+}
+
+//! The trace from position `from` as text, observations in parentheses (the notation of the worked examples).
+template <class Task>
+std::string render(Task const& task, tools::trace const& t, std::size_t from) {
+  std::ostringstream s;
+  for (std::size_t i = from; i < t.size(); ++i) {
+    auto const& name = task.vocab().name(t.tokens[i]);
+    s << (i > from ? " " : "") << (t.roles[i] == tools::role::observation ? "(" + name + ")" : name);
+  }
+  return s.str();
+}
+
+//! The output stream of a complete trace: its output tokens before the closing <EOS>.
+inline std::vector<tools::token> output_of(tools::trace const& t) {
+  std::vector<tools::token> out;
+  for (std::size_t i = 0; i + 1 < t.size(); ++i) {
+    if (t.roles[i] == tools::role::output) {
+      out.push_back(t.tokens[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace ssmlen::testing
