@@ -21,8 +21,6 @@ using testing::run;
 
 static_assert(tasks::task_env<mixture>);
 
-namespace {}  // namespace
-
 TEST_CASE("mixture: one vocabulary extends the addition vocabulary id for id") {
   mixture const task;
   auto const& add = tasks::addition::make_vocab();
