@@ -20,8 +20,6 @@ using testing::run;
 
 static_assert(tasks::task_env<addition>);
 
-namespace {}  // namespace
-
 TEST_CASE("addition: the expert trace of 57 + 68 is the protocol's worked example") {
   addition const task;
   auto const x = task.instance_from_strings("57", "68");

@@ -24,8 +24,6 @@ using testing::run;
 
 static_assert(tasks::task_env<multiplication>);
 
-namespace {}  // namespace
-
 TEST_CASE("multiplication: the expert trace of 907 * 3 is the documented example") {
   multiplication const task;
   auto const x = task.instance_from_strings("907", "3");
