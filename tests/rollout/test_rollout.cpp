@@ -108,6 +108,7 @@ TEST_CASE("rollout: batched greedy decoding equals a one-episode step loop, what
     for (std::int64_t batch : {1, 7, 64}) {
       agent::rollout_config cfg;
       cfg.batch = batch;
+      cfg.prefill_chunk = batch == 7 ? 3 : 512;  // prompts of 1..7 tokens: prefilled in one slice or in several
       cfg.max_tokens = cap;
       auto const got = agent::rollout(
           be, m, std::span<const agent::episode_input>(inputs), [](std::size_t) { return toy_tool{}; },

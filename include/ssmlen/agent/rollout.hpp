@@ -32,6 +32,7 @@ struct rollout_config {
   std::int64_t batch = 64;            // episodes stepped together
   std::int64_t max_tokens = 1 << 22;  // cap on prompt + generated + observed tokens per episode
   bool keep_trace = false;            // record every token with its role (costs memory linear in length)
+  std::int64_t prefill_chunk = 512;   // prompt tokens per sequence in one prefill forward (bounds its activations)
 };
 
 //! One episode to run: its prompt and, optionally, the expert trace to locate the first divergence from.
@@ -88,6 +89,7 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
   static_assert(tools::tool<tool_t>, "make_tool must return a type satisfying ssmlen::tools::tool");
   check_arg(cfg.batch > 0, "rollout batch", cfg.batch, "must be positive");
   check_arg(cfg.max_tokens > 0, "max_tokens", cfg.max_tokens, "must be positive");
+  check_arg(cfg.prefill_chunk > 0, "prefill_chunk", cfg.prefill_chunk, "must be positive");
   std::int64_t const v = model.config().vocab;
   std::vector<rollout_result> results(episodes.size());
 
@@ -178,29 +180,47 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
     if (fresh.empty()) {
       return;
     }
-    std::vector<std::int64_t> lengths;
-    std::vector<tools::token> packed;
+    // Prefill in slices of at most prefill_chunk tokens per prompt, carrying the states from slice to slice, so
+    // the activations forward keeps stay bounded however long the prompts are.
+    auto const n_fresh = static_cast<std::int64_t>(fresh.size());
+    std::size_t longest = 0;
     for (auto e : fresh) {
-      auto const& p = episodes[e].prompt;
-      check_arg(!p.empty(), "prompt length of episode", e, "must be positive");
-      lengths.push_back(static_cast<std::int64_t>(p.size()));
-      packed.insert(packed.end(), p.begin(), p.end());
+      check_arg(!episodes[e].prompt.empty(), "prompt length of episode", e, "must be positive");
+      longest = std::max(longest, episodes[e].prompt.size());
     }
-    auto const seqs = sequences::from_lengths(lengths);
-    std::vector<T> prompt_logits(packed.size() * static_cast<std::size_t>(v));
+    auto const chunk = static_cast<std::size_t>(cfg.prefill_chunk);
+    auto carried = model.make_state(n_fresh), final = model.make_state(n_fresh);
+    std::vector<T> first_logits(static_cast<std::size_t>(n_fresh * v));  // [B, V]: after each prompt's last token
     typename Model::cache cache;
-    auto final = model.make_state(static_cast<std::int64_t>(fresh.size()));
-    model.forward(be, packed, seqs, prompt_logits.data(), cache, nullptr, &final);
+    std::vector<T> slice_logits;
+    for (std::size_t from = 0; from < longest; from += chunk) {
+      std::vector<std::int64_t> lengths;
+      std::vector<tools::token> packed;
+      for (auto e : fresh) {
+        auto const& p = episodes[e].prompt;
+        std::size_t const b = std::min(from, p.size()), end = std::min(from + chunk, p.size());
+        lengths.push_back(static_cast<std::int64_t>(end - b));
+        packed.insert(packed.end(), p.begin() + static_cast<std::ptrdiff_t>(b), p.begin() + static_cast<std::ptrdiff_t>(end));
+      }
+      auto const seqs = sequences::from_lengths(lengths);
+      slice_logits.resize(packed.size() * static_cast<std::size_t>(v));
+      model.forward(be, packed, seqs, slice_logits.data(), cache, from == 0 ? nullptr : &carried, &final);
+      for (std::int64_t j = 0; j < n_fresh; ++j) {
+        if (episodes[fresh[static_cast<std::size_t>(j)]].prompt.size() <= from + chunk && seqs.length(j) > 0) {
+          std::copy_n(slice_logits.data() + (seqs.end(j) - 1) * v, v, first_logits.data() + j * v);  // prompt ends here
+        }
+      }
+      std::swap(carried, final);
+    }
     for (std::size_t j = 0; j < fresh.size(); ++j) {
       slot s{fresh[j], make_tool(fresh[j]), {}, ids.answer < 0};
       s.tool.reset(episodes[fresh[j]].prompt);
       for (auto t : episodes[fresh[j]].prompt) {
         record(s, t, tools::role::input);
       }
-      detail::copy_state_row(final, static_cast<std::int64_t>(j), state, static_cast<std::int64_t>(live.size()));
+      detail::copy_state_row(carried, static_cast<std::int64_t>(j), state, static_cast<std::int64_t>(live.size()));
       live.push_back(std::move(s));
-      tools::token const first =
-          detail::argmax(prompt_logits.data() + (seqs.end(static_cast<std::int64_t>(j)) - 1) * v, v);
+      tools::token const first = detail::argmax(first_logits.data() + static_cast<std::int64_t>(j) * v, v);
       if (!act(live.back(), first)) {
         finish(live.size() - 1);
       }
