@@ -200,7 +200,8 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
         auto const& p = episodes[e].prompt;
         std::size_t const b = std::min(from, p.size()), end = std::min(from + chunk, p.size());
         lengths.push_back(static_cast<std::int64_t>(end - b));
-        packed.insert(packed.end(), p.begin() + static_cast<std::ptrdiff_t>(b), p.begin() + static_cast<std::ptrdiff_t>(end));
+        packed.insert(packed.end(), p.begin() + static_cast<std::ptrdiff_t>(b),
+                      p.begin() + static_cast<std::ptrdiff_t>(end));
       }
       auto const seqs = sequences::from_lengths(lengths);
       slice_logits.resize(packed.size() * static_cast<std::size_t>(v));
