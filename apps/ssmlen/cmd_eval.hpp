@@ -45,8 +45,9 @@ inline void add_eval_command(CLI::App& app) {
     auto const meta_vocab = file.metadata.find("ssmlen.vocab");
     if (meta_vocab != file.metadata.end()) {
       auto const names = nlohmann::json::parse(meta_vocab->second).get<std::vector<std::string>>();
-      check(names == task.vocab().names(), o->checkpoint + ": the checkpoint's vocabulary is not task '" + task_name +
-                                               "''s vocabulary: was it trained on another task?");
+      check(names == task.vocab().names(), o->checkpoint +
+                                               ": the checkpoint's vocabulary differs from the vocabulary of task '" +
+                                               task_name + "': was it trained on another task?");
     }
     auto const model = models::model_from_safetensors<float>(file, o->checkpoint);
     check(model.config().vocab == task.vocab().size(), o->checkpoint + ": the model has " +

@@ -76,6 +76,7 @@ inline void add_train_command(CLI::App& app) {
     }
     auto const& cfg = o->cfg;
     cfg.validate();
+    (void)tasks::make_task(cfg.task);  // an unknown task is an error before anything is written
     bool const tty = stderr_is_terminal();
     std::FILE* log = std::fopen((std::filesystem::path(cfg.out) / "train.log").c_str(), o->resume ? "a" : "w");
     if (log == nullptr) {
