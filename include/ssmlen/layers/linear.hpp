@@ -14,6 +14,20 @@
 
 namespace ssmlen::layers {
 
+//! y[o] = Σ_i w[o, i] x[i] for a row-major [rows, cols] matrix: one token's projection in the recurrent step.
+template <class T>
+void matvec(T const* w, std::int64_t rows, std::int64_t cols, T const* x, T* y) {
+  for (std::int64_t o = 0; o < rows; ++o) {
+    T const* wo = w + o * cols;
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (std::int64_t i = 0; i < cols; ++i) {
+      acc += wo[i] * x[i];
+    }
+    y[o] = acc;
+  }
+}
+
 template <class T>
 struct linear {
   std::int64_t in = 0, out = 0;

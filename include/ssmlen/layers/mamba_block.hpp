@@ -155,20 +155,6 @@ struct mamba_block {
     }
     matvec(out_proj.weight.value.data(), d_model, ed, y, out);
   }
-
-private:
-  //! y[o] = Σ_i w[o, i] x[i] for a row-major [rows, cols] matrix.
-  static void matvec(T const* w, std::int64_t rows, std::int64_t cols, T const* x, T* y) {
-    for (std::int64_t o = 0; o < rows; ++o) {
-      T const* wo = w + o * cols;
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (std::int64_t i = 0; i < cols; ++i) {
-        acc += wo[i] * x[i];
-      }
-      y[o] = acc;
-    }
-  }
 };
 
 }  // namespace ssmlen::layers

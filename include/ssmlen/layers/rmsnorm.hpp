@@ -29,25 +29,16 @@ struct rmsnorm {
 
   //! x: [rows, D] -> y: [rows, D]; rstd: [rows] (may be null when no backward follows)
   void forward(backends::host const& be, T const* x, T* y, T* rstd, std::int64_t rows) const {
-    T const* w = weight.value.data();
     be.parallel_for(rows, [&](std::int64_t r) {
-      T const* xr = x + r * dim;
-      T ss = 0;
-      for (std::int64_t d = 0; d < dim; ++d) {
-        ss += xr[d] * xr[d];
-      }
-      T const s = T(1) / std::sqrt(ss / static_cast<T>(dim) + static_cast<T>(eps));
-      for (std::int64_t d = 0; d < dim; ++d) {
-        y[r * dim + d] = xr[d] * s * w[d];
-      }
+      T const s = apply_row(x + r * dim, y + r * dim);
       if (rstd != nullptr) {
         rstd[r] = s;
       }
     });
   }
 
-  //! One row: x: [D] -> y: [D].
-  void apply_row(T const* x, T* y) const {
+  //! One row: x: [D] -> y: [D]; returns the row's rsqrt(mean(x²) + eps).
+  T apply_row(T const* x, T* y) const {
     T ss = 0;
     for (std::int64_t d = 0; d < dim; ++d) {
       ss += x[d] * x[d];
@@ -56,6 +47,7 @@ struct rmsnorm {
     for (std::int64_t d = 0; d < dim; ++d) {
       y[d] = x[d] * s * weight.value[d];
     }
+    return s;
   }
 
   //! dx (+)= ∂L/∂x and dw += Σ dy · x̂, given x, rstd from forward and dy.

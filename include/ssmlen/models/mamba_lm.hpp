@@ -230,15 +230,7 @@ public:
         }
       }
       norm_f_.apply_row(u, normed);
-      for (std::int64_t o = 0; o < v; ++o) {
-        T const* ho = head + o * d;
-        T acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (std::int64_t c = 0; c < d; ++c) {
-          acc += ho[c] * normed[c];
-        }
-        logits[r * v + o] = acc;
-      }
+      layers::matvec(head, v, d, normed, logits + r * v);
     });
   }
 
