@@ -5,6 +5,7 @@
 #include <ssmlen/eval/report.hpp>
 #include <ssmlen/models/checkpoint.hpp>
 #include <ssmlen/tasks/registry.hpp>
+#include <ssmlen/train/presets.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -19,13 +20,14 @@ inline void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Length-generalization sweep of a trained model (exact match per size)");
   struct options {
     std::string checkpoint, task, out;
-    std::vector<int> sizes{5, 10, 20, 50, 100, 200, 500, 1000};
+    std::vector<int> sizes;  // empty: the task preset's sweep sizes
     eval::sweep_config sweep;
     bool json = false;
   };
   auto o = std::make_shared<options>();
   cmd->add_option("--checkpoint", o->checkpoint, "Model file written by `ssmlen train` (.safetensors)")->required();
-  cmd->add_option("--sizes", o->sizes, "Sizes to test, e.g. 5,10,100,1000")->delimiter(',');
+  cmd->add_option("--sizes", o->sizes, "Sizes to test, e.g. 5,10,100,1000 (default: the task preset's)")
+      ->delimiter(',');
   cmd->add_option("--per-size", o->sweep.per_size, "Episodes per size");
   cmd->add_option("--seed", o->sweep.seed, "Seed of the test instances");
   cmd->add_option("--batch", o->sweep.batch, "Episodes stepped together");
@@ -54,7 +56,7 @@ inline void add_eval_command(CLI::App& app) {
                                                            std::to_string(model.config().vocab) + " tokens but task '" +
                                                            task_name + "' has " + std::to_string(task.vocab().size()));
     auto cfg = o->sweep;
-    cfg.sizes = o->sizes;
+    cfg.sizes = o->sizes.empty() ? train::preset_for(task_name).sweep_sizes : o->sizes;
     auto const train_n = file.metadata.find("ssmlen.train_n");
     cfg.train_n = train_n != file.metadata.end() ? std::stoi(train_n->second) : 0;
     cfg.validate();

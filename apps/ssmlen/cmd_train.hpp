@@ -1,8 +1,9 @@
 // `ssmlen train`: trains a Mamba on a task's expert traces (see train/run.hpp).
 //   ssmlen train --task addition --max-n 5 --layers 4 --d-model 64 --steps 600 --out runs/add
-// Options override a --config JSON file, which overrides the headline defaults.
+// Options override a --config JSON file, which overrides the task's preset (train/presets.hpp).
 #pragma once
 
+#include <ssmlen/train/presets.hpp>
 #include <ssmlen/train/run.hpp>
 
 #include <CLI/CLI.hpp>
@@ -18,7 +19,7 @@
 namespace ssmlen::apps {
 
 inline void add_train_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "Train a Mamba on a task's expert traces (defaults: the addition headline)");
+  auto* cmd = app.add_subcommand("train", "Train a Mamba on a task's expert traces (defaults: the task's CPU preset)");
   struct options {
     train::run_config cfg;
     std::string config_file;
@@ -33,6 +34,7 @@ inline void add_train_command(CLI::App& app) {
   cmd->add_option("--layers", c.layers, "Mamba layers");
   cmd->add_option("--d-model", c.d_model, "Model width");
   cmd->add_option("--d-state", c.d_state, "SSM state size");
+  cmd->add_option("--delta-min", c.delta_min, "Lower bound of the SSM step size Δ (bounds state memory; 0: Mamba's)");
   cmd->add_option("--steps", c.steps, "Optimizer steps");
   cmd->add_option("--batch", c.batch, "Traces per batch");
   cmd->add_option("--lr", c.lr, "Peak learning rate");
@@ -47,27 +49,31 @@ inline void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its last checkpoint");
   cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)");
   cmd->callback([o, cmd] {
-    if (!o->config_file.empty()) {  // file values first, then flags given on the command line win
+    // Layers, lowest first: the task's preset, then the --config file, then the flags given on the command line.
+    nlohmann::json file = nlohmann::json::object();
+    if (!o->config_file.empty()) {
       std::ifstream in(o->config_file);
       check(in.good(), "--config: cannot read '" + o->config_file + "'");
-      nlohmann::json j;
       try {
-        j = nlohmann::json::parse(in);
+        file = nlohmann::json::parse(in);
       } catch (nlohmann::json::exception const& e) {
         throw error("--config: '" + o->config_file + "' is not valid JSON: " + e.what());
       }
-      auto const from_flags = o->cfg;
-      o->cfg = train::run_config{};
-      o->cfg.update_from_json(j);
-      for (auto* opt : cmd->get_options()) {
-        if (opt->count() > 0 && opt->get_name() != "--config") {
-          auto const key = opt->get_name().substr(2);
-          auto json_key = key;
-          std::replace(json_key.begin(), json_key.end(), '-', '_');
-          auto const flags_json = from_flags.to_json();
-          if (flags_json.contains(json_key)) {
-            o->cfg.update_from_json({{json_key, flags_json[json_key]}});
-          }
+      check(file.is_object(), "--config: '" + o->config_file + "' must hold a JSON object");
+    }
+    auto const from_flags = o->cfg;
+    std::string const task = cmd->get_option("--task")->count() > 0              ? from_flags.task
+                             : file.contains("task") && file["task"].is_string() ? file["task"].get<std::string>()
+                                                                                 : from_flags.task;
+    o->cfg = train::preset_for(task).run;
+    o->cfg.update_from_json(file);
+    auto const flags_json = from_flags.to_json();
+    for (auto* opt : cmd->get_options()) {
+      if (opt->count() > 0 && opt->get_name() != "--config") {
+        auto json_key = opt->get_name().substr(2);
+        std::replace(json_key.begin(), json_key.end(), '-', '_');
+        if (flags_json.contains(json_key)) {
+          o->cfg.update_from_json({{json_key, flags_json[json_key]}});
         }
       }
     }

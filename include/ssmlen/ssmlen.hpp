@@ -41,6 +41,7 @@
 #include <ssmlen/train/adamw.hpp>
 #include <ssmlen/train/batch.hpp>
 #include <ssmlen/train/checkpoint.hpp>
+#include <ssmlen/train/presets.hpp>
 #include <ssmlen/train/run.hpp>
 #include <ssmlen/train/schedule.hpp>
 #include <ssmlen/train/task_batches.hpp>

@@ -87,37 +87,43 @@ TEST_CASE("conv1d: gradients of weight, bias, input, initial state, through the 
 
 TEST_CASE_TEMPLATE("selective_ssm: gradients of every parameter, input, initial state, through the final state", Scan,
                    scan::recurrent, scan::chunked<3>) {
-  rng g(4);
-  auto const seqs = ragged({7, 2, 9});
-  std::int64_t const ed = 6, n = 3, r = 2, rows = seqs.tokens(), st = seqs.count() * n * ed;
-  layers::selective_ssm<double, Scan> ssm(ed, n, r);
-  ssm.init_mamba(g);
-  fill_normal(ssm.a_log.value, g, 0.5);
-  fill_normal(ssm.d.value, g);
-  std::vector<double> x(rows * ed), w(rows * ed), y(rows * ed), dx(rows * ed);
-  std::vector<double> init(st), fin(st), wf(st), dinit(st);
-  fill_normal(x, g);
-  fill_normal(w, g);
-  fill_normal(init, g);
-  fill_normal(wf, g);
-  typename layers::selective_ssm<double, Scan>::cache k;
-  auto loss = [&] {
-    ssm.forward(be, seqs, x.data(), y.data(), k, init.data(), fin.data());
-    return weighted_sum(y.data(), w) + weighted_sum(fin.data(), wf);
-  };
-  loss();
-  for (auto* p : {&ssm.x_proj.weight, &ssm.dt_proj.weight, &ssm.dt_proj.bias, &ssm.a_log, &ssm.d}) {
-    p->zero_grad();
+  for (double const delta_min : {0.0, 0.05}) {  // Mamba's Δ, and Δ with a floor
+    CAPTURE(delta_min);
+    rng g(4);
+    auto const seqs = ragged({7, 2, 9});
+    std::int64_t const ed = 6, n = 3, r = 2, rows = seqs.tokens(), st = seqs.count() * n * ed;
+    layers::selective_ssm<double, Scan> ssm(ed, n, r);
+    ssm.delta_min = delta_min;
+    ssm.init_mamba(g);
+    fill_normal(ssm.a_log.value, g, 0.5);
+    fill_normal(ssm.d.value, g);
+    std::vector<double> x(rows * ed), w(rows * ed), y(rows * ed), dx(rows * ed);
+    std::vector<double> init(st), fin(st), wf(st), dinit(st);
+    fill_normal(x, g);
+    fill_normal(w, g);
+    fill_normal(init, g);
+    fill_normal(wf, g);
+    typename layers::selective_ssm<double, Scan>::cache k;
+    auto loss = [&] {
+      ssm.forward(be, seqs, x.data(), y.data(), k, init.data(), fin.data());
+      return weighted_sum(y.data(), w) + weighted_sum(fin.data(), wf);
+    };
+    loss();
+    for (auto* p : {&ssm.x_proj.weight, &ssm.dt_proj.weight, &ssm.dt_proj.bias, &ssm.a_log, &ssm.d}) {
+      p->zero_grad();
+    }
+    ssm.backward(be, seqs, x.data(), w.data(), dx.data(), k, init.data(), wf.data(), dinit.data());
+    check_gradients(loss,
+                    {{"x_proj.weight", ssm.x_proj.weight.value.data(), ssm.x_proj.weight.grad.data(),
+                      ssm.x_proj.weight.value.size()},
+                     {"dt_proj.weight", ssm.dt_proj.weight.value.data(), ssm.dt_proj.weight.grad.data(), ed * r},
+                     {"dt_proj.bias", ssm.dt_proj.bias.value.data(), ssm.dt_proj.bias.grad.data(), ed},
+                     {"A_log", ssm.a_log.value.data(), ssm.a_log.grad.data(), ed * n},
+                     {"D", ssm.d.value.data(), ssm.d.grad.data(), ed},
+                     {"x", x.data(), dx.data(), rows * ed},
+                     {"init_state", init.data(), dinit.data(), st}},
+                    1e-5);  // a floored Δ makes dt_proj's gradient small: h = 1e-6 would leave roundoff at 1e-6
   }
-  ssm.backward(be, seqs, x.data(), w.data(), dx.data(), k, init.data(), wf.data(), dinit.data());
-  check_gradients(loss, {{"x_proj.weight", ssm.x_proj.weight.value.data(), ssm.x_proj.weight.grad.data(),
-                          ssm.x_proj.weight.value.size()},
-                         {"dt_proj.weight", ssm.dt_proj.weight.value.data(), ssm.dt_proj.weight.grad.data(), ed * r},
-                         {"dt_proj.bias", ssm.dt_proj.bias.value.data(), ssm.dt_proj.bias.grad.data(), ed},
-                         {"A_log", ssm.a_log.value.data(), ssm.a_log.grad.data(), ed * n},
-                         {"D", ssm.d.value.data(), ssm.d.grad.data(), ed},
-                         {"x", x.data(), dx.data(), rows * ed},
-                         {"init_state", init.data(), dinit.data(), st}});
 }
 
 TEST_CASE_TEMPLATE("mamba_block: gradients of every parameter, input and both states", Scan, scan::recurrent,

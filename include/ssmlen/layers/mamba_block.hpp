@@ -146,7 +146,7 @@ struct mamba_block {
     matvec(ssm.x_proj.weight.value.data(), r + 2 * ns, ed, xc, dbc);
     matvec(ssm.dt_proj.weight.value.data(), ed, r, dbc, dt);
     for (std::int64_t c = 0; c < ed; ++c) {
-      dt[c] = softplus(dt[c] + ssm.dt_proj.bias.value[c]);
+      dt[c] = ssm.delta_min + softplus(dt[c] + ssm.dt_proj.bias.value[c]);
     }
     T* y = xz;  // x is no longer needed
     scan::selective_scan_step_row(ed, ns, xc, dt, a, dbc + r, dbc + r + ns, ssm.d.value.data(), ssm_state, y);

@@ -23,6 +23,7 @@ struct selective_ssm {
   linear<T> dt_proj;                                   // R -> ED, with bias
   param<T> a_log;                                      // [ED, N]
   param<T> d;                                          // [ED]
+  T delta_min = 0;                                     // Δ = delta_min + softplus(·) (mamba_config::delta_min)
 
   //! What forward keeps for backward.
   struct cache {
@@ -42,7 +43,8 @@ struct selective_ssm {
     check_arg(r > 0, "dt_rank", r, "must be positive");
   }
 
-  //! Mamba's initialization: Δ bias so that softplus gives Δ log-uniform in [dt_min, dt_max], A_log = log(1..N), D = 1.
+  //! Mamba's initialization: Δ bias so that Δ starts log-uniform in [dt_min, dt_max] (at least delta_min + dt_floor),
+  //! A_log = log(1..N), D = 1.
   void init_mamba(rng& g, double dt_min = 1e-3, double dt_max = 1e-1, double dt_floor = 1e-4) {
     x_proj.init_default(g);
     double const std_dt = 1.0 / std::sqrt(static_cast<double>(dt_rank));
@@ -51,8 +53,8 @@ struct selective_ssm {
     }
     for (auto& b : dt_proj.bias.value) {
       double dt = std::exp(g.uniform_double() * (std::log(dt_max) - std::log(dt_min)) + std::log(dt_min));
-      dt = std::max(dt, dt_floor);
-      b = static_cast<T>(dt + std::log(-std::expm1(-dt)));  // inverse of softplus
+      dt = std::max(dt - static_cast<double>(delta_min), dt_floor);  // what softplus must give
+      b = static_cast<T>(dt + std::log(-std::expm1(-dt)));           // inverse of softplus
     }
     for (std::int64_t c = 0; c < channels; ++c) {
       for (std::int64_t n = 0; n < states; ++n) {
@@ -80,7 +82,7 @@ struct selective_ssm {
     dt_proj.forward(be, dbc, w, dt_pre, channels, rows);
     be.parallel_for(rows, [&](std::int64_t r) {
       for (std::int64_t c = 0; c < channels; ++c) {
-        dt[r * channels + c] = softplus(dt_pre[r * channels + c]);
+        dt[r * channels + c] = delta_min + softplus(dt_pre[r * channels + c]);
       }
     });
   }

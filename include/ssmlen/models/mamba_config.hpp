@@ -23,6 +23,9 @@ struct mamba_config {
   std::int64_t dt_rank = 0;  // 0: ceil(d_model / 16), as mamba_ssm's "auto"
   bool tie_embeddings = true;
   double norm_eps = 1e-5;
+  // Δ = delta_min + softplus(·). Positive, it bounds every state channel's memory to about 1 / (delta_min · |A|)
+  // tokens, so a long episode shows the state nothing older than training did. 0 is Mamba's Δ.
+  double delta_min = 0;
 
   [[nodiscard]] std::int64_t d_inner() const { return expand * d_model; }
   [[nodiscard]] std::int64_t resolved_dt_rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
@@ -36,6 +39,7 @@ struct mamba_config {
     check_arg(expand > 0, "expand", expand, "must be positive");
     check_arg(dt_rank >= 0, "dt_rank", dt_rank, "must be non-negative (0 means automatic)");
     check_arg(norm_eps > 0, "norm_eps", norm_eps, "must be positive");
+    check_arg(delta_min >= 0 && delta_min < 1, "delta_min", delta_min, "must be in [0, 1)");
   }
 
   friend bool operator==(mamba_config const&, mamba_config const&) = default;
@@ -51,7 +55,8 @@ inline nlohmann::json to_json(mamba_config const& c) {
           {"expand", c.expand},
           {"dt_rank", c.resolved_dt_rank()},
           {"tie_embeddings", c.tie_embeddings},
-          {"norm_eps", c.norm_eps}};
+          {"norm_eps", c.norm_eps},
+          {"delta_min", c.delta_min}};
 }
 
 //! Reads a configuration; unknown keys and wrong types are errors that name the key.
@@ -87,6 +92,9 @@ inline mamba_config mamba_config_from_json(nlohmann::json const& j) {
     } else if (key == "norm_eps") {
       check_arg(value.is_number(), "model config key 'norm_eps'", value.dump(), "must be a number");
       c.norm_eps = value.get<double>();
+    } else if (key == "delta_min") {
+      check_arg(value.is_number(), "model config key 'delta_min'", value.dump(), "must be a number");
+      c.delta_min = value.get<double>();
     } else {
       throw error("unknown model config key '" + key + "'");
     }

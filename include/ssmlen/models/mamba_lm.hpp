@@ -68,6 +68,7 @@ public:
     for (std::int64_t i = 0; i < cfg_.n_layers; ++i) {
       layers_.push_back({layers::rmsnorm<T>(d, cfg_.norm_eps),
                          block_type(d, ed, cfg_.d_state, cfg_.d_conv, cfg_.resolved_dt_rank())});
+      layers_.back().mixer.ssm.delta_min = static_cast<T>(cfg_.delta_min);
     }
     norm_f_ = layers::rmsnorm<T>(d, cfg_.norm_eps);
     if (!cfg_.tie_embeddings) {

@@ -29,6 +29,7 @@ struct run_config {
   std::string task = "addition";
   int max_n = 5;  // training sizes: the task's distribution up to max_n
   std::int64_t layers = 4, d_model = 64, d_state = 16, expand = 2;
+  double delta_min = 0;  // models::mamba_config::delta_min
   std::int64_t steps = 600, batch = 128, warmup = 100;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.98, clip_norm = 1.0;
   std::uint64_t seed = 1;
@@ -46,6 +47,7 @@ struct run_config {
             {"d_model", d_model},
             {"d_state", d_state},
             {"expand", expand},
+            {"delta_min", delta_min},
             {"steps", steps},
             {"batch", batch},
             {"warmup", warmup},
@@ -98,6 +100,8 @@ struct run_config {
         integer(d_state);
       else if (key == "expand")
         integer(expand);
+      else if (key == "delta_min")
+        real(delta_min);
       else if (key == "steps")
         integer(steps);
       else if (key == "batch")
@@ -155,6 +159,7 @@ struct run_config {
     c.n_layers = layers;
     c.d_state = d_state;
     c.expand = expand;
+    c.delta_min = delta_min;
     c.validate();
     return c;
   }

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+// Task presets: one per registered task, each a valid run whose validation size is outside its reported sweep
+// and whose sweep goes past the training sizes.
+#include <ssmlen/tasks/registry.hpp>
+#include <ssmlen/train/presets.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+using namespace ssmlen;
+
+TEST_CASE("presets: every task has a valid CPU preset with an honest validation size") {
+  for (auto const& name : tasks::task_names()) {
+    CAPTURE(name);
+    auto const p = train::preset_for(name);
+    CHECK(p.run.task == name);
+    CHECK_NOTHROW(p.run.validate());
+    CHECK(p.run.out == "runs/" + name);
+    REQUIRE_FALSE(p.sweep_sizes.empty());
+    CHECK(std::is_sorted(p.sweep_sizes.begin(), p.sweep_sizes.end()));
+    // Early stopping must not see a size the sweep reports.
+    CHECK(std::find(p.sweep_sizes.begin(), p.sweep_sizes.end(), p.run.val_n) == p.sweep_sizes.end());
+    CHECK(p.sweep_sizes.back() > p.run.max_n);  // the sweep measures generalization, not only the training range
+    CHECK(p.run.val_n > p.run.max_n);
+  }
+  // The addition preset is the headline: the run_config defaults.
+  CHECK(train::preset_for("addition").run.to_json() == [] {
+    train::run_config c;
+    c.out = "runs/addition";
+    return c.to_json();
+  }());
+  CHECK_THROWS_WITH_AS((void)train::preset_for("additon"), doctest::Contains("addition"), ssmlen::error);
+}
