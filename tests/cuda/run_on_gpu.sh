@@ -1,30 +1,57 @@
 #!/usr/bin/env bash
-# Builds the CUDA scan test and benchmark by hand with nvcc (no CMake configure needed), then runs the test, the
-# memory and race checkers on the small case, and the benchmark. Logs go to $OUT (default /tmp/ssmlen-cuda).
+# Builds the CUDA tests and the scan benchmark by hand with nvcc (no CMake configure needed), then runs the tests,
+# the memory, race and initialization checkers on their small cases, and the benchmark. Logs go to $OUT (default
+# /tmp/ssmlen-cuda).
 # Usage from the repository root: tests/cuda/run_on_gpu.sh [benchmark filter]
+# SSMLEN_GPU_SUITES picks what runs (default "scan layers bench"): scan = test_selective_scan.cu, layers =
+# test_layers.cu (GEMM, RMSNorm, cross-entropy, AdamW, embedding, conv1d), bench = bench_scan_cuda.cu.
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
+suites=" ${SSMLEN_GPU_SUITES:-scan layers bench} "
 mkdir -p "$out"
 nvcc_flags=(-O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude)
+has() { [[ "$suites" == *" $1 "* ]]; }
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 nvcc --version | tail -1
 start=$(date +%s)
-nvcc "${nvcc_flags[@]}" -Xptxas -v tests/cuda/test_selective_scan.cu -o /tmp/test_scan_cuda \
-  >"$out/build_test.txt" 2>&1 &
-nvcc "${nvcc_flags[@]}" bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread \
-  >"$out/build_bench.txt" 2>&1 &
+if has scan; then
+  nvcc "${nvcc_flags[@]}" -Xptxas -v tests/cuda/test_selective_scan.cu -o /tmp/test_scan_cuda \
+    >"$out/build_test.txt" 2>&1 &
+fi
+if has layers; then
+  nvcc "${nvcc_flags[@]}" tests/cuda/test_layers.cu -o /tmp/test_layers_cuda -lcublas >"$out/build_layers.txt" 2>&1 &
+fi
+if has bench; then
+  nvcc "${nvcc_flags[@]}" bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread \
+    >"$out/build_bench.txt" 2>&1 &
+fi
 wait
 echo "build: $(($(date +%s) - start)) s"
-grep -E "error" "$out/build_test.txt" "$out/build_bench.txt" && exit 1
-grep -E "Compiling entry|Used|spill" "$out/build_test.txt" | head -60 >"$out/registers.txt"
-/tmp/test_scan_cuda 2>&1 | tee "$out/test.log" | tail -4
-small='*small ragged*'
-compute-sanitizer --tool memcheck --leak-check full /tmp/test_scan_cuda -tc="$small" >"$out/memcheck.log" 2>&1
-echo "memcheck rc=$?: $(grep -E 'ERROR SUMMARY' "$out/memcheck.log")"
-compute-sanitizer --tool racecheck /tmp/test_scan_cuda -tc="$small" >"$out/racecheck.log" 2>&1
-echo "racecheck rc=$?: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$out/racecheck.log")"
-/tmp/bench_scan_cuda --benchmark_filter="${1:-.}" --benchmark_min_time=0.3s >"$out/bench.log" 2>&1
-grep -E "^bm_copy" "$out/bench.log" | cut -c1-150
-# one line per benchmark: label, median time, GB/s, fraction of the copy rate, cross-check
-pattern='s/^bm_[^ ]+ .*GB\/s=([0-9.k]+) .*copy_frac=([0-9.]+) .*us_median=([0-9.k]+)( xcheck=([^ ]+) (.*))?$/'
-sed -nE "$pattern\\6 \\3 us, \\1 GB\/s, copy_frac \\2, xcheck \\5/p" "$out/bench.log"
+grep -E "error" "$out"/build_*.txt && exit 1
+
+# Runs a test program, then memcheck (with leak check), racecheck and initcheck on its quick case.
+test_and_check() {
+  local name=$1 program=$2 small=$3
+  "$program" 2>&1 | tee "$out/$name.log" | tail -4
+  compute-sanitizer --tool memcheck --leak-check full "$program" -tc="$small" >"$out/$name.memcheck.log" 2>&1
+  echo "$name memcheck rc=$?: $(grep -E 'ERROR SUMMARY' "$out/$name.memcheck.log")"
+  compute-sanitizer --tool racecheck "$program" -tc="$small" >"$out/$name.racecheck.log" 2>&1
+  echo "$name racecheck rc=$?: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$out/$name.racecheck.log")"
+  compute-sanitizer --tool initcheck "$program" -tc="$small" >"$out/$name.initcheck.log" 2>&1
+  echo "$name initcheck rc=$?: $(grep -E 'ERROR SUMMARY' "$out/$name.initcheck.log")"
+}
+
+if has scan; then
+  grep -E "Compiling entry|Used|spill" "$out/build_test.txt" | head -60 >"$out/registers.txt"
+  test_and_check test /tmp/test_scan_cuda '*small ragged*'
+fi
+if has layers; then
+  test_and_check layers /tmp/test_layers_cuda '*small shapes*'
+fi
+if has bench; then
+  /tmp/bench_scan_cuda --benchmark_filter="${1:-.}" --benchmark_min_time=0.3s >"$out/bench.log" 2>&1
+  grep -E "^bm_copy" "$out/bench.log" | cut -c1-150
+  # one line per benchmark: label, median time, GB/s, fraction of the copy rate, cross-check
+  pattern='s/^bm_[^ ]+ .*GB\/s=([0-9.k]+) .*copy_frac=([0-9.]+) .*us_median=([0-9.k]+)( xcheck=([^ ]+) (.*))?$/'
+  sed -nE "$pattern\\6 \\3 us, \\1 GB\/s, copy_frac \\2, xcheck \\5/p" "$out/bench.log"
+fi

@@ -77,6 +77,9 @@ public:
       return;
     }
     cuda_check(cudaMemsetAsync(data_, byte, bytes(), stream), "cudaMemsetAsync");
+    if (stream == nullptr) {  // the legacy stream does not order non-blocking streams: finish before returning
+      cuda_check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
+    }
   }
 
 private:

@@ -34,6 +34,7 @@
 
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/scan/cuda/warp_reduce_scatter.cuh>
 #include <ssmlen/scan/policy.hpp>
@@ -51,11 +52,7 @@ namespace ssmlen::scan::cuda {
 
 //! Packed variable-length sequences whose offsets live on the device: sequence s is token rows
 //! [offsets[s], offsets[s+1]). `tokens` (= offsets[count]) is the row count of x, y, ... and is known to the host.
-struct device_sequences {
-  std::int64_t const* offsets = nullptr;  // [count + 1], device memory
-  std::int64_t count = 0;
-  std::int64_t tokens = 0;
-};
+using ssmlen::device_sequences;  // core/cuda/device_sequences.cuh
 
 //! A block per (sequence, 32 channels); W warps × I tokens per thread make one chunk (the checkpoint interval).
 template <int W = 8, int I = 8>
@@ -708,13 +705,14 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
 // ---------------------------------------------------------------------------------------------------------------
 // Fixed-order reductions of the partials: dB/dC over channel groups (written), dA/dD over sequences (accumulated).
 
-__global__ void reduce_bc_kernel(float const* partial, std::int64_t groups, std::int64_t ns, std::int64_t tokens,
-                                 float* db, float* dc, std::int64_t ld) {
+template <class T>  // a template, so that the header may be included by several translation units
+__global__ void reduce_bc_kernel(T const* partial, std::int64_t groups, std::int64_t ns, std::int64_t tokens, T* db,
+                                 T* dc, std::int64_t ld) {
   std::int64_t const total = 2 * ns * tokens;
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * blockDim.x) {
     std::int64_t const t = i % tokens, n = (i / tokens) % ns, kind = i / (tokens * ns);
-    float sum = 0.0f;
+    T sum = 0;
     for (std::int64_t g = 0; g < groups; ++g) {
       sum += partial[((g * 2 + kind) * ns + n) * tokens + t];
     }
@@ -722,14 +720,15 @@ __global__ void reduce_bc_kernel(float const* partial, std::int64_t groups, std:
   }
 }
 
-__global__ void reduce_params_kernel(float const* partial_da, float const* partial_dd, std::int64_t seqs,
-                                     std::int64_t size, std::int64_t ed, float* da, float* dd) {
+template <class T>
+__global__ void reduce_params_kernel(T const* partial_da, T const* partial_dd, std::int64_t seqs, std::int64_t size,
+                                     std::int64_t ed, T* da, T* dd) {
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < size + ed;
        i += std::int64_t{gridDim.x} * blockDim.x) {
     bool const is_a = i < size;
-    float const* part = is_a ? partial_da + i : partial_dd + (i - size);
+    T const* part = is_a ? partial_da + i : partial_dd + (i - size);
     std::int64_t const stride = is_a ? size : ed;
-    float sum = 0.0f;
+    T sum = 0;
     for (std::int64_t s = 0; s < seqs; ++s) {
       sum += part[s * stride];
     }
@@ -844,13 +843,13 @@ inline void launch_reductions(backward_params const& p, selective_scan_grads<flo
                               std::int64_t seqs, cudaStream_t stream) {
   std::int64_t const bc_total = 2 * p.f.ns * p.tokens;
   if (bc_total > 0) {
-    reduce_bc_kernel<<<grid_for(bc_total), 256, 0, stream>>>(p.partial_bc, bc_groups, p.f.ns, p.tokens, g.db, g.dc,
-                                                             g.ld_dbc);
+    reduce_bc_kernel<float>
+        <<<grid_for(bc_total), 256, 0, stream>>>(p.partial_bc, bc_groups, p.f.ns, p.tokens, g.db, g.dc, g.ld_dbc);
     cuda_check_launch("reduce_bc_kernel");
   }
   std::int64_t const size = p.f.ns * p.f.ed;
-  reduce_params_kernel<<<grid_for(size + p.f.ed), 256, 0, stream>>>(p.partial_da, p.partial_dd, seqs, size, p.f.ed,
-                                                                    g.da, g.dd);
+  reduce_params_kernel<float>
+      <<<grid_for(size + p.f.ed), 256, 0, stream>>>(p.partial_da, p.partial_dd, seqs, size, p.f.ed, g.da, g.dd);
   cuda_check_launch("reduce_params_kernel");
 }
 

@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file blas.cuh
+//! GEMM on a CUDA device through cuBLAS, with the row-major semantics and argument order of ops::gemm:
+//!   C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C
+//! in three precisions: fp32 (exact float products, fp32 sums), tf32 (tensor cores on inputs rounded to 10-bit
+//! mantissas) and bf16 (inputs rounded to bfloat16, fp32 sums). `blas_handle` owns a cuBLAS handle bound to one
+//! stream, plus the staging memory where float inputs are rounded to bfloat16.
+//! Row-major C is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so each call is one cublasGemmEx with the operands swapped and
+//! nothing transposed in memory. cuBLAS gives the same bits on every run on one GPU model (no atomics in GEMM).
+#pragma once
+
+#include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
+#include <ssmlen/core/error.hpp>
+#include <ssmlen/ops/gemm_problem.hpp>
+
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cublas_v2.h>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace ssmlen::backends {
+
+//! How the products of a device GEMM are formed; sums are fp32 in all three.
+enum class gemm_precision { fp32, tf32, bf16 };
+
+//! Throws `error("<what>: <cuBLAS status>")` unless `status` is CUBLAS_STATUS_SUCCESS.
+inline void cublas_check(cublasStatus_t status, std::string_view what) {
+  if (status == CUBLAS_STATUS_SUCCESS) {
+    return;
+  }
+  throw error(std::string(what) + ": " + cublasGetStatusString(status) + " (" + cublasGetStatusName(status) + ")");
+}
+
+//! A cuBLAS handle whose work goes to one stream; movable, not copyable. GEMMs through one handle are ordered on
+//! its stream, and so is the reuse of its bfloat16 staging memory.
+class blas_handle {
+public:
+  explicit blas_handle(cuda const& be = {}) : stream_(be.stream) {
+    cublas_check(cublasCreate(&handle_), "cublasCreate");
+    cublas_check(cublasSetStream(handle_, stream_), "cublasSetStream");
+    cublas_check(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");  // no TF32 unless asked
+  }
+  blas_handle(blas_handle const&) = delete;
+  blas_handle& operator=(blas_handle const&) = delete;
+  blas_handle(blas_handle&& o) noexcept
+      : handle_(std::exchange(o.handle_, nullptr)), stream_(o.stream_), staging_(std::exchange(o.staging_, nullptr)),
+        staging_bytes_(std::exchange(o.staging_bytes_, 0)) {}
+  blas_handle& operator=(blas_handle&& o) noexcept {
+    std::swap(handle_, o.handle_);
+    std::swap(stream_, o.stream_);
+    std::swap(staging_, o.staging_);
+    std::swap(staging_bytes_, o.staging_bytes_);
+    return *this;
+  }
+  ~blas_handle() {
+    if (staging_ != nullptr) {
+      cudaFreeAsync(staging_, stream_);  // destructors do not throw
+    }
+    if (handle_ != nullptr) {
+      cublasDestroy(handle_);
+    }
+  }
+
+  [[nodiscard]] cublasHandle_t get() const { return handle_; }
+  [[nodiscard]] cuda backend() const { return cuda{stream_}; }
+
+  //! At least `bytes` of device memory for rounding inputs, valid for work enqueued on the stream from now on.
+  [[nodiscard]] void* staging(std::size_t bytes) {
+    if (bytes > staging_bytes_) {
+      if (staging_ != nullptr) {
+        cuda_check(cudaFreeAsync(staging_, stream_), "cudaFreeAsync");  // earlier GEMMs on the stream finish first
+        staging_ = nullptr;
+        staging_bytes_ = 0;
+      }
+      cuda_check(cudaMallocAsync(&staging_, bytes, stream_), "cudaMallocAsync");
+      staging_bytes_ = bytes;
+    }
+    return staging_;
+  }
+
+private:
+  cublasHandle_t handle_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  void* staging_ = nullptr;
+  std::size_t staging_bytes_ = 0;
+};
+
+namespace detail {
+
+// Kernels in headers are templates: a plain __global__ function would be defined again in every translation unit.
+
+//! C = beta C over [M, N] with row stride ldc; beta == 0 writes zeros without reading C.
+template <class T>
+__global__ void gemm_scale_c_kernel(std::int64_t m, std::int64_t n, T beta, T* c, std::int64_t ldc) {
+  std::int64_t const total = m * n;
+  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * blockDim.x) {
+    float* e = c + (i / n) * ldc + i % n;
+    *e = beta == T(0) ? T(0) : beta * *e;
+  }
+}
+
+//! Packs a row-major [rows, cols] float matrix with row stride ld into dense bfloat16 (round to nearest even).
+template <class T>
+__global__ void round_to_bf16_kernel(std::int64_t rows, std::int64_t cols, T const* src, std::int64_t ld,
+                                     bfloat16* dst) {
+  std::int64_t const total = rows * cols;
+  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * blockDim.x) {
+    dst[i] = bfloat16(static_cast<float>(src[(i / cols) * ld + i % cols]));
+  }
+}
+
+inline std::size_t align_up_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+inline unsigned elementwise_blocks(std::int64_t items) {
+  std::int64_t const blocks = (items + 255) / 256;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks < 4096 ? blocks : 4096));
+}
+
+inline int blas_int(std::int64_t v, std::string_view name) {
+  check_arg(v <= INT_MAX, name, v, "must fit cuBLAS's 32-bit integers");
+  return static_cast<int>(v);
+}
+
+//! Handles m, n == 0 (nothing) and k == 0 or alpha == 0 (C = beta C); returns true when nothing is left to do.
+inline bool gemm_degenerate(blas_handle const& h, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                            float beta, float* c, std::int64_t ldc) {
+  if (m == 0 || n == 0) {
+    return true;
+  }
+  if (k == 0 || alpha == 0.0f) {
+    gemm_scale_c_kernel<float><<<elementwise_blocks(m * n), 256, 0, h.backend().stream>>>(m, n, beta, c, ldc);
+    cuda_check_launch("gemm_scale_c_kernel");
+    return true;
+  }
+  return false;
+}
+
+//! One cublasGemmEx for row-major C = alpha op(A) op(B) + beta C: column-major Cᵀ = op(B)ᵀ op(A)ᵀ.
+inline void gemm_ex(blas_handle const& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
+                    float alpha, void const* a, std::int64_t lda, void const* b, std::int64_t ldb,
+                    cudaDataType_t ab_type, float beta, float* c, std::int64_t ldc, cublasComputeType_t compute) {
+  auto const op = [](ops::trans t) { return t == ops::trans::n ? CUBLAS_OP_N : CUBLAS_OP_T; };
+  cublas_check(cublasGemmEx(h.get(), op(tb), op(ta), blas_int(n, "gemm n"), blas_int(m, "gemm m"),
+                            blas_int(k, "gemm k"), &alpha, b, ab_type, blas_int(ldb, "gemm ldb"), a, ab_type,
+                            blas_int(lda, "gemm lda"), &beta, c, CUDA_R_32F, blas_int(ldc, "gemm ldc"), compute,
+                            CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx");
+}
+
+}  // namespace detail
+
+//! C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C on the handle's stream. A is stored [M, K] (ta = n) or
+//! [K, M] (ta = t), B [K, N] (tb = n) or [N, K] (tb = t); lda, ldb, ldc are row strides; all pointers are device
+//! pointers. beta == 0 means C is not read. With bf16 the stored A and B are first rounded into the handle's
+//! staging memory (dense copies), so the result is that of gemm on bfloat16-rounded inputs with fp32 sums.
+inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
+                 float alpha, float const* a, std::int64_t lda, float const* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc, gemm_precision precision = gemm_precision::fp32) {
+  ops::detail::check_gemm_args(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+  if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
+    return;
+  }
+  if (precision != gemm_precision::bf16) {
+    auto const compute = precision == gemm_precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    detail::gemm_ex(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, CUDA_R_32F, beta, c, ldc, compute);
+    return;
+  }
+  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K]; packed densely, so the new row strides are the widths.
+  std::int64_t const a_rows = ta == ops::trans::n ? m : k, a_cols = ta == ops::trans::n ? k : m;
+  std::int64_t const b_rows = tb == ops::trans::n ? k : n, b_cols = tb == ops::trans::n ? n : k;
+  std::size_t const a_bytes = detail::align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
+  auto* staged = static_cast<char*>(h.staging(a_bytes + static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16)));
+  auto* a16 = reinterpret_cast<bfloat16*>(staged);
+  auto* b16 = reinterpret_cast<bfloat16*>(staged + a_bytes);
+  cudaStream_t const stream = h.backend().stream;
+  detail::round_to_bf16_kernel<float>
+      <<<detail::elementwise_blocks(a_rows * a_cols), 256, 0, stream>>>(a_rows, a_cols, a, lda, a16);
+  cuda_check_launch("round_to_bf16_kernel");
+  detail::round_to_bf16_kernel<float>
+      <<<detail::elementwise_blocks(b_rows * b_cols), 256, 0, stream>>>(b_rows, b_cols, b, ldb, b16);
+  cuda_check_launch("round_to_bf16_kernel");
+  detail::gemm_ex(h, ta, tb, m, n, k, alpha, a16, a_cols, b16, b_cols, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
+}
+
+//! The same product on operands already stored as bfloat16 (fp32 sums, fp32 C).
+inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
+                 float alpha, bfloat16 const* a, std::int64_t lda, bfloat16 const* b, std::int64_t ldb, float beta,
+                 float* c, std::int64_t ldc) {
+  ops::detail::check_gemm_args<void>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+  if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
+    return;
+  }
+  detail::gemm_ex(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
+}
+
+}  // namespace ssmlen::backends

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file kernel_support.cuh
+//! What the layer, loss and optimizer kernels share: a stream-ordered workspace (the caller's, or one allocated for
+//! the call), grid sizes for grid-stride loops, and a warp sum whose result is the same bits in every lane.
+#pragma once
+
+#include <ssmlen/backends/cuda/check.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace ssmlen::ops::cuda {
+
+inline constexpr int warp_lanes = 32;
+
+//! Rounds a byte count up to 256 so that every piece of a workspace starts aligned for any vector type.
+inline constexpr std::size_t align_bytes(std::size_t n) { return (n + 255) / 256 * 256; }
+
+//! Blocks for a grid-stride loop over `items` with `threads` per block; capped, since the loops cover the rest.
+inline unsigned grid_blocks(std::int64_t items, int threads, std::int64_t cap = 8192) {
+  std::int64_t const blocks = (items + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks < cap ? blocks : cap));
+}
+
+//! Sum over the 32 lanes by an xor butterfly: every lane adds the same pairs in the same order, so all lanes end
+//! with identical bits (a + b == b + a in floating point).
+template <class T>
+__device__ inline T warp_sum(T v) {
+#pragma unroll
+  for (int m = warp_lanes / 2; m >= 1; m /= 2) {
+    v += __shfl_xor_sync(0xffffffffu, v, m);
+  }
+  return v;
+}
+
+template <class T>
+__device__ inline T warp_max(T v) {
+#pragma unroll
+  for (int m = warp_lanes / 2; m >= 1; m /= 2) {
+    T const o = __shfl_xor_sync(0xffffffffu, v, m);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+//! A workspace for one call: the caller's pointer when given, else memory allocated on the stream and freed on it
+//! when the call's work is enqueued (stream order keeps it alive until the kernels ran).
+class scratch {
+public:
+  scratch(void* given, std::size_t bytes, cudaStream_t stream) : stream_(stream) {
+    if (given != nullptr || bytes == 0) {
+      ptr_ = static_cast<char*>(given);
+    } else {
+      backends::cuda_check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), bytes, stream), "cudaMallocAsync");
+      owned_ = true;
+    }
+  }
+  scratch(scratch const&) = delete;
+  scratch& operator=(scratch const&) = delete;
+  ~scratch() {
+    if (owned_) {
+      cudaFreeAsync(ptr_, stream_);  // destructors do not throw; a fault shows at the next checked call
+    }
+  }
+  template <class T>
+  [[nodiscard]] T* at(std::size_t offset) const {
+    return reinterpret_cast<T*>(ptr_ + offset);
+  }
+
+private:
+  char* ptr_ = nullptr;
+  cudaStream_t stream_;
+  bool owned_ = false;
+};
+
+}  // namespace ssmlen::ops::cuda

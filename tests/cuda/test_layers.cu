@@ -1,0 +1,875 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file test_layers.cu
+//! Parity of the CUDA GEMM, RMSNorm, cross-entropy, AdamW, embedding and conv1d with their host oracles (run in
+//! double precision unless said otherwise) on random inputs, odd shapes and ragged packed sequences; every output
+//! is poisoned with NaN first, and gradients that accumulate start from non-zero values. Also: bit-identical
+//! reductions across runs, and argument checks.
+//! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
+//! Without a GPU every case that needs one prints a skip message and passes.
+#ifndef SSMLEN_TEST_DATA_DIR
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#endif
+#include <ssmlen/backends/cuda/blas.cuh>
+#include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/backends/host.hpp>
+#include <ssmlen/core/bfloat16.hpp>
+#include <ssmlen/core/rng.hpp>
+#include <ssmlen/core/sequences.hpp>
+#include <ssmlen/layers/conv1d.hpp>
+#include <ssmlen/layers/cuda/conv1d.cuh>
+#include <ssmlen/layers/cuda/embedding.cuh>
+#include <ssmlen/layers/cuda/rmsnorm.cuh>
+#include <ssmlen/layers/embedding.hpp>
+#include <ssmlen/layers/rmsnorm.hpp>
+#include <ssmlen/ops/cross_entropy.hpp>
+#include <ssmlen/ops/cuda/cross_entropy.cuh>
+#include <ssmlen/ops/gemm_reference.hpp>
+#include <ssmlen/train/adamw.hpp>
+#include <ssmlen/train/cuda/adamw.cuh>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace lc = ssmlen::layers::cuda;
+using ssmlen::backends::device_buffer;
+using ssmlen::ops::trans;
+
+constexpr double fp32_tol = 1e-5;
+constexpr double bf16_tol = 1e-2;
+constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
+
+bool gpu_or_skip() {
+  static bool const present = ssmlen::backends::cuda_device_available();
+  static bool said = false;
+  if (!present && !said) {
+    std::printf("test_layers: no CUDA device, GPU cases skipped\n");
+    said = true;
+  }
+  return present;
+}
+
+std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
+  ssmlen::rng g(seed);
+  std::vector<float> v(n);
+  for (auto& e : v) {
+    e = static_cast<float>(scale * g.normal());
+  }
+  return v;
+}
+
+std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.end()}; }
+
+template <class T>
+device_buffer<T> on_device(std::vector<T> const& v) {
+  return device_buffer<T>(std::span<T const>(v));
+}
+
+//! The legacy default stream, where fill_bytes enqueues by default, does not order the non-blocking streams the
+//! kernels run on: wait for the fill before any kernel may write the buffer.
+template <class T>
+void fill_nan(device_buffer<T>& b) {
+  b.fill_bytes(0xFF);
+  SSMLEN_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+}
+
+//! A device buffer of n floats, every one NaN: outputs that are never written stay visible.
+device_buffer<float> poisoned(std::size_t n) {
+  device_buffer<float> b(n);
+  fill_nan(b);
+  return b;
+}
+
+//! ‖gpu − ref‖₂ / ‖ref‖₂, or infinity when any element is not finite (a poisoned element was never written).
+double rel_error(std::vector<float> const& gpu, std::vector<double> const& ref) {
+  REQUIRE(gpu.size() == ref.size());
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < gpu.size(); ++i) {
+    if (!std::isfinite(gpu[i])) {
+      return std::numeric_limits<double>::infinity();
+    }
+    num += (gpu[i] - ref[i]) * (gpu[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+bool same_bits(std::vector<float> const& a, std::vector<float> const& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GEMM
+
+struct gemm_case {
+  trans ta, tb;
+  std::int64_t m, n, k;
+  float alpha, beta;
+};
+
+char const* name_of(ssmlen::backends::gemm_precision p) {
+  using ssmlen::backends::gemm_precision;
+  return p == gemm_precision::fp32 ? "fp32" : (p == gemm_precision::tf32 ? "tf32" : "bf16");
+}
+
+std::vector<float> round_bf16(std::vector<float> v) {
+  for (auto& e : v) {
+    e = static_cast<float>(ssmlen::bfloat16(e));
+  }
+  return v;
+}
+
+//! Runs one GEMM on the device with padded strides (A, B padding NaN; C padding must stay untouched) and returns
+//! the relative error of the M × N result against gemm_reference in double on `ref_a`, `ref_b`.
+double gemm_error(ssmlen::backends::blas_handle& h, gemm_case const& g, ssmlen::backends::gemm_precision precision,
+                  bool round_reference_inputs, std::uint64_t seed, double* error_vs_rounded = nullptr) {
+  std::int64_t const a_rows = g.ta == trans::n ? g.m : g.k, a_cols = g.ta == trans::n ? g.k : g.m;
+  std::int64_t const b_rows = g.tb == trans::n ? g.k : g.n, b_cols = g.tb == trans::n ? g.n : g.k;
+  std::int64_t const lda = a_cols + 3, ldb = b_cols + 1, ldc = g.n + 2;
+  auto a = normal(static_cast<std::size_t>(a_rows * lda), 1.0, seed);
+  auto b = normal(static_cast<std::size_t>(b_rows * ldb), 1.0, seed + 1);
+  auto c = normal(static_cast<std::size_t>(g.m * ldc), 1.0, seed + 2);
+  for (std::int64_t r = 0; r < a_rows; ++r) {
+    for (std::int64_t j = a_cols; j < lda; ++j) {
+      a[static_cast<std::size_t>(r * lda + j)] = nan_f;
+    }
+  }
+  for (std::int64_t r = 0; r < b_rows; ++r) {
+    for (std::int64_t j = b_cols; j < ldb; ++j) {
+      b[static_cast<std::size_t>(r * ldb + j)] = nan_f;
+    }
+  }
+  if (g.beta == 0.0f) {
+    std::fill(c.begin(), c.end(), nan_f);  // beta = 0: C must not be read
+  }
+  auto da = on_device(a), db = on_device(b), dc = on_device(c);
+  ssmlen::backends::gemm(h, g.ta, g.tb, g.m, g.n, g.k, g.alpha, da.data(), lda, db.data(), ldb, g.beta, dc.data(), ldc,
+                         precision);
+  h.backend().synchronize();
+  auto const out = dc.to_host();
+
+  auto reference = [&](std::vector<float> const& ra, std::vector<float> const& rb) {
+    auto wa = widen(ra), wb = widen(rb), wc = widen(c);
+    ssmlen::ops::gemm_reference<double>(g.ta, g.tb, g.m, g.n, g.k, g.alpha, wa.data(), lda, wb.data(), ldb, g.beta,
+                                        wc.data(), ldc);
+    return wc;
+  };
+  std::vector<float> got;
+  std::vector<double> want, want_rounded;
+  auto const ref = reference(a, b);
+  auto const ref_rounded = round_reference_inputs ? reference(round_bf16(a), round_bf16(b)) : ref;
+  for (std::int64_t i = 0; i < g.m; ++i) {
+    for (std::int64_t j = 0; j < ldc; ++j) {
+      auto const e = static_cast<std::size_t>(i * ldc + j);
+      if (j < g.n) {
+        got.push_back(out[e]);
+        want.push_back(ref[e]);
+        want_rounded.push_back(ref_rounded[e]);
+      } else {
+        CHECK_MESSAGE(same_bits({out[e]}, {c[e]}), "C padding written at row ", i);
+      }
+    }
+  }
+  if (error_vs_rounded != nullptr) {
+    *error_vs_rounded = rel_error(got, want_rounded);
+  }
+  return rel_error(got, want);
+}
+
+std::vector<gemm_case> gemm_cases() {
+  std::vector<gemm_case> cases;
+  for (trans ta : {trans::n, trans::t}) {
+    for (trans tb : {trans::n, trans::t}) {
+      cases.push_back({ta, tb, 37, 29, 53, 0.7f, -1.3f});
+      cases.push_back({ta, tb, 1, 65, 130, 1.0f, 0.0f});
+      cases.push_back({ta, tb, 131, 1, 7, -0.5f, 0.0f});
+      cases.push_back({ta, tb, 67, 97, 1023, 1.0f, 1.0f});
+    }
+  }
+  return cases;
+}
+
+TEST_CASE("cuda gemm: fp32, tf32 and bf16 match gemm_reference on odd shapes") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  using ssmlen::backends::gemm_precision;
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  double worst[3] = {0, 0, 0}, worst_rounded = 0;
+  std::uint64_t seed = 100;
+  for (auto const& g : gemm_cases()) {
+    for (auto p : {gemm_precision::fp32, gemm_precision::tf32, gemm_precision::bf16}) {
+      CAPTURE(name_of(p));
+      CAPTURE(g.m);
+      CAPTURE(g.n);
+      CAPTURE(g.k);
+      CAPTURE(static_cast<int>(g.ta));
+      CAPTURE(static_cast<int>(g.tb));
+      double rounded = 0;
+      double const err = gemm_error(h, g, p, p == gemm_precision::bf16, seed += 3, &rounded);
+      CHECK(err < (p == gemm_precision::fp32 ? fp32_tol : bf16_tol));
+      worst[static_cast<int>(p)] = std::max(worst[static_cast<int>(p)], err);
+      if (p == gemm_precision::bf16) {
+        CHECK(rounded < fp32_tol);  // exactly the product of the rounded inputs, summed in fp32
+        worst_rounded = std::max(worst_rounded, rounded);
+      }
+    }
+  }
+  std::printf("gemm max relative error: fp32 %.2e, tf32 %.2e, bf16 %.2e (vs bf16-rounded inputs %.2e)\n", worst[0],
+              worst[1], worst[2], worst_rounded);
+}
+
+TEST_CASE("cuda gemm: bfloat16 operands, k = 0 and alpha = 0, argument checks") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  std::int64_t const m = 45, n = 33, k = 70;
+  auto const a = round_bf16(normal(static_cast<std::size_t>(k * m), 1.0, 7));  // stored [K, M]: ta = t
+  auto const b = round_bf16(normal(static_cast<std::size_t>(k * n), 1.0, 8));  // stored [K, N]: tb = n
+  std::vector<ssmlen::bfloat16> a16, b16;
+  for (float v : a) {
+    a16.emplace_back(v);
+  }
+  for (float v : b) {
+    b16.emplace_back(v);
+  }
+  auto da = on_device(a16), db = on_device(b16);
+  auto dc = poisoned(static_cast<std::size_t>(m * n));
+  ssmlen::backends::gemm(h, trans::t, trans::n, m, n, k, 1.5f, da.data(), m, db.data(), n, 0.0f, dc.data(), n);
+  stream.synchronize();
+  auto wa = widen(a), wb = widen(b);
+  std::vector<double> ref(static_cast<std::size_t>(m * n));
+  ssmlen::ops::gemm_reference<double>(trans::t, trans::n, m, n, k, 1.5, wa.data(), m, wb.data(), n, 0.0, ref.data(), n);
+  double const err = rel_error(dc.to_host(), ref);
+  CHECK(err < fp32_tol);
+  std::printf("gemm bfloat16 operands: relative error %.2e\n", err);
+
+  // k = 0: C = beta C; alpha = 0 likewise; beta = 0 clears NaN.
+  auto const c0 = normal(static_cast<std::size_t>(m * n), 1.0, 9);
+  auto dc0 = on_device(c0);
+  float const unused = 0;
+  ssmlen::backends::gemm(h, trans::n, trans::n, m, n, 0, 1.0f, &unused, 1, &unused, n, -2.0f, dc0.data(), n);
+  stream.synchronize();
+  auto const scaled = dc0.to_host();
+  bool all = true;
+  for (std::size_t i = 0; i < c0.size(); ++i) {
+    all = all && scaled[i] == -2.0f * c0[i];
+  }
+  CHECK(all);
+  auto dc1 = poisoned(static_cast<std::size_t>(m * n));
+  auto dfa = on_device(a), dfb = on_device(b);
+  ssmlen::backends::gemm(h, trans::t, trans::n, m, n, k, 0.0f, dfa.data(), m, dfb.data(), n, 0.0f, dc1.data(), n);
+  stream.synchronize();
+  auto const zeros = dc1.to_host();
+  CHECK(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; }));
+
+  CHECK_THROWS_AS(ssmlen::backends::gemm(h, trans::n, trans::n, m, n, k, 1.0f, dfa.data(), k - 1, dfb.data(), n, 0.0f,
+                                         dc1.data(), n),
+                  ssmlen::error);
+  CHECK_THROWS_AS(
+      ssmlen::backends::gemm(h, trans::n, trans::n, -1, n, k, 1.0f, dfa.data(), k, dfb.data(), n, 0.0f, dc1.data(), n),
+      ssmlen::error);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// RMSNorm
+
+void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_place, bool accumulate,
+                   std::uint64_t seed) {
+  CAPTURE(rows);
+  CAPTURE(dim);
+  CAPTURE(fused);
+  CAPTURE(in_place);
+  CAPTURE(accumulate);
+  auto const n = static_cast<std::size_t>(rows * dim);
+  auto const x = normal(n, 2.0, seed), residual = normal(n, 1.0, seed + 1), dy = normal(n, 1.0, seed + 2);
+  auto const weight = normal(static_cast<std::size_t>(dim), 1.0, seed + 3);
+  auto const dx0 = normal(n, 1.0, seed + 4), dw0 = normal(static_cast<std::size_t>(dim), 1.0, seed + 5);
+
+  ssmlen::layers::rmsnorm<double> ref(dim, 1e-5);
+  std::copy(weight.begin(), weight.end(), ref.weight.value.data());
+  std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
+  std::vector<double> h = widen(x);
+  if (fused) {
+    for (std::size_t i = 0; i < n; ++i) {
+      h[i] += residual[i];
+    }
+  }
+  std::vector<double> y_ref(n), rstd_ref(static_cast<std::size_t>(rows)), dx_ref = widen(dx0);
+  ssmlen::backends::host const be;
+  ref.forward(be, h.data(), y_ref.data(), rstd_ref.data(), rows);
+  auto const dy_wide = widen(dy);
+  ref.backward(be, h.data(), rstd_ref.data(), dy_wide.data(), dx_ref.data(), rows, accumulate);
+
+  ssmlen::backends::cuda_stream stream;
+  auto dx_in = on_device(x), dres = on_device(residual), dweight = on_device(weight), ddy = on_device(dy);
+  auto dhout = poisoned(n), dyout = poisoned(n), drstd = poisoned(static_cast<std::size_t>(rows));
+  auto ddx = accumulate ? on_device(dx0) : poisoned(n);
+  auto ddw = on_device(dw0);
+  float* h_out = fused ? (in_place ? dres.data() : dhout.data()) : nullptr;
+  lc::rmsnorm_forward(stream.backend(), rows, dim, 1e-5, dx_in.data(), fused ? dres.data() : nullptr, h_out,
+                      dweight.data(), dyout.data(), drstd.data());
+  float const* h_dev = fused ? h_out : dx_in.data();
+  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx.data(),
+                       ddw.data(), accumulate);
+  stream.synchronize();
+  CHECK(rel_error(dyout.to_host(), y_ref) < fp32_tol);
+  CHECK(rel_error(drstd.to_host(), rstd_ref) < fp32_tol);
+  if (fused) {
+    CHECK(rel_error(in_place ? dres.to_host() : dhout.to_host(), h) < fp32_tol);
+  }
+  CHECK(rel_error(ddx.to_host(), dx_ref) < fp32_tol);
+  std::vector<double> dw_ref(ref.weight.grad.data(), ref.weight.grad.data() + dim);
+  double const e_dw = rel_error(ddw.to_host(), dw_ref);
+  CHECK(e_dw < fp32_tol);
+
+  // dweight is the same bits when recomputed from the same start.
+  auto ddw2 = on_device(dw0);
+  auto ddx2 = poisoned(n);
+  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx2.data(),
+                       ddw2.data(), false);
+  auto ddw3 = on_device(dw0);
+  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx2.data(),
+                       ddw3.data(), false);
+  stream.synchronize();
+  CHECK(same_bits(ddw2.to_host(), ddw3.to_host()));
+}
+
+TEST_CASE("cuda rmsnorm: forward (plain, fused residual, in place) and backward match the host layer") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_rmsnorm(131, 37, false, false, false, 1);
+  check_rmsnorm(200, 64, true, false, true, 11);
+  check_rmsnorm(65, 1000, true, true, false, 21);
+  check_rmsnorm(1, 1, false, false, true, 31);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cross-entropy
+
+struct ce_outcome {
+  ssmlen::ops::cross_entropy_result totals;
+  std::vector<float> dlogits;
+};
+
+ce_outcome run_cross_entropy(std::int64_t tokens, std::int64_t vocab, std::vector<float> const& logits,
+                             std::vector<std::int32_t> const& targets, std::vector<std::uint8_t> const* mask,
+                             float scale, bool want_grad) {
+  ssmlen::backends::cuda_stream stream;
+  auto dl = on_device(logits);
+  auto dt = on_device(targets);
+  device_buffer<std::uint8_t> dm = mask != nullptr ? on_device(*mask) : device_buffer<std::uint8_t>();
+  auto dg = poisoned(want_grad ? logits.size() : 0);
+  device_buffer<ssmlen::ops::cross_entropy_result> dr(1);
+  fill_nan(dr);
+  ssmlen::ops::cuda::softmax_cross_entropy(stream.backend(), tokens, vocab, dl.data(), dt.data(),
+                                           mask != nullptr ? dm.data() : nullptr, want_grad ? dg.data() : nullptr,
+                                           scale, dr.data());
+  stream.synchronize();
+  return {dr.to_host()[0], dg.to_host()};
+}
+
+void check_cross_entropy(std::int64_t tokens, std::int64_t vocab, bool masked, float scale, std::uint64_t seed) {
+  CAPTURE(tokens);
+  CAPTURE(vocab);
+  CAPTURE(masked);
+  auto const n = static_cast<std::size_t>(tokens * vocab);
+  auto logits = normal(n, 3.0, seed);
+  ssmlen::rng g(seed + 1);
+  std::vector<std::int32_t> targets(static_cast<std::size_t>(tokens));
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(tokens), 1);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    targets[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(g.uniform_int(0, vocab - 1));
+    if (masked && g.uniform_double() < 0.3) {
+      mask[static_cast<std::size_t>(t)] = 0;
+      targets[static_cast<std::size_t>(t)] = -5;  // masked tokens' targets and logits must not be read
+      std::fill(logits.begin() + t * vocab, logits.begin() + (t + 1) * vocab, nan_f);
+    }
+  }
+  auto const* mask_ptr = masked ? &mask : nullptr;
+  auto const got = run_cross_entropy(tokens, vocab, logits, targets, mask_ptr, scale, true);
+
+  auto const wide = widen(logits);
+  std::int64_t const count = ssmlen::ops::masked_count(tokens, masked ? mask.data() : nullptr);
+  std::vector<double> d_ref(n);
+  ssmlen::backends::host const be;
+  auto const ref = ssmlen::ops::softmax_cross_entropy<double>(
+      be, tokens, vocab, wide.data(), targets.data(), masked ? mask.data() : nullptr, d_ref.data(),
+      count > 0 ? static_cast<double>(scale) / static_cast<double>(count) : 0);
+  CHECK(got.totals.count == ref.count);
+  double const loss_err = std::abs(got.totals.loss - ref.loss) / std::max(std::abs(ref.loss), 1e-30);
+  CHECK(loss_err < fp32_tol);
+  CHECK(std::abs(got.totals.mean() - ref.mean()) <= fp32_tol * std::abs(ref.mean()));
+  double const d_err = rel_error(got.dlogits, d_ref);
+  CHECK(d_err < fp32_tol);
+  bool zero_rows = true;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    if (mask[static_cast<std::size_t>(t)] == 0) {
+      for (std::int64_t v = 0; v < vocab; ++v) {
+        zero_rows = zero_rows && got.dlogits[static_cast<std::size_t>(t * vocab + v)] == 0.0f;
+      }
+    }
+  }
+  CHECK(zero_rows);
+  std::printf("cross entropy T=%lld V=%lld masked=%d: loss rel error %.2e, dlogits rel error %.2e\n",
+              static_cast<long long>(tokens), static_cast<long long>(vocab), masked ? 1 : 0, loss_err, d_err);
+
+  auto const again = run_cross_entropy(tokens, vocab, logits, targets, mask_ptr, scale, false);
+  CHECK(std::memcmp(&again.totals.loss, &got.totals.loss, sizeof(double)) == 0);  // the same bits, with or without
+                                                                                  // the gradient
+}
+
+TEST_CASE("cuda cross entropy: loss and dlogits match the host op, masked tokens are not read") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_cross_entropy(203, 37, true, 1.0f, 1);
+  check_cross_entropy(203, 37, false, 0.5f, 2);
+  check_cross_entropy(70, 1000, true, 1.0f, 3);
+  check_cross_entropy(1, 1, false, 1.0f, 4);
+}
+
+TEST_CASE("cuda cross entropy: nothing counted, no tokens, a bad target") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  std::int64_t const tokens = 9, vocab = 5;
+  auto const logits = normal(static_cast<std::size_t>(tokens * vocab), 1.0, 5);
+  std::vector<std::int32_t> targets(static_cast<std::size_t>(tokens), 2);
+  std::vector<std::uint8_t> none(static_cast<std::size_t>(tokens), 0);
+  auto const empty = run_cross_entropy(tokens, vocab, logits, targets, &none, 1.0f, true);
+  CHECK(empty.totals.count == 0);
+  CHECK(empty.totals.loss == 0.0);
+  CHECK(std::all_of(empty.dlogits.begin(), empty.dlogits.end(), [](float v) { return v == 0.0f; }));
+
+  auto const no_tokens = run_cross_entropy(0, vocab, {}, {}, nullptr, 1.0f, false);
+  CHECK(no_tokens.totals.count == 0);
+  CHECK(no_tokens.totals.loss == 0.0);
+
+  targets[4] = static_cast<std::int32_t>(vocab);  // counted and out of range: the loss says so
+  auto const bad = run_cross_entropy(tokens, vocab, logits, targets, nullptr, 1.0f, true);
+  CHECK(std::isnan(bad.totals.loss));
+  CHECK(std::isnan(bad.dlogits[static_cast<std::size_t>(4 * vocab)]));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// AdamW
+
+TEST_CASE("cuda adamw: three steps match the host optimizer (clipping on and off, decay on some tensors)") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  std::vector<std::int64_t> const sizes{1, 37, 4096, 4097, 10001};
+  std::vector<bool> const decay{true, false, true, false, true};
+  for (double clip : {1.0, 0.0, 1e6}) {
+    CAPTURE(clip);
+    ssmlen::train::adamw_config const cfg{
+        .lr = 3e-3, .beta1 = 0.9, .beta2 = 0.98, .eps = 1e-8, .weight_decay = 0.1, .clip_norm = clip};
+    std::vector<ssmlen::layers::param<double>> host(sizes.size());
+    std::vector<ssmlen::layers::named_param<double>> named;
+    std::vector<device_buffer<float>> value, grad, m, v;
+    std::vector<std::vector<float>> start;
+    std::vector<ssmlen::train::cuda::adamw_tensor> tensors;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      auto const n = static_cast<std::size_t>(sizes[i]);
+      host[i] = ssmlen::layers::param<double>({sizes[i]}, decay[i]);
+      start.push_back(normal(n, 0.5, 40 + i));
+      std::copy(start[i].begin(), start[i].end(), host[i].value.data());
+      named.push_back({std::to_string(i), &host[i], {sizes[i]}});
+      value.push_back(on_device(start[i]));
+      grad.push_back(poisoned(n));
+      m.push_back(on_device(std::vector<float>(n, 0.0f)));
+      v.push_back(on_device(std::vector<float>(n, 0.0f)));
+    }
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      tensors.push_back({value[i].data(), grad[i].data(), m[i].data(), v[i].data(), sizes[i], decay[i]});
+    }
+    ssmlen::train::adamw<double> ref(cfg, named);
+    ssmlen::backends::cuda_stream stream;
+    ssmlen::train::cuda::adamw opt(cfg, tensors, stream.backend());
+    ssmlen::backends::host const be;
+    for (int step = 1; step <= 3; ++step) {
+      for (std::size_t i = 0; i < sizes.size(); ++i) {
+        auto const g = normal(static_cast<std::size_t>(sizes[i]), 0.05, 1000 * step + i);  // norm ≈ 6: clips at 1
+        grad[i].upload(g);
+        std::copy(g.begin(), g.end(), host[i].grad.data());
+      }
+      double const lr = 1e-3 * step;
+      double const norm_ref = ref.step(be, lr);
+      opt.step(lr);
+      double const norm = opt.grad_norm();
+      CHECK(std::abs(norm - norm_ref) <= 1e-12 * norm_ref);
+    }
+    CHECK(opt.steps() == 3);
+    double worst = 0;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      CAPTURE(i);
+      auto const w = value[i].to_host();
+      std::vector<double> const w_ref(host[i].value.data(), host[i].value.data() + sizes[i]);
+      std::vector<double> const m_ref(ref.first_moments()[i].data(), ref.first_moments()[i].data() + sizes[i]);
+      std::vector<double> const v_ref(ref.second_moments()[i].data(), ref.second_moments()[i].data() + sizes[i]);
+      double const e = rel_error(w, w_ref);
+      CHECK(e < fp32_tol);
+      CHECK(rel_error(m[i].to_host(), m_ref) < fp32_tol);
+      CHECK(rel_error(v[i].to_host(), v_ref) < fp32_tol);
+      // The update itself (not only the weight it lands on): float weights store it to about 1e-5 of itself.
+      std::vector<float> delta(w.size());
+      std::vector<double> delta_ref(w.size());
+      for (std::size_t j = 0; j < w.size(); ++j) {
+        delta[j] = w[j] - start[i][j];
+        delta_ref[j] = w_ref[j] - start[i][j];
+      }
+      double const ed = rel_error(delta, delta_ref);
+      CHECK(ed < 1e-3);
+      worst = std::max(worst, e);
+    }
+    std::printf("adamw clip=%g: max relative error of the weights after 3 steps %.2e\n", clip, worst);
+  }
+}
+
+TEST_CASE("cuda adamw: a non-finite gradient norm leaves everything unchanged") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  std::size_t const n = 300;
+  auto const w0 = normal(n, 1.0, 3);
+  auto g = normal(n, 1.0, 4);
+  g[17] = std::numeric_limits<float>::infinity();
+  auto value = on_device(w0), grad = on_device(g), m = on_device(std::vector<float>(n, 0.25f)),
+       v = on_device(std::vector<float>(n, 0.5f));
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::train::cuda::adamw opt(
+      {}, {{value.data(), grad.data(), m.data(), v.data(), static_cast<std::int64_t>(n), true}}, stream.backend());
+  opt.step(1e-3);
+  CHECK_FALSE(std::isfinite(opt.grad_norm()));
+  CHECK(same_bits(value.to_host(), w0));
+  CHECK(same_bits(m.to_host(), std::vector<float>(n, 0.25f)));
+  CHECK(same_bits(v.to_host(), std::vector<float>(n, 0.5f)));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Embedding
+
+void check_embedding(std::int64_t vocab, std::int64_t dim, std::int64_t n, std::uint64_t seed) {
+  CAPTURE(vocab);
+  CAPTURE(dim);
+  CAPTURE(n);
+  ssmlen::rng g(seed);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(n));
+  for (auto& t : tokens) {  // skewed: id 3 is frequent, the top ids never occur
+    t = g.uniform_double() < 0.25 ? 3 : static_cast<std::int32_t>(g.uniform_int(0, vocab - 1 - vocab / 4));
+  }
+  auto const weight = normal(static_cast<std::size_t>(vocab * dim), 1.0, seed + 1);
+  auto const dy = normal(static_cast<std::size_t>(n * dim), 1.0, seed + 2);
+  auto const dw0 = normal(weight.size(), 1.0, seed + 3);
+
+  ssmlen::layers::embedding<float> ref(vocab, dim);  // float: the device sums in the host's order, bit for bit
+  std::copy(weight.begin(), weight.end(), ref.weight.value.data());
+  std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
+  std::vector<float> y_ref(static_cast<std::size_t>(n * dim));
+  ssmlen::backends::host const be;
+  ref.forward(be, tokens.data(), n, y_ref.data());
+  ref.backward(tokens.data(), n, dy.data());
+  ssmlen::layers::embedding<double> ref64(vocab, dim);
+  std::copy(dw0.begin(), dw0.end(), ref64.weight.grad.data());
+  auto const dy64 = widen(dy);
+  ref64.backward(tokens.data(), n, dy64.data());
+
+  ssmlen::backends::cuda_stream stream;
+  auto dtok = on_device(tokens);
+  auto dweight = on_device(weight), ddy = on_device(dy), ddw = on_device(dw0);
+  auto dyout = poisoned(static_cast<std::size_t>(n * dim));
+  lc::embedding_forward(stream.backend(), vocab, dim, dweight.data(), dtok.data(), n, dyout.data());
+  lc::embedding_backward(stream.backend(), vocab, dim, dtok.data(), n, ddy.data(), ddw.data());
+  auto ddw2 = on_device(dw0);
+  device_buffer<char> ws(lc::embedding_backward_workspace_bytes(vocab, n));
+  lc::embedding_backward(stream.backend(), vocab, dim, dtok.data(), n, ddy.data(), ddw2.data(), ws.data());
+  stream.synchronize();
+  CHECK(same_bits(dyout.to_host(), y_ref));
+  auto const dw = ddw.to_host();
+  CHECK(same_bits(dw, std::vector<float>(ref.weight.grad.data(), ref.weight.grad.data() + vocab * dim)));
+  CHECK(same_bits(ddw2.to_host(), dw));
+  CHECK(rel_error(dw, std::vector<double>(ref64.weight.grad.data(), ref64.weight.grad.data() + vocab * dim)) <
+        fp32_tol);
+}
+
+TEST_CASE("cuda embedding: gather and deterministic scatter-add match the host layer bit for bit") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_embedding(37, 37, 500, 1);
+  check_embedding(40, 64, 1, 2);
+  check_embedding(1000, 8, 70000, 3);  // ids of 10 bits: two radix passes
+}
+
+TEST_CASE("cuda embedding: ids out of range give NaN rows forward and nothing backward") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  std::int64_t const vocab = 6, dim = 5;
+  std::vector<std::int32_t> const tokens{2, -1, 5, 6, 2};
+  auto const weight = normal(static_cast<std::size_t>(vocab * dim), 1.0, 9);
+  auto const dy = normal(tokens.size() * dim, 1.0, 10);
+  ssmlen::backends::cuda_stream stream;
+  auto dtok = on_device(tokens);
+  auto dweight = on_device(weight), ddy = on_device(dy);
+  auto ddw = on_device(std::vector<float>(weight.size(), 0.0f));
+  auto dyout = poisoned(tokens.size() * dim);
+  lc::embedding_forward(stream.backend(), vocab, dim, dweight.data(), dtok.data(), 5, dyout.data());
+  lc::embedding_backward(stream.backend(), vocab, dim, dtok.data(), 5, ddy.data(), ddw.data());
+  stream.synchronize();
+  auto const y = dyout.to_host(), dw = ddw.to_host();
+  for (std::int64_t d = 0; d < dim; ++d) {
+    CHECK(y[static_cast<std::size_t>(d)] == weight[static_cast<std::size_t>(2 * dim + d)]);
+    CHECK(std::isnan(y[static_cast<std::size_t>(dim + d)]));
+    CHECK(std::isnan(y[static_cast<std::size_t>(3 * dim + d)]));
+    CHECK(dw[static_cast<std::size_t>(2 * dim + d)] ==
+          dy[static_cast<std::size_t>(d)] + dy[static_cast<std::size_t>(4 * dim + d)]);
+    CHECK(dw[static_cast<std::size_t>(5 * dim + d)] == dy[static_cast<std::size_t>(2 * dim + d)]);
+  }
+  double other = 0;
+  for (std::int64_t id : {0, 1, 3, 4}) {
+    for (std::int64_t d = 0; d < dim; ++d) {
+      other += std::abs(dw[static_cast<std::size_t>(id * dim + d)]);
+    }
+  }
+  CHECK(other == 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Conv1d
+
+struct conv_shape {
+  std::vector<std::int64_t> lengths;
+  std::int64_t channels = 0, width = 0, ldx = 0, lddx = 0;
+  bool init = false, d_final = false;
+};
+
+void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
+  CAPTURE(sh.channels);
+  CAPTURE(sh.width);
+  CAPTURE(sh.ldx);
+  CAPTURE(sh.lddx);
+  CAPTURE(sh.init);
+  CAPTURE(sh.d_final);
+  auto const seqs = ssmlen::sequences::from_lengths(sh.lengths);
+  std::int64_t const tokens = seqs.tokens(), c = sh.channels, k = sh.width;
+  auto const state = static_cast<std::size_t>(seqs.count() * (k - 1) * c);
+  auto x = normal(static_cast<std::size_t>(tokens * sh.ldx), 1.0, seed);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (std::int64_t j = c; j < sh.ldx; ++j) {
+      x[static_cast<std::size_t>(t * sh.ldx + j)] = nan_f;  // row padding must not be read
+    }
+  }
+  auto const weight = normal(static_cast<std::size_t>(c * k), 0.5, seed + 1);
+  auto const bias = normal(static_cast<std::size_t>(c), 0.5, seed + 2);
+  auto const init = sh.init ? normal(state, 1.0, seed + 3) : std::vector<float>{};
+  auto const dy = normal(static_cast<std::size_t>(tokens * c), 1.0, seed + 4);
+  auto const d_final = sh.d_final ? normal(state, 1.0, seed + 5) : std::vector<float>{};
+  auto const dw0 = normal(weight.size(), 1.0, seed + 6), db0 = normal(bias.size(), 1.0, seed + 7);
+
+  ssmlen::layers::conv1d<double> ref(c, k);
+  std::copy(weight.begin(), weight.end(), ref.weight.value.data());
+  std::copy(bias.begin(), bias.end(), ref.bias.value.data());
+  std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
+  std::copy(db0.begin(), db0.end(), ref.bias.grad.data());
+  auto const wx = widen(x), winit = widen(init), wdy = widen(dy), wdf = widen(d_final);
+  std::vector<double> y_ref(static_cast<std::size_t>(tokens * c)), final_ref(state), d_init_ref(state);
+  std::vector<double> dx_ref(static_cast<std::size_t>(tokens * sh.lddx));
+  ssmlen::backends::host const be;
+  ref.forward(be, seqs, wx.data(), sh.ldx, y_ref.data(), sh.init ? winit.data() : nullptr, final_ref.data());
+  ref.backward(be, seqs, wx.data(), sh.ldx, wdy.data(), dx_ref.data(), sh.lddx, sh.init ? winit.data() : nullptr,
+               sh.d_final ? wdf.data() : nullptr, d_init_ref.data());
+
+  std::vector<std::int64_t> offsets;
+  for (std::int64_t s = 0; s <= seqs.count(); ++s) {
+    offsets.push_back(s < seqs.count() ? seqs.begin(s) : tokens);
+  }
+  auto doff = on_device(offsets);
+  auto dx_in = on_device(x), dweight = on_device(weight), dbias = on_device(bias), dinit = on_device(init),
+       ddy = on_device(dy), ddf = on_device(d_final), ddw = on_device(dw0), ddb = on_device(db0);
+  auto dyout = poisoned(y_ref.size()), dfinal = poisoned(state), ddx = poisoned(dx_ref.size()),
+       ddinit = poisoned(state);
+  ssmlen::device_sequences const ps{doff.data(), seqs.count(), tokens};
+  lc::conv1d_weights const w{c, k, dweight.data(), dbias.data()};
+  ssmlen::backends::cuda_stream stream;
+  lc::conv1d_forward(stream.backend(), ps, w, dx_in.data(), sh.ldx, dyout.data(), sh.init ? dinit.data() : nullptr,
+                     dfinal.data());
+  lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
+                      sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, ddinit.data(), ddw.data(),
+                      ddb.data());
+  stream.synchronize();
+  CHECK(rel_error(dyout.to_host(), y_ref) < fp32_tol);
+  CHECK(rel_error(dfinal.to_host(), final_ref) < fp32_tol);
+  // dx: the valid columns match; the row padding keeps its poison.
+  auto const dx = ddx.to_host();
+  std::vector<float> dx_valid;
+  std::vector<double> dx_ref_valid;
+  bool padding_untouched = true;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (std::int64_t j = 0; j < sh.lddx; ++j) {
+      auto const e = static_cast<std::size_t>(t * sh.lddx + j);
+      if (j < c) {
+        dx_valid.push_back(dx[e]);
+        dx_ref_valid.push_back(dx_ref[e]);
+      } else {
+        padding_untouched = padding_untouched && std::isnan(dx[e]);
+      }
+    }
+  }
+  CHECK(padding_untouched);
+  double const e_dx = rel_error(dx_valid, dx_ref_valid);
+  CHECK(e_dx < fp32_tol);
+  CHECK(rel_error(ddinit.to_host(), d_init_ref) < fp32_tol);
+  std::vector<double> const dw_ref(ref.weight.grad.data(), ref.weight.grad.data() + c * k);
+  std::vector<double> const db_ref(ref.bias.grad.data(), ref.bias.grad.data() + c);
+  double const e_dw = rel_error(ddw.to_host(), dw_ref);
+  CHECK(e_dw < fp32_tol);
+  CHECK(rel_error(ddb.to_host(), db_ref) < fp32_tol);
+  std::printf("conv1d C=%lld K=%lld ldx=%lld init=%d d_final=%d: dx %.2e, dweight %.2e\n", static_cast<long long>(c),
+              static_cast<long long>(k), static_cast<long long>(sh.ldx), sh.init ? 1 : 0, sh.d_final ? 1 : 0, e_dx,
+              e_dw);
+
+  // dweight, dbias: the same bits when recomputed from the same start.
+  auto ddw2 = on_device(dw0), ddb2 = on_device(db0);
+  lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
+                      sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, nullptr, ddw2.data(),
+                      ddb2.data());
+  stream.synchronize();
+  CHECK(same_bits(ddw2.to_host(), ddw.to_host()));
+  CHECK(same_bits(ddb2.to_host(), ddb.to_host()));
+}
+
+TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequences, with and without states") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  // Lengths include an empty sequence and sequences shorter than K - 1 (their states reach into the initial one).
+  std::vector<std::int64_t> const ragged{1, 7, 0, 130, 2, 300};
+  std::uint64_t seed = 1;
+  for (std::int64_t c : {37, 64}) {  // 37: one channel per thread; 64: 16-byte vectors
+    for (std::int64_t k : {4, 3, 1}) {
+      for (bool states : {false, true}) {
+        check_conv1d({ragged, c, k, c, c, states, states}, seed++);
+      }
+    }
+  }
+  check_conv1d({ragged, 64, 4, 128, 68, true, false}, seed++);  // strided rows, still vectorized
+  check_conv1d({ragged, 64, 4, 66, 65, false, true}, seed++);   // strides not a multiple of 4: scalar path
+  check_conv1d({{1, 7, 130}, 37, 4, 40, 37, true, true}, seed++);
+}
+
+TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  for (std::int64_t c : {37, 64}) {
+    for (std::int64_t k : {4, 1}) {
+      CAPTURE(c);
+      CAPTURE(k);
+      std::int64_t const batch = 5, ldx = c + 3;
+      ssmlen::layers::conv1d<double> ref(c, k);
+      auto const weight = normal(static_cast<std::size_t>(c * k), 0.5, 70 + c + k);
+      auto const bias = normal(static_cast<std::size_t>(c), 0.5, 71 + c + k);
+      std::copy(weight.begin(), weight.end(), ref.weight.value.data());
+      std::copy(bias.begin(), bias.end(), ref.bias.value.data());
+      auto const state0 = normal(static_cast<std::size_t>(batch * (k - 1) * c), 1.0, 72 + c + k);
+      std::vector<double> state_ref = widen(state0);
+      auto dweight = on_device(weight), dbias = on_device(bias), dstate = on_device(state0);
+      lc::conv1d_weights const w{c, k, dweight.data(), dbias.data()};
+      ssmlen::backends::cuda_stream stream;
+      ssmlen::backends::host const be;
+      for (int step = 0; step < 3; ++step) {
+        auto const x = normal(static_cast<std::size_t>(batch * ldx), 1.0, 80 + step);
+        auto const wx = widen(x);
+        std::vector<double> y_ref(static_cast<std::size_t>(batch * c));
+        ref.step(be, wx.data(), ldx, y_ref.data(), state_ref.data(), batch);
+        auto dx = on_device(x);
+        auto dy = poisoned(y_ref.size());
+        lc::conv1d_step(stream.backend(), w, dx.data(), ldx, dy.data(), dstate.data(), batch);
+        stream.synchronize();
+        CHECK(rel_error(dy.to_host(), y_ref) < fp32_tol);
+        CHECK(rel_error(dstate.to_host(), state_ref) < fp32_tol);
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda layers: shapes past the grid caps (grid-stride loops)") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_rmsnorm(70001, 8, true, false, false, 90);                         // 8 rows per block, at most 8192 blocks
+  check_conv1d({{20000, 1, 0, 20003}, 256, 4, 256, 256, true, true}, 91);  // 2.56 M vectors > 8192 × 256 threads
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One small call of every kernel, for the memory, race and initialization checkers.
+
+TEST_CASE("cuda layers: small shapes of every kernel") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  using ssmlen::backends::gemm_precision;
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  for (auto p : {gemm_precision::fp32, gemm_precision::tf32, gemm_precision::bf16}) {
+    CHECK(gemm_error(h, {trans::t, trans::n, 9, 7, 5, 1.0f, 0.0f}, p, false, 3) < bf16_tol);
+  }
+  check_rmsnorm(70, 37, true, false, true, 5);
+  check_cross_entropy(70, 37, true, 1.0f, 6);
+  check_embedding(37, 8, 100, 7);
+  check_conv1d({{1, 7, 0, 130, 2}, 64, 4, 64, 64, true, true}, 8);
+  check_conv1d({{1, 7, 0, 130, 2}, 37, 3, 37, 37, true, true}, 9);
+  std::int64_t const n = 5000;
+  auto value = on_device(normal(n, 1.0, 10)), grad = on_device(normal(n, 1.0, 11));
+  auto m = on_device(std::vector<float>(n, 0.0f)), v = on_device(std::vector<float>(n, 0.0f));
+  ssmlen::train::cuda::adamw opt({}, {{value.data(), grad.data(), m.data(), v.data(), n, true}}, stream.backend());
+  opt.step(1e-3);
+  CHECK(std::isfinite(opt.grad_norm()));
+}
+
+TEST_CASE("cuda layers: bad arguments throw before any launch") {
+  ssmlen::backends::cuda const be{};
+  float const f = 0;
+  float out = 0;
+  CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 0, 1e-5, &f, nullptr, nullptr, &f, &out, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 0.0, &f, nullptr, nullptr, &f, &out, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 1e-5, &f, &f, nullptr, &f, &out, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::rmsnorm_backward(be, -1, 8, &f, &f, &f, &f, &out, &out, false), ssmlen::error);
+  std::int32_t const id = 0;
+  ssmlen::ops::cross_entropy_result r;
+  CHECK_THROWS_AS(ssmlen::ops::cuda::softmax_cross_entropy(be, 4, 0, &f, &id, nullptr, nullptr, 1.0f, &r),
+                  ssmlen::error);
+  CHECK_THROWS_AS(ssmlen::ops::cuda::softmax_cross_entropy(be, 4, 8, &f, &id, nullptr, nullptr, 1.0f, nullptr),
+                  ssmlen::error);
+  CHECK_THROWS_AS(lc::embedding_forward(be, 0, 8, &f, &id, 1, &out), ssmlen::error);
+  CHECK_THROWS_AS(lc::embedding_forward(be, 8, 0, &f, &id, 1, &out), ssmlen::error);
+  std::int64_t const off = 0;
+  ssmlen::device_sequences const ps{&off, 1, 4};
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 0, &f, &f}, &f, 8, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, &f, 7, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, {&off, 0, 4}, {8, 4, &f, &f}, &f, 8, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(
+      lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &out, 7, nullptr, nullptr, nullptr, &out, &out),
+      ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_step(be, {8, 4, &f, &f}, &f, 8, &out, nullptr, 2), ssmlen::error);
+  CHECK_THROWS_AS(ssmlen::train::cuda::adamw({.lr = -1.0}, {}, be), ssmlen::error);
+  CHECK_THROWS_AS(ssmlen::train::cuda::adamw({}, {{nullptr, nullptr, nullptr, nullptr, 3, false}}, be), ssmlen::error);
+}
+
+}  // namespace
