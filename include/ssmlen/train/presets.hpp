@@ -33,14 +33,16 @@ inline task_preset preset_for(std::string_view task) {
   p.sweep_sizes = {5, 10, 20, 50, 100, 200, 500, 1000};
   if (task.starts_with("addition_")) {
     // Ablations train with the headline's budget in tokens (~9 M): traces without thoughts are ~10x shorter, so
-    // they take more steps. They are not expected to validate at 30 digits, so none stops early.
-    r.patience = 0;
+    // they take more steps.
     if (task != "addition_notool") {  // the no-tool trace is the headline's trace: same steps
       r.steps = 3000;
     }
     p.sweep_sizes = {5, 6, 7, 8, 10, 20, 50, 100};
     r.val_n = 30;
-  } else if (task.starts_with("multiplication") || task == "mixture") {
+  } else if (task != "addition") {
+    r.patience = 3;  // the other tasks' traces are long: stop after three perfect validations in a row
+  }
+  if (task.starts_with("multiplication") || task == "mixture") {
     r.max_n = 10;  // the paper's training size (first operand ≤ 10 digits)
     r.val_n = 40;
     p.sweep_sizes = {10, 20, 50, 100, 200, 500, 1000};

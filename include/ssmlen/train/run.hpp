@@ -37,7 +37,7 @@ struct run_config {
   int val_n = 80;                // validation size: keep it out of the reported sweep's sizes
   int val_episodes = 24;
   std::uint64_t val_seed = 777;  // validation instances: never the sweep's seed
-  int patience = 3;              // stop after this many consecutive perfect validations (0: never stop early)
+  int patience = 0;              // stop after this many consecutive perfect validations (0: never stop early)
   std::string out = "runs/addition";
 
   [[nodiscard]] nlohmann::json to_json() const {
