@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds the CUDA tests and the scan benchmark by hand with nvcc (no CMake configure needed), then runs the tests,
+# Builds the CUDA tests and benchmarks by hand with nvcc (no CMake configure needed), then runs the tests,
 # the memory, race and initialization checkers on their small cases, and the benchmark. Logs go to $OUT (default
 # /tmp/ssmlen-cuda).
 # Usage from the repository root: tests/cuda/run_on_gpu.sh [benchmark filter]
-# SSMLEN_GPU_SUITES picks what runs (default "scan layers bench"): scan = test_selective_scan.cu, layers =
-# test_layers.cu (GEMM, RMSNorm, cross-entropy, AdamW, embedding, conv1d), bench = bench_scan_cuda.cu.
+# SSMLEN_GPU_SUITES picks what runs (default "scan layers model bench"): scan = test_selective_scan.cu, layers =
+# test_layers.cu (GEMM, RMSNorm, cross-entropy, AdamW, embedding, conv1d), model = test_model.cu (Mamba block and
+# language model against the host), bench = bench_scan_cuda.cu, train_bench = bench_train_cuda.cu (training steps).
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
-suites=" ${SSMLEN_GPU_SUITES:-scan layers bench} "
+suites=" ${SSMLEN_GPU_SUITES:-scan layers model bench} "
 mkdir -p "$out"
 nvcc_flags=(-O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude)
 has() { [[ "$suites" == *" $1 "* ]]; }
@@ -20,6 +21,13 @@ if has scan; then
 fi
 if has layers; then
   nvcc "${nvcc_flags[@]}" tests/cuda/test_layers.cu -o /tmp/test_layers_cuda -lcublas >"$out/build_layers.txt" 2>&1 &
+fi
+if has model; then
+  nvcc "${nvcc_flags[@]}" tests/cuda/test_model.cu -o /tmp/test_model_cuda -lcublas >"$out/build_model.txt" 2>&1 &
+fi
+if has train_bench; then
+  nvcc "${nvcc_flags[@]}" bench/bench_train_cuda.cu -o /tmp/bench_train_cuda -lcublas -lbenchmark_main -lbenchmark \
+    -lpthread >"$out/build_train_bench.txt" 2>&1 &
 fi
 if has bench; then
   nvcc "${nvcc_flags[@]}" bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread \
@@ -47,6 +55,13 @@ if has scan; then
 fi
 if has layers; then
   test_and_check layers /tmp/test_layers_cuda '*small shapes*'
+fi
+if has model; then
+  test_and_check model /tmp/test_model_cuda '*small model*'
+fi
+if has train_bench; then
+  /tmp/bench_train_cuda >"$out/train_bench.log" 2>&1
+  grep -E "^bm_train_step" "$out/train_bench.log" | cut -c1-250
 fi
 if has bench; then
   /tmp/bench_scan_cuda --benchmark_filter="${1:-.}" --benchmark_min_time=0.3s >"$out/bench.log" 2>&1

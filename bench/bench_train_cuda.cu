@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: Apache-2.0
+// One training step of the CUDA Mamba language model (forward, masked cross-entropy, backward, AdamW; the step
+// waits for its loss and gradient norm), timed by wall clock per step after two warm-up steps, on two shapes:
+//   headline  the addition task's model: 4 layers, d_model 64, d_state 16, expand 2, tied embeddings; batches of
+//             128 expert traces of additions of at most 5 digits (train::task_batch, as `ssmlen train` samples)
+//   paper     the 130M Mamba's shape: 24 layers, d_model 768, d_state 16, expand 2, tied, with the addition
+//             vocabulary; 8 sequences × 2048 random tokens, every target counted
+// with fp32 and TF32 GEMMs. Counters:
+//   tok/s      packed input tokens per second at the median step time (step_ms)
+//   mfu        model-flops utilization: 6 · parameters · tok/s (forward 2, backward 4 per parameter and token) over
+//              bf16_TF/s, the bf16 matrix rate of the GPU (a cuBLAS 8192³ GEMM of bf16 operands, fp32 accumulate)
+//   mfu_prec   the same flops over gemm_TF/s, an 8192³ GEMM in the step's own precision: how much of what that
+//              precision can reach the step turns into model flops
+// Both rates are measured in this process (median of 10).
+#include <ssmlen/backends/cuda/blas.cuh>
+#include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
+#include <ssmlen/core/rng.hpp>
+#include <ssmlen/models/cuda/mamba_lm.cuh>
+#include <ssmlen/models/mamba_lm.hpp>
+#include <ssmlen/tasks/addition.hpp>
+#include <ssmlen/tasks/any_task.hpp>
+#include <ssmlen/train/batch.hpp>
+#include <ssmlen/train/task_batches.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+using ssmlen::backends::cuda_check;
+using ssmlen::backends::gemm_precision;
+
+char const* name_of(gemm_precision p) {
+  return p == gemm_precision::fp32 ? "fp32" : p == gemm_precision::tf32 ? "tf32" : "bf16";
+}
+
+//! FLOP/s of an n³ GEMM in precision p on a fresh stream, median of 10 after 3 warm-up calls; measured once.
+double gemm_rate(gemm_precision p) {
+  static std::map<gemm_precision, double> rates;
+  if (auto it = rates.find(p); it != rates.end()) {
+    return it->second;
+  }
+  constexpr std::int64_t n = 8192;
+  auto const elems = static_cast<std::size_t>(n * n);
+  ssmlen::backends::device_buffer<float> a(elems), b(elems), c(elems);
+  ssmlen::backends::device_buffer<ssmlen::bfloat16> a16(elems), b16(elems);
+  a.fill_bytes(0x3C);  // 0.0115 in every element: finite, no denormals
+  b.fill_bytes(0x3C);
+  a16.fill_bytes(0x3C);  // bf16 0x3C3C = 0.0115 too
+  b16.fill_bytes(0x3C);
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  cudaEvent_t start = nullptr, stop = nullptr;
+  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
+  std::vector<double> seconds;
+  for (int i = 0; i < 13; ++i) {
+    cuda_check(cudaEventRecord(start, stream.get()), "cudaEventRecord");
+    if (p == gemm_precision::bf16) {  // bf16 operands: the matrix units' own rate, no conversion in the timing
+      ssmlen::backends::gemm(h, ssmlen::ops::trans::n, ssmlen::ops::trans::t, n, n, n, 1.0f, a16.data(), n, b16.data(),
+                             n, 0.0f, c.data(), n);
+    } else {
+      ssmlen::backends::gemm(h, ssmlen::ops::trans::n, ssmlen::ops::trans::t, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                             0.0f, c.data(), n, p);
+    }
+    cuda_check(cudaEventRecord(stop, stream.get()), "cudaEventRecord");
+    cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    if (i >= 3) {
+      seconds.push_back(ms * 1e-3);
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(seconds.begin(), seconds.end());
+  double const rate = 2.0 * double(n) * double(n) * double(n) / seconds[seconds.size() / 2];
+  rates[p] = rate;
+  return rate;
+}
+
+ssmlen::tasks::any_task const& addition_task() {
+  static ssmlen::tasks::any_task const task(ssmlen::tasks::addition{});
+  return task;
+}
+
+std::vector<ssmlen::train::batch> headline_batches(int count) {
+  std::vector<ssmlen::train::batch> out;
+  for (int step = 0; step < count; ++step) {
+    out.push_back(ssmlen::train::task_batch(addition_task(), 1, step, 128, 5));
+  }
+  return out;
+}
+
+//! `count` batches of `seqs` sequences of `length` random inputs, every target counted.
+std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, std::int64_t length,
+                                                 std::int64_t vocab) {
+  std::vector<ssmlen::train::batch> out;
+  for (int i = 0; i < count; ++i) {
+    ssmlen::rng g(static_cast<std::uint64_t>(100 + i));
+    ssmlen::train::batch b;
+    for (std::int64_t s = 0; s < seqs; ++s) {
+      std::vector<std::int32_t> tokens(static_cast<std::size_t>(length + 1));
+      for (auto& t : tokens) {
+        t = static_cast<std::int32_t>(g.uniform_int(0, vocab - 1));
+      }
+      std::vector<std::uint8_t> const predict(tokens.size(), 1);
+      b.add(tokens, predict);
+    }
+    b.finish();
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+void bm_train_step(benchmark::State& state, bool paper, gemm_precision precision) {
+  if (!ssmlen::backends::cuda_device_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  std::int64_t const vocab = ssmlen::tasks::addition::make_vocab().size();
+  ssmlen::models::mamba_config cfg{.vocab = vocab, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2};
+  if (paper) {
+    cfg.d_model = 768;
+    cfg.n_layers = 24;
+  }
+  auto const batches = paper ? random_batches(2, 8, 2048, vocab) : headline_batches(8);
+  double const rate = gemm_rate(precision);
+  ssmlen::models::mamba_lm<float> host(cfg, 1);
+  ssmlen::models::cuda::mamba_lm<> dev(host, {.precision = precision, .optimizer = {.lr = 1e-4}});
+  for (int i = 0; i < 2; ++i) {  // warm-up: buffers grow to the largest batch, cuBLAS picks its kernels
+    for (auto const& b : batches) {
+      dev.train_step(b, 1e-4);
+    }
+  }
+  std::vector<double> seconds;
+  std::int64_t tokens = 0;
+  double loss = 0;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto const& b = batches[i++ % batches.size()];
+    auto const t0 = std::chrono::steady_clock::now();
+    auto const r = dev.train_step(b, 1e-4);
+    double const s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.SetIterationTime(s);
+    seconds.push_back(s);
+    tokens += r.tokens;
+    loss = r.loss;
+  }
+  if (seconds.empty()) {
+    return;
+  }
+  std::sort(seconds.begin(), seconds.end());
+  double const median = seconds[seconds.size() / 2];
+  double const tokens_per_step = double(tokens) / double(seconds.size());
+  double const tok_s = tokens_per_step / median;
+  double const params = double(dev.n_params());
+  state.SetLabel(std::string(paper ? "paper" : "headline") + " " + name_of(precision) + " " +
+                 std::to_string(static_cast<long long>(params)) + " params, " +
+                 std::to_string(static_cast<long long>(tokens_per_step)) + " tokens/step, loss " +
+                 std::to_string(loss));
+  state.counters["step_ms"] = median * 1e3;
+  state.counters["tok/s"] = tok_s;
+  double const bf16_rate = gemm_rate(gemm_precision::bf16);
+  state.counters["mfu"] = 6.0 * params * tok_s / bf16_rate;
+  state.counters["mfu_prec"] = 6.0 * params * tok_s / rate;
+  state.counters["gemm_TF/s"] = rate * 1e-12;
+  state.counters["bf16_TF/s"] = bf16_rate * 1e-12;
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(bm_train_step, headline_fp32, false, gemm_precision::fp32)
+    ->UseManualTime()
+    ->Iterations(40)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, headline_tf32, false, gemm_precision::tf32)
+    ->UseManualTime()
+    ->Iterations(40)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, headline_bf16, false, gemm_precision::bf16)
+    ->UseManualTime()
+    ->Iterations(40)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_fp32, true, gemm_precision::fp32)
+    ->UseManualTime()
+    ->Iterations(6)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_tf32, true, gemm_precision::tf32)
+    ->UseManualTime()
+    ->Iterations(6)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_bf16, true, gemm_precision::bf16)
+    ->UseManualTime()
+    ->Iterations(6)
+    ->Unit(benchmark::kMillisecond);

@@ -1,0 +1,427 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file mamba_block.cuh
+//! The Mamba-1 block on a CUDA device, float32, with the semantics of layers/mamba_block.hpp:
+//!   [T, D] -> in_proj -> [T, 2ED] = (x, z) -> conv1d -> SiLU -> x_proj -> (Δ_low, B, C)
+//!   Δ = delta_min + softplus(dt_proj(Δ_low) + bias), A = -exp(A_log) -> selective scan (+ D x) -> · SiLU(z)
+//!   -> out_proj -> [T, D]
+//! over a packed batch of variable-length sequences, each starting from a given state (conv window, SSM state) or
+//! zeros and reporting its final state; the backward gives ∂L/∂u, adds every parameter gradient, and carries
+//! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
+//! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
+//! activations are the host's up to GEMM summation order. The activations kept for the backward are the host's
+//! (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers live in a scratch that
+//! every block of a model shares, since blocks run one after another on one stream.
+#pragma once
+
+#include <ssmlen/backends/cuda/blas.cuh>
+#include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/cuda/device_sequences.cuh>
+#include <ssmlen/core/error.hpp>
+#include <ssmlen/core/math.hpp>
+#include <ssmlen/core/sequences.hpp>
+#include <ssmlen/layers/cuda/conv1d.cuh>
+#include <ssmlen/ops/cuda/kernel_support.cuh>
+#include <ssmlen/ops/gemm_problem.hpp>
+#include <ssmlen/scan/cuda/selective_scan.cuh>
+#include <ssmlen/scan/selective_scan.hpp>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ssmlen::layers::cuda {
+
+//! The block's sizes: D, ED, N, K, R, and the floor of Δ.
+struct mamba_block_shape {
+  std::int64_t d_model = 0, d_inner = 0, d_state = 0, d_conv = 0, dt_rank = 0;
+  float delta_min = 0;
+
+  [[nodiscard]] std::int64_t bc_width() const { return dt_rank + 2 * d_state; }  // x_proj's outputs: Δ_low, B, C
+
+  void validate() const {
+    check_arg(d_model >= 1, "d_model", d_model, "must be positive");
+    check_arg(d_inner >= 1, "d_inner", d_inner, "must be positive");
+    check_arg(d_state >= 1 && d_state <= 256, "d_state", d_state, "must be in [1, 256]");
+    check_arg(d_conv >= 1, "d_conv", d_conv, "must be positive");
+    check_arg(dt_rank >= 1, "dt_rank", dt_rank, "must be positive");
+    check_arg(delta_min >= 0, "delta_min", delta_min, "must be non-negative");
+  }
+};
+
+//! The block's tensors (values or gradients) as device pointers, in mamba_ssm's layouts.
+template <class P>
+struct mamba_block_params {
+  P in_proj = nullptr;      // [2ED, D]
+  P conv_weight = nullptr;  // [ED, K]
+  P conv_bias = nullptr;    // [ED]
+  P x_proj = nullptr;       // [R + 2N, ED]
+  P dt_proj = nullptr;      // [ED, R]
+  P dt_bias = nullptr;      // [ED]
+  P a_log = nullptr;        // [ED, N]
+  P d = nullptr;            // [ED]
+  P out_proj = nullptr;     // [D, ED]
+};
+
+//! Recurrent states of S sequences (or their gradients) as device pointers; null means none (zeros).
+template <class P>
+struct mamba_block_states {
+  P conv = nullptr;  // [S, K-1, ED]: the last K-1 conv inputs
+  P ssm = nullptr;   // [S, N, ED]
+};
+
+//! Makes `b` hold at least n elements. Reallocating waits for `stream` first: work enqueued there may still use
+//! the old memory. The contents are not kept.
+template <class T>
+void grow_buffer(backends::device_buffer<T>& b, std::size_t n, cudaStream_t stream) {
+  if (b.size() >= n) {
+    return;
+  }
+  backends::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (before reallocating)");
+  b = backends::device_buffer<T>(n);
+}
+
+//! Fills a buffer with 0xFF bytes on `stream`: float NaNs, so a value read before it was written shows.
+template <class T>
+void poison_buffer(backends::device_buffer<T>& b, cudaStream_t stream) {
+  if (b.size() > 0) {
+    backends::cuda_check(cudaMemsetAsync(b.data(), 0xFF, b.bytes(), stream), "cudaMemsetAsync (poison)");
+  }
+}
+
+//! What the forward keeps for the backward; sized by the forward for its batch.
+struct mamba_block_cache {
+  backends::device_buffer<float> xz;           // [T, 2ED]: conv input x, then gate z
+  backends::device_buffer<float> xc;           // [T, ED]: conv output, before SiLU
+  backends::device_buffer<float> xs;           // [T, ED]: SSM input
+  backends::device_buffer<float> dbc;          // [T, R + 2N]: Δ_low, B, C
+  backends::device_buffer<float> dt_pre;       // [T, ED]: before softplus (bias included)
+  backends::device_buffer<float> dt;           // [T, ED]
+  backends::device_buffer<float> a;            // [N, ED]: -exp(A_log), transposed
+  backends::device_buffer<float> checkpoints;  // [Σ ceil(len / interval), N, ED]: scan states
+  backends::device_buffer<float> y;            // [T, ED]: SSM output, before gating
+  backends::device_buffer<float> yg;           // [T, ED]: gated
+
+  void reserve(mamba_block_shape const& s, std::int64_t rows, std::int64_t checkpoint_rows, cudaStream_t stream) {
+    auto const te = static_cast<std::size_t>(rows * s.d_inner);
+    grow_buffer(xz, 2 * te, stream);
+    grow_buffer(xc, te, stream);
+    grow_buffer(xs, te, stream);
+    grow_buffer(dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
+    grow_buffer(dt_pre, te, stream);
+    grow_buffer(dt, te, stream);
+    grow_buffer(a, static_cast<std::size_t>(s.d_state * s.d_inner), stream);
+    grow_buffer(checkpoints, static_cast<std::size_t>(checkpoint_rows * s.d_state * s.d_inner), stream);
+    grow_buffer(y, te, stream);
+    grow_buffer(yg, te, stream);
+  }
+
+  void poison(cudaStream_t stream) {
+    for (auto* b : {&xz, &xc, &xs, &dbc, &dt_pre, &dt, &a, &checkpoints, &y, &yg}) {
+      poison_buffer(*b, stream);
+    }
+  }
+};
+
+//! The backward's buffers and the kernels' workspace; one scratch serves every block of a model.
+struct mamba_block_scratch {
+  backends::device_buffer<float> dyg;    // [T, ED]
+  backends::device_buffer<float> dxz;    // [T, 2ED]
+  backends::device_buffer<float> dy;     // [T, ED]
+  backends::device_buffer<float> dxs;    // [T, ED]: ∂L/∂xs, then ∂L/∂xc in place
+  backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂Δ, then ∂L/∂Δ_pre in place
+  backends::device_buffer<float> d_dbc;  // [T, R + 2N]
+  backends::device_buffer<float> da;     // [N, ED]
+  backends::device_buffer<float> ones;   // [T]: 1s, so that dt_proj's bias gradient is one GEMM
+  backends::device_buffer<char> workspace;
+
+  void reserve(mamba_block_shape const& s, device_sequences const& seqs, cudaStream_t stream);
+
+  void poison(cudaStream_t stream) {  // not `ones`: a constant, not an output
+    for (auto* b : {&dyg, &dxz, &dy, &dxs, &ddt, &d_dbc, &da}) {
+      poison_buffer(*b, stream);
+    }
+    poison_buffer(workspace, stream);
+  }
+};
+
+namespace detail {
+
+inline constexpr int block_threads = 256;
+
+inline unsigned blocks_for(std::int64_t items) { return ops::cuda::grid_blocks(items, block_threads); }
+
+// Elementwise kernels: grid-stride loops over a [rows, ED] activation (dense rows; xz has rows of 2ED).
+// Templates, so that the header may be included by several translation units.
+
+//! xs = silu(xc).
+template <class T>
+__global__ void __launch_bounds__(block_threads) silu_kernel(std::int64_t n, T const* x, T* y) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    y[i] = silu(x[i]);
+  }
+}
+
+//! dt_pre += bias (the GEMM gave dt_proj(Δ_low)); dt = delta_min + softplus(dt_pre).
+template <class T>
+__global__ void __launch_bounds__(block_threads)
+    delta_kernel(std::int64_t rows, std::int64_t ed, T const* bias, T delta_min, T* dt_pre, T* dt) {
+  std::int64_t const n = rows * ed;
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    T const v = dt_pre[i] + bias[i % ed];
+    dt_pre[i] = v;
+    dt[i] = delta_min + softplus(v);
+  }
+}
+
+//! a[n, c] = -exp(a_log[c, n]): A transposed to [N, ED] for the scan.
+template <class T>
+__global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, std::int64_t ns, T const* a_log, T* a) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < ns * ed;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    std::int64_t const n = i / ed, c = i % ed;
+    a[i] = -exp(a_log[c * ns + n]);
+  }
+}
+
+//! yg = y · silu(z), z = xz[:, ED:].
+template <class T>
+__global__ void __launch_bounds__(block_threads)
+    gate_kernel(std::int64_t rows, std::int64_t ed, T const* y, T const* xz, T* yg) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < rows * ed;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    std::int64_t const r = i / ed, c = i % ed;
+    yg[i] = y[i] * silu(xz[r * 2 * ed + ed + c]);
+  }
+}
+
+//! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:].
+template <class T>
+__global__ void __launch_bounds__(block_threads)
+    gate_backward_kernel(std::int64_t rows, std::int64_t ed, T const* dyg, T const* y, T const* xz, T* dy, T* dxz) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < rows * ed;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    std::int64_t const r = i / ed, c = i % ed;
+    T const z = xz[r * 2 * ed + ed + c];
+    T const g = dyg[i];
+    dy[i] = g * silu(z);
+    dxz[r * 2 * ed + ed + c] = g * y[i] * silu_grad(z);
+  }
+}
+
+//! Through softplus: ddt *= sigmoid(dt_pre) (delta_min is a constant).
+template <class T>
+__global__ void __launch_bounds__(block_threads) softplus_backward_kernel(std::int64_t n, T const* dt_pre, T* ddt) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    ddt[i] *= sigmoid(dt_pre[i]);
+  }
+}
+
+//! Through xs = silu(xc): dxs *= silu'(xc).
+template <class T>
+__global__ void __launch_bounds__(block_threads) silu_backward_kernel(std::int64_t n, T const* xc, T* dxs) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    dxs[i] *= silu_grad(xc[i]);
+  }
+}
+
+//! Through A = -exp(A_log), ∂A/∂A_log = A: d_a_log[c, n] += da[n, c] · a[n, c].
+template <class T>
+__global__ void __launch_bounds__(block_threads)
+    a_log_backward_kernel(std::int64_t ed, std::int64_t ns, T const* da, T const* a, T* d_a_log) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < ed * ns;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    std::int64_t const c = i / ns, n = i % ns;
+    d_a_log[i] += da[n * ed + c] * a[n * ed + c];
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(block_threads) fill_kernel(std::int64_t n, T value, T* x) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * block_threads) {
+    x[i] = value;
+  }
+}
+
+}  // namespace detail
+
+inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequences const& seqs,
+                                         cudaStream_t stream) {
+  auto const rows = seqs.tokens, ed = s.d_inner;
+  auto const te = static_cast<std::size_t>(rows * ed);
+  grow_buffer(dyg, te, stream);
+  grow_buffer(dxz, 2 * te, stream);
+  grow_buffer(dy, te, stream);
+  grow_buffer(dxs, te, stream);
+  grow_buffer(ddt, te, stream);
+  grow_buffer(d_dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
+  grow_buffer(da, static_cast<std::size_t>(s.d_state * ed), stream);
+  if (ones.size() < static_cast<std::size_t>(rows)) {
+    grow_buffer(ones, static_cast<std::size_t>(rows), stream);
+    detail::fill_kernel<float><<<detail::blocks_for(rows), detail::block_threads, 0, stream>>>(rows, 1.0f, ones.data());
+    backends::cuda_check_launch("fill_kernel");
+  }
+  std::size_t const bytes = std::max({scan::cuda::forward_workspace_bytes(seqs, ed, s.d_state),
+                                      scan::cuda::backward_workspace_bytes(seqs, ed, s.d_state),
+                                      conv1d_backward_workspace_bytes(rows, ed, s.d_conv)});
+  grow_buffer(workspace, bytes, stream);
+}
+
+//! One Mamba block whose parameters live at fixed device addresses (a model's parameter buffers). Work goes to
+//! the stream of the cuBLAS handle passed to forward and backward. Scan: a CUDA scan policy
+//! (scan::cuda::block_parallel<W, I> or scan::recurrent).
+template <class Scan = scan::cuda::block_parallel<>>
+class mamba_block {
+public:
+  using scan_policy = Scan;
+
+  mamba_block(mamba_block_shape const& shape, mamba_block_params<float*> const& value,
+              mamba_block_params<float*> const& grad,
+              backends::gemm_precision precision = backends::gemm_precision::fp32)
+      : s_(shape), value_(value), grad_(grad), precision_(precision) {
+    s_.validate();
+  }
+
+  [[nodiscard]] mamba_block_shape const& shape() const { return s_; }
+  [[nodiscard]] mamba_block_params<float*> const& values() const { return value_; }
+  [[nodiscard]] mamba_block_params<float*> const& grads() const { return grad_; }
+
+  //! Rows of scan checkpoints a batch laid out as `seqs` needs.
+  [[nodiscard]] static std::int64_t checkpoint_rows(sequences const& seqs) {
+    return scan::checkpoint_offsets(seqs, Scan::checkpoint_interval).back();
+  }
+
+  //! Sizes the cache and the scratch for a batch (the forward does it too; call it first to poison them).
+  void reserve(sequences const& host_seqs, device_sequences const& seqs, mamba_block_cache& k, mamba_block_scratch& ws,
+               cudaStream_t stream) const {
+    if (host_seqs.tokens() != seqs.tokens || host_seqs.count() != seqs.count) {
+      throw error("mamba block (cuda): device sequences (" + std::to_string(seqs.count) + " sequences, " +
+                  std::to_string(seqs.tokens) + " tokens) must describe the host sequences (" +
+                  std::to_string(host_seqs.count()) + ", " + std::to_string(host_seqs.tokens()) + ")");
+    }
+    k.reserve(s_, seqs.tokens, checkpoint_rows(host_seqs), stream);
+    ws.reserve(s_, seqs, stream);
+  }
+
+  //! u: [T, D] -> out: [T, D], device pointers; the batch is `seqs` (device offsets) laid out as `host_seqs`.
+  //! init (null pointers: zeros) and final (null pointers: not written) are [S, K-1, ED] and [S, N, ED].
+  void forward(backends::blas_handle& h, sequences const& host_seqs, device_sequences const& seqs, float const* u,
+               float* out, mamba_block_cache& k, mamba_block_scratch& ws,
+               mamba_block_states<float const*> const& init = {}, mamba_block_states<float*> const& final = {}) const {
+    using ops::trans;
+    cudaStream_t const stream = h.backend().stream;
+    reserve(host_seqs, seqs, k, ws, stream);
+    std::int64_t const rows = seqs.tokens, d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, w = s_.bc_width();
+    backends::gemm(h, trans::n, trans::t, rows, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, k.xz.data(), 2 * ed,
+                   precision_);  // [T, 2ED]
+    conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv);
+    detail::silu_kernel<float>
+        <<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(rows * ed, k.xc.data(), k.xs.data());
+    backends::cuda_check_launch("silu_kernel");
+    backends::gemm(h, trans::n, trans::t, rows, w, ed, 1.0f, k.xs.data(), ed, value_.x_proj, ed, 0.0f, k.dbc.data(), w,
+                   precision_);  // [T, R + 2N]
+    backends::gemm(h, trans::n, trans::t, rows, ed, r, 1.0f, k.dbc.data(), w, value_.dt_proj, r, 0.0f, k.dt_pre.data(),
+                   ed, precision_);  // [T, ED]
+    detail::delta_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
+        rows, ed, value_.dt_bias, s_.delta_min, k.dt_pre.data(), k.dt.data());
+    backends::cuda_check_launch("delta_kernel");
+    detail::make_a_kernel<float><<<detail::blocks_for(s_.d_state * ed), detail::block_threads, 0, stream>>>(
+        ed, s_.d_state, value_.a_log, k.a.data());
+    backends::cuda_check_launch("make_a_kernel");
+    scan::cuda::selective_scan_forward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.y.data(),
+                                       k.checkpoints.data(), final.ssm, ws.workspace.data());
+    detail::gate_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
+        rows, ed, k.y.data(), k.xz.data(), k.yg.data());
+    backends::cuda_check_launch("gate_kernel");
+    backends::gemm(h, trans::n, trans::t, rows, d, ed, 1.0f, k.yg.data(), ed, value_.out_proj, ed, 0.0f, out, d,
+                   precision_);  // [T, D]
+  }
+
+  //! Adds every parameter gradient and writes du = ∂L/∂u ([T, D]; added to it when `accumulate`), given the
+  //! forward's u, cache and init and dout = ∂L/∂out. d_final (null: none) is the gradient arriving at the final
+  //! states; d_init (null pointers: not written) receives ∂L/∂init.
+  void backward(backends::blas_handle& h, sequences const& host_seqs, device_sequences const& seqs, float const* u,
+                float const* dout, float* du, bool accumulate, mamba_block_cache const& k, mamba_block_scratch& ws,
+                mamba_block_states<float const*> const& init = {}, mamba_block_states<float const*> const& d_final = {},
+                mamba_block_states<float*> const& d_init = {}) {
+    using ops::trans;
+    cudaStream_t const stream = h.backend().stream;
+    std::int64_t const rows = seqs.tokens, d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, w = s_.bc_width();
+    std::int64_t const ns = s_.d_state;
+    check(host_seqs.tokens() == rows && k.xz.size() >= static_cast<std::size_t>(rows * 2 * ed) &&
+              k.checkpoints.size() >= static_cast<std::size_t>(checkpoint_rows(host_seqs) * ns * ed),
+          "mamba block backward (cuda): the cache must come from a forward over the same batch");
+    ws.reserve(s_, seqs, stream);
+    backends::gemm(h, trans::t, trans::n, d, ed, rows, 1.0f, dout, d, k.yg.data(), ed, 1.0f, grad_.out_proj, ed,
+                   precision_);  // [D, ED]
+    backends::gemm(h, trans::n, trans::n, rows, ed, d, 1.0f, dout, d, value_.out_proj, ed, 0.0f, ws.dyg.data(), ed,
+                   precision_);  // [T, ED]
+    detail::gate_backward_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
+        rows, ed, ws.dyg.data(), k.y.data(), k.xz.data(), ws.dy.data(), ws.dxz.data());
+    backends::cuda_check_launch("gate_backward_kernel");
+
+    backends::cuda_check(cudaMemsetAsync(ws.da.data(), 0, static_cast<std::size_t>(ns * ed) * sizeof(float), stream),
+                         "cudaMemsetAsync (dA)");  // the scan accumulates dA
+    scan::selective_scan_grads<float> const g{
+        ws.dy.data(), d_final.ssm, ws.dxs.data(), ws.ddt.data(), ws.d_dbc.data() + r, ws.d_dbc.data() + r + ns, w,
+        ws.da.data(), grad_.d,     d_init.ssm};
+    scan::cuda::selective_scan_backward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.checkpoints.data(), g,
+                                        ws.workspace.data());
+    detail::a_log_backward_kernel<float><<<detail::blocks_for(ed * ns), detail::block_threads, 0, stream>>>(
+        ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
+    backends::cuda_check_launch("a_log_backward_kernel");
+    detail::softplus_backward_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
+        rows * ed, k.dt_pre.data(), ws.ddt.data());
+    backends::cuda_check_launch("softplus_backward_kernel");
+
+    // dt_proj: weight, bias (Σ over rows as a product with ones, exact fp32 products), and Δ_low's columns of d_dbc
+    backends::gemm(h, trans::t, trans::n, ed, r, rows, 1.0f, ws.ddt.data(), ed, k.dbc.data(), w, 1.0f, grad_.dt_proj, r,
+                   precision_);  // [ED, R]
+    backends::gemm(h, trans::t, trans::n, ed, 1, rows, 1.0f, ws.ddt.data(), ed, ws.ones.data(), 1, 1.0f, grad_.dt_bias,
+                   1);  // [ED]
+    backends::gemm(h, trans::n, trans::n, rows, r, ed, 1.0f, ws.ddt.data(), ed, value_.dt_proj, r, 0.0f,
+                   ws.d_dbc.data(), w, precision_);  // [T, R] of [T, R + 2N]
+    // x_proj: weight, and dxs += d_dbc W (the scan wrote dxs)
+    backends::gemm(h, trans::t, trans::n, w, ed, rows, 1.0f, ws.d_dbc.data(), w, k.xs.data(), ed, 1.0f, grad_.x_proj,
+                   ed, precision_);  // [R + 2N, ED]
+    backends::gemm(h, trans::n, trans::n, rows, ed, w, 1.0f, ws.d_dbc.data(), w, value_.x_proj, ed, 1.0f, ws.dxs.data(),
+                   ed, precision_);  // [T, ED]
+    detail::silu_backward_kernel<float>
+        <<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(rows * ed, k.xc.data(), ws.dxs.data());
+    backends::cuda_check_launch("silu_backward_kernel");
+    conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), ws.dxz.data(), 2 * ed,
+                    init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias,
+                    ws.workspace.data());  // x's columns of dxz
+    backends::gemm(h, trans::t, trans::n, 2 * ed, d, rows, 1.0f, ws.dxz.data(), 2 * ed, u, d, 1.0f, grad_.in_proj, d,
+                   precision_);  // [2ED, D]
+    backends::gemm(h, trans::n, trans::n, rows, d, 2 * ed, 1.0f, ws.dxz.data(), 2 * ed, value_.in_proj, d,
+                   accumulate ? 1.0f : 0.0f, du, d, precision_);  // [T, D]
+  }
+
+private:
+  [[nodiscard]] conv1d_weights conv_weights() const {
+    return {s_.d_inner, s_.d_conv, value_.conv_weight, value_.conv_bias};
+  }
+
+  [[nodiscard]] scan::selective_scan_args<float> scan_args(mamba_block_cache const& k, float const* init) const {
+    std::int64_t const r = s_.dt_rank, ns = s_.d_state;
+    return {
+        nullptr,       s_.d_inner, ns,  k.xs.data(), k.dt.data(), k.a.data(), k.dbc.data() + r, k.dbc.data() + r + ns,
+        s_.bc_width(), value_.d,   init};
+  }
+
+  mamba_block_shape s_;
+  mamba_block_params<float*> value_, grad_;
+  backends::gemm_precision precision_;
+};
+
+}  // namespace ssmlen::layers::cuda
