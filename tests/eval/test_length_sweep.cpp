@@ -1,11 +1,13 @@
 // Length sweeps: bookkeeping on a real (untrained) model and task, the paper's
 // summary form, and the report files.
+#include <ssmlen/core/rng.hpp>
 #include <ssmlen/eval/report.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
 #include <ssmlen/tasks/registry.hpp>
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -80,4 +82,42 @@ TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {
   std::getline(csv, header);
   CHECK(header.rfind("n,episodes,exact_match", 0) == 0);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("length_sweep: teacher forcing scores a long trace slice by slice, exactly as in one forward") {
+  auto const task = tasks::make_task("addition");
+  models::mamba_config c;
+  c.vocab = task.vocab().size();
+  c.d_model = 16;
+  c.n_layers = 2;
+  c.d_state = 4;
+  models::mamba_lm<double> m(c, 3);
+  rng g(5);
+  std::vector<tools::trace> traces;
+  for (int n : {3, 12, 30}) {
+    traces.push_back(task.sample(g, n).expert);
+  }
+  std::vector<tools::trace const*> ptrs;
+  std::int64_t right = 0, total = 0;  // the oracle: one forward over each whole trace
+  for (auto const& t : traces) {
+    ptrs.push_back(&t);
+    auto const mask = t.loss_mask();
+    std::int64_t const len = static_cast<std::int64_t>(t.size()) - 1;
+    std::vector<double> logits(static_cast<std::size_t>(len * c.vocab));
+    models::mamba_lm<double>::cache k;
+    m.forward(backends::host{}, std::span<const std::int32_t>(t.tokens.data(), static_cast<std::size_t>(len)),
+              sequences::from_lengths(std::vector<std::int64_t>{len}), logits.data(), k);
+    for (std::int64_t r = 0; r < len; ++r) {
+      if (mask[static_cast<std::size_t>(r + 1)] != 0) {
+        auto const* row = logits.data() + r * c.vocab;
+        ++total;
+        right += std::max_element(row, row + c.vocab) - row == t.tokens[static_cast<std::size_t>(r + 1)];
+      }
+    }
+  }
+  REQUIRE(total > 0);
+  double const whole = static_cast<double>(right) / static_cast<double>(total);
+  CHECK(eval::teacher_forced_accuracy(backends::host{}, m, ptrs) == whole);
+  CHECK(eval::teacher_forced_accuracy(backends::host{}, m, ptrs, 13) == whole);  // slices end mid-trace
+  CHECK(eval::teacher_forced_accuracy(backends::host{}, m, ptrs, 1) == whole);
 }

@@ -133,41 +133,38 @@ struct sweep_result {
 //! Fraction of model tokens (command | thought | output) whose greedy prediction from the expert prefix is right.
 template <class Model>
 double teacher_forced_accuracy(backends::host const& be, Model const& model,
-                               std::vector<tools::trace const*> const& traces) {
+                               std::vector<tools::trace const*> const& traces, std::int64_t slice = 1 << 15) {
   if (traces.empty()) {
     return 0;
   }
-  train::batch b;
-  for (auto const* t : traces) {
-    b.add(t->tokens, t->loss_mask());
-  }
-  b.finish();
   std::int64_t const v = model.config().vocab;
+  // Score in slices of at most `slice` tokens: forward keeps every activation (about 7 KB per token for the headline
+  // model), so a slice stays under a few hundred MB. A trace longer than a slice is scored slice by slice, each
+  // starting from the state the previous one ended in, so memory does not grow with the trace.
+  check_arg(slice > 0, "slice", slice, "must be positive");
   std::int64_t right = 0, total = 0;
-  // Score in slices of about 32k tokens: forward keeps every activation (about 5 KB per token for the headline
-  // model), so one slice stays under a few hundred MB.
-  std::int64_t first = 0;
-  while (first < b.seqs.count()) {
-    std::int64_t last = first, rows = 0;
-    while (last < b.seqs.count() && (rows == 0 || rows + b.seqs.length(last) <= (1 << 15))) {
-      rows += b.seqs.length(last++);
-    }
-    std::int64_t const r0 = b.seqs.begin(first);
-    std::vector<std::int64_t> lengths;
-    for (auto s = first; s < last; ++s) {
-      lengths.push_back(b.seqs.length(s));
-    }
-    std::vector<typename Model::value_type> logits(static_cast<std::size_t>(rows * v));
-    typename Model::cache cache;
-    model.forward(be, std::span<const std::int32_t>(b.inputs.data() + r0, static_cast<std::size_t>(rows)),
-                  sequences::from_lengths(lengths), logits.data(), cache);
-    for (std::int64_t r = 0; r < rows; ++r) {
-      if (b.mask[static_cast<std::size_t>(r0 + r)] != 0) {
-        ++total;
-        right += agent::detail::argmax(logits.data() + r * v, v) == b.targets[static_cast<std::size_t>(r0 + r)];
+  std::vector<typename Model::value_type> logits;
+  typename Model::cache cache;
+  auto carried = model.make_state(1), next = model.make_state(1);
+  for (auto const* t : traces) {
+    train::batch b;  // inputs, targets (the next token) and the loss mask of one trace
+    b.add(t->tokens, t->loss_mask());
+    b.finish();
+    std::int64_t const len = b.seqs.tokens();
+    for (std::int64_t r0 = 0; r0 < len; r0 += slice) {
+      std::int64_t const rows = std::min(slice, len - r0);
+      logits.resize(static_cast<std::size_t>(rows * v));
+      model.forward(be, std::span<const std::int32_t>(b.inputs.data() + r0, static_cast<std::size_t>(rows)),
+                    sequences::from_lengths(std::vector<std::int64_t>{rows}), logits.data(), cache,
+                    r0 == 0 ? nullptr : &carried, &next);  // [rows, V]
+      std::swap(carried, next);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        if (b.mask[static_cast<std::size_t>(r0 + r)] != 0) {
+          ++total;
+          right += agent::detail::argmax(logits.data() + r * v, v) == b.targets[static_cast<std::size_t>(r0 + r)];
+        }
       }
     }
-    first = last;
   }
   return total > 0 ? static_cast<double>(right) / static_cast<double>(total) : 0;
 }
