@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     auto const model = sl::models::load_model<float>(outcome.model_file);
     sl::eval::sweep_config sweep;
     sweep.sizes = preset.sweep_sizes;
-    sweep.per_size = smoke ? 2 : 32;
+    sweep.per_size = smoke ? 2 : preset.sweep_episodes;
     sweep.teacher_forced = smoke ? 1 : 4;
     sweep.train_n = cfg.max_n;
     auto const result = sl::eval::length_sweep(be, model, task, sweep);

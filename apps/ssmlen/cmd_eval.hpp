@@ -28,14 +28,14 @@ inline void add_eval_command(CLI::App& app) {
   cmd->add_option("--checkpoint", o->checkpoint, "Model file written by `ssmlen train` (.safetensors)")->required();
   cmd->add_option("--sizes", o->sizes, "Sizes to test, e.g. 5,10,100,1000 (default: the task preset's)")
       ->delimiter(',');
-  cmd->add_option("--per-size", o->sweep.per_size, "Episodes per size");
+  cmd->add_option("--per-size", o->sweep.per_size, "Episodes per size (default: the task preset's)");
   cmd->add_option("--seed", o->sweep.seed, "Seed of the test instances");
   cmd->add_option("--batch", o->sweep.batch, "Episodes stepped together");
   cmd->add_option("--teacher-forced", o->sweep.teacher_forced, "Expert traces per size scored by teacher forcing");
   cmd->add_option("--task", o->task, "Task (default: the one stored in the checkpoint)");
   cmd->add_option("--out", o->out, "Write <out>.json, .csv, .svg (and .png with gnuplot)");
   cmd->add_flag("--json", o->json, "Print one JSON object on stdout instead of the table");
-  cmd->callback([o] {
+  cmd->callback([o, cmd] {
     auto const file = io::load_safetensors(o->checkpoint);
     auto const meta_task = file.metadata.find("ssmlen.task");
     std::string const task_name =
@@ -56,7 +56,11 @@ inline void add_eval_command(CLI::App& app) {
                                                            std::to_string(model.config().vocab) + " tokens but task '" +
                                                            task_name + "' has " + std::to_string(task.vocab().size()));
     auto cfg = o->sweep;
-    cfg.sizes = o->sizes.empty() ? train::preset_for(task_name).sweep_sizes : o->sizes;
+    auto const preset = train::preset_for(task_name);
+    cfg.sizes = o->sizes.empty() ? preset.sweep_sizes : o->sizes;
+    if (cmd->get_option("--per-size")->count() == 0) {
+      cfg.per_size = preset.sweep_episodes;
+    }
     auto const train_n = file.metadata.find("ssmlen.train_n");
     cfg.train_n = train_n != file.metadata.end() ? std::stoi(train_n->second) : 0;
     cfg.validate();

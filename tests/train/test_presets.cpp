@@ -18,6 +18,7 @@ TEST_CASE("presets: every task has a valid CPU preset with an honest validation 
     CHECK_NOTHROW(p.run.validate());
     CHECK(p.run.out == "runs/" + name);
     REQUIRE_FALSE(p.sweep_sizes.empty());
+    CHECK(p.sweep_episodes > 0);
     CHECK(std::is_sorted(p.sweep_sizes.begin(), p.sweep_sizes.end()));
     // Early stopping must not see a size the sweep reports.
     CHECK(std::find(p.sweep_sizes.begin(), p.sweep_sizes.end(), p.run.val_n) == p.sweep_sizes.end());

@@ -19,6 +19,7 @@ namespace ssmlen::train {
 struct task_preset {
   run_config run;                // training and validation defaults (run.task is the task)
   std::vector<int> sweep_sizes;  // what `ssmlen eval` reports by default: sizes past the training range
+  int sweep_episodes = 64;       // episodes per size by default
   std::string note;              // how this differs from the paper's setting, if it does
 };
 
@@ -64,6 +65,7 @@ inline task_preset preset_for(std::string_view task) {
     r.val_n = 7;  // validation at 7 disks, so the sweep skips 7
     r.val_episodes = 8;
     p.sweep_sizes = iterative ? std::vector<int>{6, 8, 9, 10, 11, 12} : std::vector<int>{6, 8, 9, 10};
+    p.sweep_episodes = 8;  // a 12-disk iterative episode is ~830k tokens
     p.note = iterative ? "trained on <= 6 disks (paper: <= 8)" : "trained on <= 6 disks (paper: <= 7)";
   }
   return p;
