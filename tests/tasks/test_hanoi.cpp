@@ -9,10 +9,12 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <set>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "../support/sampling_checks.hpp"
 
 using namespace ssmlen;
 using tasks::hanoi_instance;
@@ -236,45 +238,50 @@ TEST_CASE("hanoi: long random token streams never crash the tools and stay withi
 
 TEST_CASE("hanoi: sampling is deterministic per seed and draws distinct sizes from 1..100") {
   hanoi_iterative const task;
+  hanoi_recursive const rec;
   rng g1(7), g2(7);
   for (int i = 0; i < 10; ++i) {
     CHECK(task.sample(g1, 8) == task.sample(g2, 8));
+    CHECK(rec.sample(g1, 8) == task.sample(g2, 8));  // both variants draw the same towers
   }
   rng g(8);
-  std::set<std::size_t> counts;
-  std::set<int> seen;
-  for (int i = 0; i < 400; ++i) {
+  std::vector<std::int64_t> counts(8), sizes(100);
+  for (int i = 0; i < 8000; ++i) {
     auto const x = task.sample(g, 8);
-    counts.insert(x.disks.size());
+    ++counts[x.disks.size() - 1];                                                // n' ~ U{1..8}
     CHECK(std::is_sorted(x.disks.rbegin(), x.disks.rend()));                     // largest first, so bottom first
     CHECK(std::adjacent_find(x.disks.begin(), x.disks.end()) == x.disks.end());  // distinct
     for (auto d : x.disks) {
-      CHECK((d >= 1 && d <= 100));
-      seen.insert(d);
+      REQUIRE((d >= 1 && d <= 100));
+      ++sizes[static_cast<std::size_t>(d - 1)];  // every size equally likely
     }
   }
-  CHECK(counts == std::set<std::size_t>{1, 2, 3, 4, 5, 6, 7, 8});
-  CHECK(seen.size() > 90);
+  testing::check_uniform(counts);
+  testing::check_uniform(sizes);
   CHECK(task.sample_exact(g, 16).disks.size() == 16);
   CHECK(task.describe({{7, 5, 2}})["moves"] == 7);
 }
 
-TEST_CASE("hanoi: iterative traces grow as n 2^n (about 10 tokens per disk per move), recursive ones as 2^n") {
+TEST_CASE("hanoi: iterative traces grow as n 2^n, recursive ones as 2^n (exact lengths)") {
+  // Iterative: each of the 2^n - 1 moves copies the whole state, 10 tokens per disk
+  // (`[p1.read] (X) X' [p1.right] [p1.read] (d) d , [p1.right] [p1.right]`): (10 n + 38) 2^n - 7 n - 16 - (-1)^n
+  // tokens after the prompt, the last term from the parity pass, which reads two disks at a time.
+  // Recursive: no state is ever copied; each list L(i-1) is copied twice into Li, 11.5 tokens per token of L(i-1)
+  // (4 for the first copy, 6 for the marked second one, 6 per 4-token move for the walk back), and the lists add
+  // up to about twice the answer: 46 2^n - 19 n - 33 tokens.
   hanoi_iterative const it;
   hanoi_recursive const rec;
   rng g(9);
-  auto const per_move = [](auto const& task, hanoi_instance const& x) {
-    return static_cast<double>(task.expert(x).size() - task.prompt(x).size()) /
-           static_cast<double>(std::size_t{1} << x.disks.size());
+  auto const after_prompt = [](auto const& task, hanoi_instance const& x) {
+    return static_cast<std::int64_t>(task.expert(x).size() - task.prompt(x).size());
   };
-  double previous = per_move(it, it.sample_exact(g, 7));
-  for (int n = 8; n <= 11; ++n) {
-    double const now = per_move(it, it.sample_exact(g, n));
-    CHECK(now - previous == doctest::Approx(10.0).epsilon(0.05));  // one more disk: 10 more tokens per move
-    previous = now;
+  for (std::int64_t n = 1; n <= 12; ++n) {
+    CAPTURE(n);
+    auto const x = it.sample_exact(g, static_cast<int>(n));
+    auto const two_n = std::int64_t{1} << n;
+    CHECK(after_prompt(it, x) == (10 * n + 38) * two_n - 7 * n - 16 - (n % 2 == 0 ? 1 : -1));
+    CHECK(after_prompt(rec, x) == 46 * two_n - 19 * n - 33);
   }
-  CHECK(per_move(rec, rec.sample_exact(g, 8)) == doctest::Approx(per_move(rec, rec.sample_exact(g, 11))).epsilon(0.02));
-  CHECK(per_move(rec, rec.sample_exact(g, 11)) == doctest::Approx(46.0).epsilon(0.02));
 }
 
 TEST_CASE("hanoi: lookup tables learned from short towers solve 12 (iterative) and 10 (recursive) disks") {

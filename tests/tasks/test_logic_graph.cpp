@@ -1,6 +1,6 @@
 // The logical-graph task with a search memory: the documented trace, replays through the tool up to 1000 nodes,
 // checks, invalid actions, fuzz, the graph distribution (every node feeds the returned one), trace length, and the
-// locality of the format (25 tokens decide every model token).
+// locality of the format (a lookup table over 38 tokens learned from 10-node graphs evaluates 1000-node ones).
 #include <ssmlen/agent/episode.hpp>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/models/lookup_learner.hpp>
@@ -9,12 +9,14 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "../support/task_testing.hpp"
+#include "../support/sampling_checks.hpp"
 
 using namespace ssmlen;
 using tasks::logic_graph;
@@ -213,32 +215,113 @@ TEST_CASE("logic_graph: graphs are deterministic per seed, and every node feeds 
   CHECK(task.sample_exact(g, 1000).nodes() == 1000);
 }
 
-TEST_CASE("logic_graph: traces grow linearly, about 130 tokens per node (and 15 prompt tokens per node)") {
+TEST_CASE("logic_graph: sizes, operators, inputs, labels and line order follow the stated distributions") {
   logic_graph const task;
-  rng g(24);
-  for (int n : {250, 1000}) {
-    auto const x = task.sample_exact(g, n);
-    auto const prompt = static_cast<double>(task.prompt(x).size());
-    auto const per_node = (static_cast<double>(task.expert(x).size()) - prompt) / n;
-    CHECK(per_node == doctest::Approx(130.0).epsilon(0.03));
-    CHECK(prompt / n == doctest::Approx(15.0).epsilon(0.03));
+  rng g(26);
+  std::vector<std::int64_t> sizes(6), ops(4), inputs(2), hundreds(10), units(10), returned_at(8);
+  for (int i = 0; i < 6000; ++i) {
+    auto const x = task.sample(g, 10);  // 5..10 nodes, uniformly
+    ++sizes[static_cast<std::size_t>(x.nodes() - 5)];
+    for (auto const& gt : x.gates) {
+      ++ops[static_cast<std::size_t>(gt.op)];
+    }
+    for (auto b : x.inputs) {
+      ++inputs[b ? 1 : 0];
+    }
+    for (auto l : x.labels) {  // labels uniform over 0..999 (and distinct: checked above)
+      ++hundreds[static_cast<std::size_t>(l / 100)];
+      ++units[static_cast<std::size_t>(l % 10)];
+    }
+  }
+  for (int i = 0; i < 8000; ++i) {  // lines in uniformly random order: the returned gate's line anywhere
+    auto const x = task.sample_exact(g, 8);
+    auto const at = std::find(x.line_order.begin(), x.line_order.end(), 7) - x.line_order.begin();
+    ++returned_at[static_cast<std::size_t>(at)];
+  }
+  for (auto const* counts : {&sizes, &ops, &inputs, &hundreds, &units, &returned_at}) {
+    testing::check_uniform(*counts);
   }
 }
 
-TEST_CASE("logic_graph: 25 tokens decide every model token") {
-  // The longest reach: the gate's value line copies the gate's label from the start of its work line, 25 tokens
-  // back when both operands were looked up. A window of 25 never sees two continuations; 24 does.
+TEST_CASE("logic_graph: traces grow linearly: 130 n - 443 tokens after the prompt, +15 per descent through y") {
+  // Each gate is resolved in one visit of 84 tokens (77 for the returned gate, which has no link to find), and every
+  // gate but the returned one is first reached by a descent: 46 tokens through its parent's first operand, 61 when
+  // the parent's first operand already had a value. The oracle counts those descents with a plain recursive
+  // evaluation in the expert's order; the prompt is 15 tokens per gate line, 7 per input line and 6 for `return`.
   logic_graph const task;
-  models::lookup_learner<25> enough;
+  rng g(24);
+  std::int64_t through_y = 0;
+  for (int n : {5, 6, 7, 10, 10, 31, 250, 1000}) {
+    auto const x = task.sample_exact(g, n);
+    std::vector<char> known(static_cast<std::size_t>(n), 0);
+    known[0] = known[1] = known[2] = 1;
+    std::int64_t y_descents = 0;
+    auto const evaluate = [&](auto&& self, int u) -> void {
+      auto const& gt = x.gates[static_cast<std::size_t>(u - 3)];
+      if (!known[static_cast<std::size_t>(gt.x)]) {
+        self(self, gt.x);
+      }
+      if (!known[static_cast<std::size_t>(gt.y)]) {
+        ++y_descents;
+        self(self, gt.y);
+      }
+      known[static_cast<std::size_t>(u)] = 1;
+    };
+    evaluate(evaluate, n - 1);
+    auto const prompt = static_cast<std::int64_t>(task.prompt(x).size());
+    CHECK(prompt == 15 * n - 18);
+    CHECK(static_cast<std::int64_t>(task.expert(x).size()) - prompt == 130 * n - 443 + 15 * y_descents);
+    through_y += y_descents;
+  }
+  CHECK(through_y > 0);  // both kinds of descent occur
+}
+
+TEST_CASE("logic_graph: lookup_learner<38> learned from graphs of at most 10 nodes evaluates 1000-node graphs") {
+  // W = 38 is the format's longest reach: the value line `u = r` copies the gate's label from its work line, 38
+  // tokens back when both operands were looked up (`u : OP`, two searches of 7 tokens with their 7-token answers,
+  // the two values, r and <NL>). Labels are copied, so the tree answers them with copies of window positions, and
+  // 1000-node graphs, whose labels took other places in other contexts, need nothing more than 10-node ones.
+  logic_graph const task;
+  models::lookup_learner<38> learner;
+  models::lookup_learner<37> short_window;
+  rng g(1);
+  for (int i = 0; i < 200; ++i) {
+    auto const t = task.expert(task.sample(g, 10));
+    learner.learn(t);
+    short_window.learn(t);
+  }
+  CHECK(learner.conflicts() == 0);
+  rng h(77);
+  int solved = 0, total = 0;
+  for (int n : {5, 7, 10, 10, 20, 100, 1000, 1000, 1000}) {
+    auto const x = task.sample_exact(h, n);
+    auto const expert = task.expert(x);
+    auto const r = run(learner, task, x, 2 * static_cast<std::int64_t>(expert.size()));
+    solved += (r.finished() && task.check(x, r.output) && r.trace == expert) ? 1 : 0;
+    ++total;
+  }
+  CHECK(solved == total);
+  CHECK(learner.copies() > 0);    // the labels were copied ...
+  CHECK(learner.guesses() == 0);  // ... and every answer came from a leaf
+
+  // One token shorter, the value line cannot see the label it copies: no 10-node graph is evaluated, although no
+  // 37-token context was seen with two continuations (a context holding a label rarely repeats).
+  CHECK(short_window.conflicts() == 0);
+  int short_solved = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto const x = task.sample_exact(h, 10);
+    auto const r = run(short_window, task, x, 4 * static_cast<std::int64_t>(task.expert(x).size()));
+    short_solved += (r.finished() && task.check(x, r.output) && r.trace == task.expert(x)) ? 1 : 0;
+  }
+  CHECK(short_solved == 0);
+}
+
+TEST_CASE("logic_graph: a window of 24 tokens sees two continuations of one context") {
+  logic_graph const task;
   models::lookup_learner<24> too_short;
   rng g(25);
   for (int i = 0; i < 300; ++i) {
-    auto const t = task.expert(task.sample(g, 10));
-    enough.learn(t);
-    too_short.learn(t);
+    too_short.learn(task.expert(task.sample(g, 10)));
   }
-  CHECK(enough.conflicts() == 0);
   CHECK(too_short.conflicts() > 0);
-  // The learned table reproduces long graphs whose contexts it has seen whole only if it can copy a label it has
-  // never seen in that place: see docs/tasks.md for why the lookup learner does not yet generalize here.
 }

@@ -10,6 +10,7 @@
 
 using namespace ssmlen;
 using tools::calculator;
+using tools::calculator_limits;
 using tools::tool_reply_kind;
 
 static_assert(tools::tool<calculator>);
@@ -73,12 +74,13 @@ TEST_CASE("calculator: malformed prompts, <PAD>, unknown ids and exhausted limit
   CHECK_THROWS_AS(calculator(tasks::addition_tokens::base_vocab()), ssmlen::error);  // no [add] in the vocabulary
 }
 
-TEST_CASE("calculator: random token streams and prompts never crash") {
+TEST_CASE("calculator: long random token streams and prompts never crash and stay within the limits") {
   auto const v = tasks::addition_calculator::make_vocab();
-  calculator c(v, {.max_calls = 8, .max_stored = 100});
+  calculator_limits const limits{.max_calls = 8, .max_stored = 1000};
+  calculator c(v, limits);
   rng g(17);
-  std::int64_t observed = 0, invalid = 0;
-  for (int episode = 0; episode < 300; ++episode) {
+  std::int64_t observed = 0, invalid = 0, full = 0;
+  for (int episode = 0; episode < 200; ++episode) {
     std::vector<tools::token> prompt(static_cast<std::size_t>(g.uniform_int(0, 12)));
     for (auto& t : prompt) {
       t = static_cast<tools::token>(g.uniform_int(0, v.size()));
@@ -87,19 +89,25 @@ TEST_CASE("calculator: random token streams and prompts never crash") {
       prompt = tasks::addition_tokens::prompt(tasks::addition_operands::sample(g, 20));
     }
     c.reset(prompt);
-    for (int step = 0; step < 300; ++step) {  // goes on after invalid actions: the tool must stay sane
+    std::int64_t stored = 0;
+    for (int step = 0; step < 3000; ++step) {  // goes on after invalid actions: the tool must stay sane
       auto const r = c.feed(static_cast<tools::token>(g.uniform_int(-1, v.size())));
-      REQUIRE(c.calls() <= 8);
+      REQUIRE(c.calls() <= limits.max_calls);
+      stored += r.kind == tool_reply_kind::stored ? 1 : 0;
+      REQUIRE(stored <= limits.max_stored);
       if (r.kind == tool_reply_kind::invalid) {
         REQUIRE(!r.why.empty());
         ++invalid;
       }
+      REQUIRE(r.observation.size() <= 21);  // the digits of a sum of two numbers of at most 20 digits
       for (auto o : r.observation) {
         REQUIRE(tasks::addition_tokens::is_digit(o));
       }
       observed += r.kind == tool_reply_kind::observe ? 1 : 0;
     }
+    full += stored == limits.max_stored ? 1 : 0;
   }
   CHECK(observed > 100);
   CHECK(invalid > 100);
+  CHECK(full > 50);  // the streams were long enough to fill the memory
 }

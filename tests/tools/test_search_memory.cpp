@@ -155,6 +155,7 @@ TEST_CASE("search_memory: long random token streams never crash and match a plai
   lim.max_memory = 4000;
   lim.max_query = 8;
   lim.max_observation = 3000;
+  lim.max_observations = 40000;  // reached by some episodes
   tools::search_memory m(f.v, lim);
   rng g(11);
   std::int64_t searches = 0, invalids = 0;
@@ -180,6 +181,8 @@ TEST_CASE("search_memory: long random token streams never crash and match a plai
                            : static_cast<token>(g.uniform_int(4, f.v.size() - 1));
       auto const r = m.feed(t);
       CHECK(static_cast<std::int64_t>(m.memory().size()) <= lim.max_memory);
+      CHECK(static_cast<std::int64_t>(r.observation.size()) <= lim.max_observation);
+      CHECK(m.observations() <= lim.max_observations);
       if (r.kind == tool_reply_kind::invalid) {
         ++invalids;
         CHECK_FALSE(r.why.empty());

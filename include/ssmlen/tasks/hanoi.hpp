@@ -28,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ssmlen::tasks {
@@ -174,6 +175,57 @@ struct hanoi_common {
   };
 };
 
+//! What both variants share: the vocabulary and the tool's limits, sampling, the prompt, the move record and the
+//! exact-match check against Derived::solution(x).
+template <class Derived, class Tool>
+class hanoi_task {
+public:
+  using instance = hanoi_instance;
+  using tool_type = Tool;
+
+  [[nodiscard]] tools::vocab const& vocab() const { return vocab_; }
+  //! Training distribution: n' ~ U{1..n} disks.
+  [[nodiscard]] instance sample(rng& g, int n) const { return hanoi_common::sample(g, n); }
+  //! Test distribution: exactly n disks.
+  [[nodiscard]] instance sample_exact(rng& g, int n) const { return hanoi_common::tower(g, n); }
+  [[nodiscard]] nlohmann::json describe(instance const& x) const { return hanoi_common::describe(x); }
+  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const { return hanoi_common::prompt(x, equals_); }
+  [[nodiscard]] tool_type make_tool() const { return tool_type(vocab_, limits_); }
+  [[nodiscard]] bool check(instance const& x, std::span<const tools::token> out) const {
+    auto const want = static_cast<Derived const&>(*this).solution(x);
+    return std::equal(want.begin(), want.end(), out.begin(), out.end());
+  }
+
+protected:
+  hanoi_task(tools::vocab v, tools::pointer_memory_limits limits) : vocab_(std::move(v)), limits_(limits) {
+    for (int r = 0; r < 3; ++r) {
+      rods_[static_cast<std::size_t>(r)] = vocab_.id(std::string(1, static_cast<char>('A' + r)));
+    }
+    dollar_ = vocab_.id("$");
+    equals_ = vocab_.id("=");
+    ans_ = vocab_.id("[ANS]");
+    eos_ = vocab_.id("<EOS>");
+  }
+
+  //! Appends the record `(d) X Y $` of move m of tower x.
+  void put_move(std::vector<tools::token>& out, instance const& x, hanoi_move const& m) const {
+    auto const n = x.disks.size();
+    out.push_back(hanoi_common::disk(x.disks[n - static_cast<std::size_t>(m.rank)]));
+    out.push_back(rods_[static_cast<std::size_t>(m.from)]);
+    out.push_back(rods_[static_cast<std::size_t>(m.to)]);
+    out.push_back(dollar_);
+  }
+  //! A trace writer over a fresh tool, the prompt of x already recorded.
+  [[nodiscard]] hanoi_common::writer<Tool> writer_for(instance const& x, std::size_t reserve) const {
+    return hanoi_common::writer<Tool>(make_tool(), prompt(x), ans_, reserve);
+  }
+
+  tools::vocab vocab_;
+  tools::pointer_memory_limits limits_;
+  std::array<tools::token, 3> rods_{};  // A B C
+  tools::token dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0;
+};
+
 //! Iterative Tower of Hanoi with one pointer, as specified in docs/tasks.md.
 //!
 //! A state is `H X1 (d1) , X2 (d2) , .. Xn (dn) , |`, smallest disk first: H is the smallest disk's cycle (`>`
@@ -181,25 +233,17 @@ struct hanoi_common {
 //! moved last and every larger one. Odd moves move the smallest disk along its cycle; even moves move the
 //! first disk (from the top) whose rod differs from the one above it, to the third rod. The case marks tell a
 //! copy, one entry at a time, whether the move is still ahead, and tell the next step which kind of move it is.
-class hanoi_iterative {
+class hanoi_iterative : public hanoi_task<hanoi_iterative, tools::pointer_memory<1>> {
 public:
-  using instance = hanoi_instance;
-  using tool_type = tools::pointer_memory<1>;
-
-  explicit hanoi_iterative(tools::pointer_memory_limits limits = {}) : vocab_(make_vocab()), limits_(limits) {
+  explicit hanoi_iterative(tools::pointer_memory_limits limits = {}) : hanoi_task(make_vocab(), limits) {
     p_ = hanoi_common::pointer_ids::of(vocab_, 0);
     for (int r = 0; r < 3; ++r) {
-      upper_[static_cast<std::size_t>(r)] = vocab_.id(std::string(1, static_cast<char>('A' + r)));
       lower_[static_cast<std::size_t>(r)] = vocab_.id(std::string(1, static_cast<char>('a' + r)));
     }
     forward_ = vocab_.id(">");
     backward_ = vocab_.id("<");
     bar_ = vocab_.id("|");
     comma_ = vocab_.id(",");
-    dollar_ = vocab_.id("$");
-    equals_ = vocab_.id("=");
-    ans_ = vocab_.id("[ANS]");
-    eos_ = vocab_.id("<EOS>");
   }
 
   //! <PAD>, (1)..(100) (ids 1..100), A B C $ = [ANS] <EOS> [NIL], then a b c > < , | and [p1.*].
@@ -216,14 +260,6 @@ public:
   }
 
   [[nodiscard]] std::string name() const { return "hanoi_iterative"; }
-  [[nodiscard]] tools::vocab const& vocab() const { return vocab_; }
-  //! Training distribution: n' ~ U{1..n} disks.
-  [[nodiscard]] instance sample(rng& g, int n) const { return hanoi_common::sample(g, n); }
-  //! Test distribution: exactly n disks.
-  [[nodiscard]] instance sample_exact(rng& g, int n) const { return hanoi_common::tower(g, n); }
-  [[nodiscard]] nlohmann::json describe(instance const& x) const { return hanoi_common::describe(x); }
-  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const { return hanoi_common::prompt(x, equals_); }
-  [[nodiscard]] tool_type make_tool() const { return tool_type(vocab_, limits_); }
 
   //! The output stream of a correct episode: the initial state, then every move's record and the state after
   //! it, computed from the recursive solution (independently of the expert's procedure).
@@ -238,7 +274,7 @@ public:
       out.push_back(header);
       for (int k = 1; k <= n; ++k) {
         auto const r = static_cast<std::size_t>(rod[static_cast<std::size_t>(k - 1)]);
-        out.push_back(k >= moved ? lower_[r] : upper_[r]);
+        out.push_back(k >= moved ? lower_[r] : rods_[r]);
         out.push_back(hanoi_common::disk(x.disks[static_cast<std::size_t>(n - k)]));
         out.push_back(comma_);
       }
@@ -246,35 +282,28 @@ public:
     };
     state(n + 1);
     for (auto const& m : hanoi_solution(n)) {
-      out.push_back(hanoi_common::disk(x.disks[static_cast<std::size_t>(n - m.rank)]));
-      out.push_back(upper_[static_cast<std::size_t>(m.from)]);
-      out.push_back(upper_[static_cast<std::size_t>(m.to)]);
-      out.push_back(dollar_);
+      put_move(out, x, m);
       rod[static_cast<std::size_t>(m.rank - 1)] = m.to;
       state(m.rank);
     }
     return out;
-  }
-  [[nodiscard]] bool check(instance const& x, std::span<const tools::token> out) const {
-    auto const want = solution(x);
-    return std::equal(want.begin(), want.end(), out.begin(), out.end());
   }
 
   //! The expert episode (docs/tasks.md), written by driving a real tool.
   [[nodiscard]] tools::trace expert(instance const& x) const {
     hanoi_common::validate(x);
     auto const n = static_cast<int>(x.disks.size());
-    hanoi_common::writer<tool_type> w(make_tool(), prompt(x), ans_, trace_reserve(n));
+    auto w = writer_for(x, trace_reserve(n));
     auto const rod_of = [&](tools::token t) {
       for (std::size_t r = 0; r < 3; ++r) {
-        if (t == upper_[r] || t == lower_[r]) {
+        if (t == rods_[r] || t == lower_[r]) {
           return static_cast<int>(r);
         }
       }
       return -1;
     };
-    auto const is_upper = [&](tools::token t) { return std::find(upper_.begin(), upper_.end(), t) != upper_.end(); };
-    auto const up = [&](int r) { return upper_[static_cast<std::size_t>(r)]; };
+    auto const is_upper = [&](tools::token t) { return std::find(rods_.begin(), rods_.end(), t) != rods_.end(); };
+    auto const up = [&](int r) { return rods_[static_cast<std::size_t>(r)]; };
     auto const low = [&](int r) { return lower_[static_cast<std::size_t>(r)]; };
 
     // 1. Parity pass: two disks at a time from the top; landing on '=' means an even number of disks. The
@@ -406,11 +435,9 @@ private:
     return moves * (11 * static_cast<std::size_t>(n) + 40) + 16 * static_cast<std::size_t>(n) + 64;
   }
 
-  tools::vocab vocab_;
-  tools::pointer_memory_limits limits_;
   hanoi_common::pointer_ids p_{};
-  std::array<tools::token, 3> upper_{}, lower_{};
-  tools::token forward_ = 0, backward_ = 0, bar_ = 0, comma_ = 0, dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0;
+  std::array<tools::token, 3> lower_{};  // a b c
+  tools::token forward_ = 0, backward_ = 0, bar_ = 0, comma_ = 0;
 };
 
 //! Recursive Tower of Hanoi with two pointers, as specified in docs/tasks.md.
@@ -419,22 +446,12 @@ private:
 //! `(di) A C $`, then L(i-1) with A and B swapped (L1 = `(d1) A C $`). p1 stands on disk i, p2 walks L(i-1).
 //! The second copy marks every read with a step of p1 out and back, so the swap of each written rod is told
 //! by the few tokens before it. The answer is Ln, then `#`.
-class hanoi_recursive {
+class hanoi_recursive : public hanoi_task<hanoi_recursive, tools::pointer_memory<2>> {
 public:
-  using instance = hanoi_instance;
-  using tool_type = tools::pointer_memory<2>;
-
-  explicit hanoi_recursive(tools::pointer_memory_limits limits = {}) : vocab_(make_vocab()), limits_(limits) {
+  explicit hanoi_recursive(tools::pointer_memory_limits limits = {}) : hanoi_task(make_vocab(), limits) {
     p1_ = hanoi_common::pointer_ids::of(vocab_, 0);
     p2_ = hanoi_common::pointer_ids::of(vocab_, 1);
-    for (int r = 0; r < 3; ++r) {
-      rods_[static_cast<std::size_t>(r)] = vocab_.id(std::string(1, static_cast<char>('A' + r)));
-    }
     hash_ = vocab_.id("#");
-    dollar_ = vocab_.id("$");
-    equals_ = vocab_.id("=");
-    ans_ = vocab_.id("[ANS]");
-    eos_ = vocab_.id("<EOS>");
   }
 
   //! <PAD>, (1)..(100) (ids 1..100), A B C $ = [ANS] <EOS> [NIL], then # and [p1.*] [p2.*].
@@ -451,12 +468,6 @@ public:
   }
 
   [[nodiscard]] std::string name() const { return "hanoi_recursive"; }
-  [[nodiscard]] tools::vocab const& vocab() const { return vocab_; }
-  [[nodiscard]] instance sample(rng& g, int n) const { return hanoi_common::sample(g, n); }
-  [[nodiscard]] instance sample_exact(rng& g, int n) const { return hanoi_common::tower(g, n); }
-  [[nodiscard]] nlohmann::json describe(instance const& x) const { return hanoi_common::describe(x); }
-  [[nodiscard]] std::vector<tools::token> prompt(instance const& x) const { return hanoi_common::prompt(x, equals_); }
-  [[nodiscard]] tool_type make_tool() const { return tool_type(vocab_, limits_); }
 
   //! The output stream of a correct episode: every move of the solution as `(d) X Y $`, then `#`.
   [[nodiscard]] std::vector<tools::token> solution(instance const& x) const {
@@ -465,17 +476,10 @@ public:
     std::vector<tools::token> out;
     out.reserve(4 * ((std::size_t{1} << n) - 1) + 1);
     for (auto const& m : hanoi_solution(n)) {
-      out.push_back(hanoi_common::disk(x.disks[static_cast<std::size_t>(n - m.rank)]));
-      out.push_back(rods_[static_cast<std::size_t>(m.from)]);
-      out.push_back(rods_[static_cast<std::size_t>(m.to)]);
-      out.push_back(dollar_);
+      put_move(out, x, m);
     }
     out.push_back(hash_);
     return out;
-  }
-  [[nodiscard]] bool check(instance const& x, std::span<const tools::token> out) const {
-    auto const want = solution(x);
-    return std::equal(want.begin(), want.end(), out.begin(), out.end());
   }
 
   //! The expert episode (docs/tasks.md), written by driving a real tool.
@@ -483,7 +487,7 @@ public:
     hanoi_common::validate(x);
     auto const n = static_cast<int>(x.disks.size());
     auto const moves = (std::size_t{1} << n) - 1;
-    hanoi_common::writer<tool_type> w(make_tool(), prompt(x), ans_, 48 * moves + 64 * static_cast<std::size_t>(n));
+    auto w = writer_for(x, 48 * moves + 64 * static_cast<std::size_t>(n));
     auto const a = rods_[0], b = rods_[1], c = rods_[2];
     auto const swap_bc = [&](tools::token t) { return t == b ? c : t == c ? b : t; };
     auto const swap_ab = [&](tools::token t) { return t == a ? b : t == b ? a : t; };
@@ -555,11 +559,8 @@ public:
   }
 
 private:
-  tools::vocab vocab_;
-  tools::pointer_memory_limits limits_;
   hanoi_common::pointer_ids p1_{}, p2_{};
-  std::array<tools::token, 3> rods_{};
-  tools::token hash_ = 0, dollar_ = 0, equals_ = 0, ans_ = 0, eos_ = 0;
+  tools::token hash_ = 0;
 };
 
 static_assert(task_env<hanoi_iterative>);
