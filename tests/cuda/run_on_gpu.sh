@@ -5,7 +5,11 @@
 # Usage from the repository root: tests/cuda/run_on_gpu.sh [benchmark filter]
 # SSMLEN_GPU_SUITES picks what runs (default "scan layers model bench"): scan = test_selective_scan.cu, layers =
 # test_layers.cu (GEMM, RMSNorm, cross-entropy, AdamW, embedding, conv1d), model = test_model.cu (Mamba block and
-# language model against the host), bench = bench_scan_cuda.cu, train_bench = bench_train_cuda.cu (training steps).
+# language model against the host), bench = bench_scan_cuda.cu, train_bench = bench_train_cuda.cu (training steps),
+# train_example = examples/04_train_cuda.cu: its smoke run, then the addition headline trained on the GPU for each seed
+# of SSMLEN_TRAIN_SEEDS (default "1 2 3 4 5", full schedule) and swept to 1000 digits; per seed $OUT gets
+# train_example_seed<s>.log (progress, timings, sweep table) and train_example_seed<s>/ (model, sweep.json/csv/svg).
+# SSMLEN_GPU_CHECKERS=0 skips the memory, race and initialization checkers.
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
 suites=" ${SSMLEN_GPU_SUITES:-scan layers model bench} "
@@ -29,6 +33,10 @@ if has train_bench; then
   nvcc "${nvcc_flags[@]}" bench/bench_train_cuda.cu -o /tmp/bench_train_cuda -lcublas -lbenchmark_main -lbenchmark \
     -lpthread >"$out/build_train_bench.txt" 2>&1 &
 fi
+if has train_example; then
+  nvcc "${nvcc_flags[@]}" examples/04_train_cuda.cu -o /tmp/04_train_cuda -lcublas \
+    >"$out/build_train_example.txt" 2>&1 &
+fi
 if has bench; then
   nvcc "${nvcc_flags[@]}" bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread \
     >"$out/build_bench.txt" 2>&1 &
@@ -41,6 +49,7 @@ grep -E "error" "$out"/build_*.txt && exit 1
 test_and_check() {
   local name=$1 program=$2 small=$3
   "$program" 2>&1 | tee "$out/$name.log" | tail -4
+  [[ "${SSMLEN_GPU_CHECKERS:-1}" == 0 ]] && return
   compute-sanitizer --tool memcheck --leak-check full "$program" -tc="$small" >"$out/$name.memcheck.log" 2>&1
   echo "$name memcheck rc=$?: $(grep -E 'ERROR SUMMARY' "$out/$name.memcheck.log")"
   compute-sanitizer --tool racecheck "$program" -tc="$small" >"$out/$name.racecheck.log" 2>&1
@@ -62,6 +71,17 @@ fi
 if has train_bench; then
   /tmp/bench_train_cuda >"$out/train_bench.log" 2>&1
   grep -E "^bm_train_step" "$out/train_bench.log" | cut -c1-250
+fi
+if has train_example; then
+  /tmp/04_train_cuda --smoke >"$out/train_example_smoke.log" 2>&1
+  echo "train_example smoke rc=$?"
+  for seed in ${SSMLEN_TRAIN_SEEDS:-1 2 3 4 5}; do
+    log="$out/train_example_seed$seed.log"
+    # shellcheck disable=SC2086  # SSMLEN_TRAIN_ARGS: extra options, e.g. "--delta-min 0.02 --sizes 100,1000"
+    /tmp/04_train_cuda --seed "$seed" ${SSMLEN_TRAIN_ARGS:-} --out "$out/train_example_seed$seed" >"$log" 2>&1
+    echo "train_example seed $seed rc=$?: $(grep -E '^trained' "$log" | cut -c1-200)"
+    grep -E "^summary" "$log"
+  done
 fi
 if has bench; then
   /tmp/bench_scan_cuda --benchmark_filter="${1:-.}" --benchmark_min_time=0.3s >"$out/bench.log" 2>&1
