@@ -39,7 +39,12 @@
 #include <string>
 #include <vector>
 
+#include "../support/cuda_testing.hpp"
+
 namespace {
+
+using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::rel_error;
 
 namespace lc = ssmlen::layers::cuda;
 using ssmlen::backends::device_buffer;
@@ -48,16 +53,6 @@ using ssmlen::ops::trans;
 constexpr double fp32_tol = 1e-5;
 constexpr double bf16_tol = 1e-2;
 constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
-
-bool gpu_or_skip() {
-  static bool const present = ssmlen::backends::cuda_device_available();
-  static bool said = false;
-  if (!present && !said) {
-    std::printf("test_layers: no CUDA device, GPU cases skipped\n");
-    said = true;
-  }
-  return present;
-}
 
 std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
   ssmlen::rng g(seed);
@@ -88,20 +83,6 @@ device_buffer<float> poisoned(std::size_t n) {
   device_buffer<float> b(n);
   fill_nan(b);
   return b;
-}
-
-//! ‖gpu − ref‖₂ / ‖ref‖₂, or infinity when any element is not finite (a poisoned element was never written).
-double rel_error(std::vector<float> const& gpu, std::vector<double> const& ref) {
-  REQUIRE(gpu.size() == ref.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < gpu.size(); ++i) {
-    if (!std::isfinite(gpu[i])) {
-      return std::numeric_limits<double>::infinity();
-    }
-    num += (gpu[i] - ref[i]) * (gpu[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 bool same_bits(std::vector<float> const& a, std::vector<float> const& b) {

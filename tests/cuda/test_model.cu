@@ -44,7 +44,12 @@
 #include <string>
 #include <vector>
 
+#include "../support/cuda_testing.hpp"
+
 namespace {
+
+using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::rel_error;
 
 namespace lc = ssmlen::layers::cuda;
 namespace mc = ssmlen::models::cuda;
@@ -54,36 +59,6 @@ template <class T>
 using host_model = ssmlen::models::mamba_lm<T, ssmlen::scan::recurrent>;
 
 constexpr double tol = 1e-4;  // norm-wise relative, per tensor
-
-bool gpu_or_skip() {
-  static bool const present = ssmlen::backends::cuda_device_available();
-  static bool said = false;
-  if (!present && !said) {
-    std::printf("test_model: no CUDA device, GPU cases skipped\n");
-    said = true;
-  }
-  return present;
-}
-
-//! ‖got − want‖₂ / ‖want‖₂, or infinity when any element of got is not finite (it was never written).
-template <class A, class B>
-double rel_error(A const* got, B const* want, std::int64_t n) {
-  double num = 0, den = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(static_cast<double>(got[i]))) {
-      return std::numeric_limits<double>::infinity();
-    }
-    double const diff = static_cast<double>(got[i]) - static_cast<double>(want[i]);
-    num += diff * diff;
-    den += static_cast<double>(want[i]) * static_cast<double>(want[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-double rel_error(std::vector<float> const& got, std::vector<float> const& want) {
-  REQUIRE(got.size() == want.size());
-  return rel_error(got.data(), want.data(), static_cast<std::int64_t>(got.size()));
-}
 
 std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
   ssmlen::rng g(seed);

@@ -25,20 +25,15 @@
 #include <string>
 #include <vector>
 
+#include "../support/cuda_testing.hpp"
+
 namespace {
+
+using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::rel_error;
 
 namespace sc = ssmlen::scan::cuda;
 using ssmlen::backends::device_buffer;
-
-bool gpu_or_skip() {
-  static bool const present = ssmlen::backends::cuda_device_available();
-  static bool said = false;
-  if (!present && !said) {
-    std::printf("test_selective_scan: no CUDA device, GPU cases skipped\n");
-    said = true;
-  }
-  return present;
-}
 
 struct shape {
   std::vector<std::int64_t> lengths;
@@ -187,20 +182,6 @@ struct device_run {
              dd.data(), d_init.data()};
   }
 };
-
-//! ‖gpu − ref‖₂ / ‖ref‖₂, or infinity when any element is not finite (a poisoned element was never written).
-double rel_error(std::vector<float> const& gpu, std::vector<double> const& ref) {
-  REQUIRE(gpu.size() == ref.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < gpu.size(); ++i) {
-    if (!std::isfinite(gpu[i])) {
-      return std::numeric_limits<double>::infinity();
-    }
-    num += (gpu[i] - ref[i]) * (gpu[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 //! The N valid columns of a [T, ld] matrix; the padding columns must still hold the NaN poison.
 std::vector<float> valid_columns(std::vector<float> const& m, std::int64_t tokens, std::int64_t ns, std::int64_t ld) {
