@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "../support/task_testing.hpp"
 #include "../support/sampling_checks.hpp"
+#include "../support/task_testing.hpp"
 
 using namespace ssmlen;
 using tasks::multiplication;
