@@ -36,6 +36,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
+#include <ssmlen/ops/cuda/kernel_support.cuh>
 #include <ssmlen/scan/cuda/warp_reduce_scatter.cuh>
 #include <ssmlen/scan/policy.hpp>
 #include <ssmlen/scan/selective_scan.hpp>
@@ -740,8 +741,6 @@ __global__ void reduce_params_kernel(T const* partial_da, T const* partial_dd, s
 // ---------------------------------------------------------------------------------------------------------------
 // Host side: checks, workspace layout, launches.
 
-inline std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
-
 //! Workspace pieces (byte offsets), for the forward (ck_offsets) and the backward (all).
 struct workspace_layout {
   std::size_t ck_offsets = 0, partial_bc = 0, partial_da = 0, partial_dd = 0, forward_bytes = 0, backward_bytes = 0;
@@ -749,11 +748,12 @@ struct workspace_layout {
   workspace_layout(device_sequences const& seqs, std::int64_t channels, std::int64_t states) {
     auto const count = static_cast<std::size_t>(seqs.count), ed = static_cast<std::size_t>(channels);
     auto const ns = static_cast<std::size_t>(states), groups = (ed + lanes - 1) / lanes;
-    partial_bc = align_up((count + 1) * sizeof(std::int64_t));
+    partial_bc = ops::cuda::align_bytes((count + 1) * sizeof(std::int64_t));
     forward_bytes = partial_bc;
-    partial_da = partial_bc + align_up(groups * 2 * ns * static_cast<std::size_t>(seqs.tokens) * sizeof(float));
-    partial_dd = partial_da + align_up(count * ns * ed * sizeof(float));
-    backward_bytes = partial_dd + align_up(count * ed * sizeof(float));
+    partial_da =
+        partial_bc + ops::cuda::align_bytes(groups * 2 * ns * static_cast<std::size_t>(seqs.tokens) * sizeof(float));
+    partial_dd = partial_da + ops::cuda::align_bytes(count * ns * ed * sizeof(float));
+    backward_bytes = partial_dd + ops::cuda::align_bytes(count * ed * sizeof(float));
   }
 };
 
@@ -788,35 +788,6 @@ inline std::int64_t block_count(std::int64_t seqs, std::int64_t groups) {
   return blocks;
 }
 
-//! Holds the workspace: the caller's, or one allocated on the stream for this call.
-class scratch {
-public:
-  scratch(void* given, std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (given != nullptr || bytes == 0) {
-      ptr_ = static_cast<char*>(given);
-    } else {
-      cuda_check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), bytes, stream), "cudaMallocAsync");
-      owned_ = true;
-    }
-  }
-  scratch(scratch const&) = delete;
-  scratch& operator=(scratch const&) = delete;
-  ~scratch() {
-    if (owned_) {
-      cudaFreeAsync(ptr_, stream_);
-    }
-  }
-  template <class T>
-  [[nodiscard]] T* at(std::size_t offset) const {
-    return reinterpret_cast<T*>(ptr_ + offset);
-  }
-
-private:
-  char* ptr_ = nullptr;
-  cudaStream_t stream_;
-  bool owned_ = false;
-};
-
 inline forward_params make_forward_params(device_sequences const& seqs, selective_scan_args<float> const& a,
                                           std::int64_t const* ck_offsets, std::int64_t channels_per_block, float* y,
                                           float* checkpoints, float* final_state) {
@@ -834,22 +805,17 @@ inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t
   cuda_check_launch("checkpoint_offsets_kernel");
 }
 
-inline unsigned grid_for(std::int64_t items) {
-  std::int64_t const blocks = (items + 255) / 256;
-  return static_cast<unsigned>(blocks < 4096 ? blocks : 4096);  // grid-stride loops cover the rest
-}
-
 inline void launch_reductions(backward_params const& p, selective_scan_grads<float> const& g, std::int64_t bc_groups,
                               std::int64_t seqs, cudaStream_t stream) {
   std::int64_t const bc_total = 2 * p.f.ns * p.tokens;
   if (bc_total > 0) {
-    reduce_bc_kernel<float>
-        <<<grid_for(bc_total), 256, 0, stream>>>(p.partial_bc, bc_groups, p.f.ns, p.tokens, g.db, g.dc, g.ld_dbc);
+    reduce_bc_kernel<float><<<ops::cuda::grid_blocks(bc_total, 256, 4096), 256, 0, stream>>>(
+        p.partial_bc, bc_groups, p.f.ns, p.tokens, g.db, g.dc, g.ld_dbc);
     cuda_check_launch("reduce_bc_kernel");
   }
   std::int64_t const size = p.f.ns * p.f.ed;
-  reduce_params_kernel<float>
-      <<<grid_for(size + p.f.ed), 256, 0, stream>>>(p.partial_da, p.partial_dd, seqs, size, p.f.ed, g.da, g.dd);
+  reduce_params_kernel<float><<<ops::cuda::grid_blocks(size + p.f.ed, 256, 4096), 256, 0, stream>>>(
+      p.partial_da, p.partial_dd, seqs, size, p.f.ed, g.da, g.dd);
   cuda_check_launch("reduce_params_kernel");
 }
 
@@ -893,7 +859,7 @@ void selective_scan_forward(block_parallel<W, I>, backends::cuda const& be, devi
                             void* workspace = nullptr) {
   detail::check_forward_args(seqs, a, y);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
-  detail::scratch ws(workspace, layout.forward_bytes, be.stream);
+  ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, block_parallel<W, I>::chunk, ck_offsets, be.stream);
   auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state);
@@ -914,7 +880,7 @@ void selective_scan_backward(block_parallel<W, I>, backends::cuda const& be, dev
                              selective_scan_grads<float> const& g, void* workspace = nullptr) {
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
-  detail::scratch ws(workspace, layout.backward_bytes, be.stream);
+  ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, block_parallel<W, I>::chunk, ck_offsets, be.stream);
   detail::backward_params p{detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, nullptr, nullptr, nullptr),
@@ -947,7 +913,7 @@ inline void selective_scan_forward(recurrent, backends::cuda const& be, device_s
                                    float* final_state, void* workspace = nullptr) {
   detail::check_forward_args(seqs, a, y);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
-  detail::scratch ws(workspace, layout.forward_bytes, be.stream);
+  ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, recurrent::checkpoint_interval, ck_offsets, be.stream);
   auto const p =
@@ -970,7 +936,7 @@ inline void selective_scan_backward(recurrent, backends::cuda const& be, device_
                                     selective_scan_grads<float> const& g, void* workspace = nullptr) {
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
-  detail::scratch ws(workspace, layout.backward_bytes, be.stream);
+  ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, recurrent::checkpoint_interval, ck_offsets, be.stream);
   detail::backward_params p{
