@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "cuda_event_timing.cuh"
+
 namespace {
 
 namespace sc = ssmlen::scan::cuda;
@@ -191,25 +193,10 @@ double copy_rate() {
     std::size_t const bytes = std::size_t{1} << 30;
     device_buffer<char> src(bytes), dst(bytes);
     src.fill_bytes(0x3C);
-    cudaEvent_t start = nullptr, stop = nullptr;
-    cuda_check(cudaEventCreate(&start), "cudaEventCreate");
-    cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
-    std::vector<double> seconds;
-    for (int i = 0; i < 13; ++i) {
-      cuda_check(cudaEventRecord(start), "cudaEventRecord");
+    double const median = median_event_seconds(nullptr, [&] {
       cuda_check(cudaMemcpyAsync(dst.data(), src.data(), bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync");
-      cuda_check(cudaEventRecord(stop), "cudaEventRecord");
-      cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-      float ms = 0;
-      cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-      if (i >= 3) {
-        seconds.push_back(ms * 1e-3);
-      }
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    std::sort(seconds.begin(), seconds.end());
-    return 2.0 * double(bytes) / seconds[seconds.size() / 2];
+    });
+    return 2.0 * double(bytes) / median;
   }();
   return rate;
 }

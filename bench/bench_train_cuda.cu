@@ -34,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include "cuda_event_timing.cuh"
+
 namespace {
 
 using ssmlen::backends::cuda_check;
@@ -59,12 +61,7 @@ double gemm_rate(gemm_precision p) {
   b16.fill_bytes(0x3C);
   ssmlen::backends::cuda_stream stream;
   ssmlen::backends::blas_handle h(stream.backend());
-  cudaEvent_t start = nullptr, stop = nullptr;
-  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
-  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
-  std::vector<double> seconds;
-  for (int i = 0; i < 13; ++i) {
-    cuda_check(cudaEventRecord(start, stream.get()), "cudaEventRecord");
+  double const seconds = median_event_seconds(stream.get(), [&] {
     if (p == gemm_precision::bf16) {  // bf16 operands: the matrix units' own rate, no conversion in the timing
       ssmlen::backends::gemm(h, ssmlen::ops::trans::n, ssmlen::ops::trans::t, n, n, n, 1.0f, a16.data(), n, b16.data(),
                              n, 0.0f, c.data(), n);
@@ -72,18 +69,8 @@ double gemm_rate(gemm_precision p) {
       ssmlen::backends::gemm(h, ssmlen::ops::trans::n, ssmlen::ops::trans::t, n, n, n, 1.0f, a.data(), n, b.data(), n,
                              0.0f, c.data(), n, p);
     }
-    cuda_check(cudaEventRecord(stop, stream.get()), "cudaEventRecord");
-    cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    if (i >= 3) {
-      seconds.push_back(ms * 1e-3);
-    }
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(seconds.begin(), seconds.end());
-  double const rate = 2.0 * double(n) * double(n) * double(n) / seconds[seconds.size() / 2];
+  });
+  double const rate = 2.0 * double(n) * double(n) * double(n) / seconds;
   rates[p] = rate;
   return rate;
 }
