@@ -1,8 +1,9 @@
 // Helpers shared by the task tests: run a policy on an instance with the task's own tool, replay an expert trace,
-// render a trace in the protocol's notation, and extract a trace's output stream.
+// render a trace in the protocol's notation, extract a trace's output stream, and draw fuzzing tokens.
 #pragma once
 
 #include <ssmlen/agent/episode.hpp>
+#include <ssmlen/core/rng.hpp>
 #include <ssmlen/tools/protocol.hpp>
 
 #include <cstdint>
@@ -46,6 +47,13 @@ inline std::vector<tools::token> output_of(tools::trace const& t) {
     }
   }
   return out;
+}
+
+//! A token for fuzzing a tool: almost always a vocabulary id other than <PAD> (0), now and then (1 in 500) one in
+//! [-1, vocab] that may lie outside the vocabulary.
+inline tools::token fuzz_token(rng& g, std::int64_t vocab) {
+  return g.uniform() < 0.002f ? static_cast<tools::token>(g.uniform_int(-1, vocab))
+                              : static_cast<tools::token>(g.uniform_int(1, vocab - 1));
 }
 
 }  // namespace ssmlen::testing

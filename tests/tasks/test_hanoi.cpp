@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../support/sampling_checks.hpp"
+#include "../support/task_testing.hpp"
 
 using namespace ssmlen;
 using tasks::hanoi_instance;
@@ -217,9 +218,7 @@ TEST_CASE("hanoi: long random token streams never crash the tools and stay withi
               tools::tool_reply_kind::accepted);
     }
     for (int step = 0; step < 4000; ++step) {
-      auto const t = g.uniform() < 0.002f ? static_cast<tools::token>(g.uniform_int(-1, task.vocab().size()))
-                                          : static_cast<tools::token>(g.uniform_int(1, task.vocab().size() - 1));
-      auto const r = tool.feed(t);
+      auto const r = tool.feed(testing::fuzz_token(g, task.vocab().size()));
       CHECK(static_cast<std::int64_t>(tool.memory().size()) <= lim.max_memory);
       if (r.kind == tools::tool_reply_kind::invalid) {
         CHECK_FALSE(r.why.empty());

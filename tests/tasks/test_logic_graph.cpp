@@ -162,9 +162,7 @@ TEST_CASE("logic_graph: long random token streams never crash the tool and stay 
     auto tool = task.make_tool();
     tool.reset(task.prompt(task.sample_exact(g, 20)));
     for (int step = 0; step < 5000; ++step) {
-      auto const t = g.uniform() < 0.002f ? static_cast<tools::token>(g.uniform_int(-1, task.vocab().size()))
-                                          : static_cast<tools::token>(g.uniform_int(1, task.vocab().size() - 1));
-      auto const r = tool.feed(t);
+      auto const r = tool.feed(testing::fuzz_token(g, task.vocab().size()));
       CHECK(static_cast<std::int64_t>(tool.memory().size()) <= lim.max_memory);
       if (r.kind == tools::tool_reply_kind::invalid) {
         CHECK_FALSE(r.why.empty());
