@@ -279,6 +279,23 @@ inline void check_conv(device_sequences const& seqs, conv1d_weights const& w, st
   check(w.weight != nullptr && w.bias != nullptr, "conv1d (cuda): weight and bias must be device pointers");
 }
 
+//! What forward and backward both pass their kernels: the sequences, the weights, the input and the initial state.
+inline conv_params<float> input_params(device_sequences const& seqs, conv1d_weights const& w, float const* x,
+                                       std::int64_t ldx, float const* init_state) {
+  conv_params<float> p{};
+  p.offsets = seqs.offsets;
+  p.count = seqs.count;
+  p.tokens = seqs.tokens;
+  p.channels = w.channels;
+  p.width = w.width;
+  p.weight = w.weight;
+  p.bias = w.bias;
+  p.x = x;
+  p.init = init_state;
+  p.ldx = ldx;
+  return p;
+}
+
 template <class Kernel4, class Kernel1>
 void launch_by_width(bool vec4, std::int64_t tokens, std::int64_t channels, cudaStream_t stream,
                      conv_params<float> const& p, Kernel4 k4, Kernel1 k1, char const* name) {
@@ -300,17 +317,7 @@ inline void conv1d_forward(backends::cuda const& be, device_sequences const& seq
                            float const* x, std::int64_t ldx, float* y, float const* init_state, float* final_state) {
   detail::check_conv(seqs, w, ldx);
   check(seqs.tokens == 0 || (x != nullptr && y != nullptr), "conv1d forward (cuda): x and y must not be null");
-  detail::conv_params<float> p{};
-  p.offsets = seqs.offsets;
-  p.count = seqs.count;
-  p.tokens = seqs.tokens;
-  p.channels = w.channels;
-  p.width = w.width;
-  p.weight = w.weight;
-  p.bias = w.bias;
-  p.x = x;
-  p.init = init_state;
-  p.ldx = ldx;
+  auto p = detail::input_params(seqs, w, x, ldx, init_state);
   p.y = y;
   p.final_state = final_state;
   if (seqs.tokens > 0) {
@@ -348,17 +355,7 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   std::int64_t const blocks = (seqs.tokens + detail::conv_block_tokens - 1) / detail::conv_block_tokens;
   check_arg(blocks <= INT_MAX, "token count", seqs.tokens, "must be at most (2^31 - 1) · 128");
   ops::cuda::scratch ws(workspace, conv1d_backward_workspace_bytes(seqs.tokens, w.channels, w.width), be.stream);
-  detail::conv_params<float> p{};
-  p.offsets = seqs.offsets;
-  p.count = seqs.count;
-  p.tokens = seqs.tokens;
-  p.channels = w.channels;
-  p.width = w.width;
-  p.weight = w.weight;
-  p.bias = w.bias;
-  p.x = x;
-  p.init = init_state;
-  p.ldx = ldx;
+  auto p = detail::input_params(seqs, w, x, ldx, init_state);
   p.dy = dy;
   p.d_final = d_final_state;
   p.dx = dx;
