@@ -54,17 +54,10 @@ __global__ void __launch_bounds__(ce_threads) ce_count_kernel(ce_params<T> p) {
   for (std::int64_t t = threadIdx.x; t < p.tokens; t += ce_threads) {
     n += p.mask == nullptr || p.mask[t] != 0 ? 1 : 0;
   }
-  part[threadIdx.x] = n;
-  __syncthreads();
-  for (int h = ce_threads / 2; h >= 1; h /= 2) {
-    if (static_cast<int>(threadIdx.x) < h) {
-      part[threadIdx.x] += part[threadIdx.x + h];
-    }
-    __syncthreads();
-  }
+  std::int64_t const total = block_sum<ce_threads>(n, part);
   if (threadIdx.x == 0) {
-    *p.count = part[0];
-    p.result->count = part[0];
+    *p.count = total;
+    p.result->count = total;
   }
 }
 
@@ -149,16 +142,9 @@ __global__ void __launch_bounds__(ce_threads) ce_total_kernel(ce_params<T> p, st
   for (std::int64_t b = threadIdx.x; b < blocks; b += ce_threads) {
     sum += p.partial[b];
   }
-  part[threadIdx.x] = sum;
-  __syncthreads();
-  for (int h = ce_threads / 2; h >= 1; h /= 2) {
-    if (static_cast<int>(threadIdx.x) < h) {
-      part[threadIdx.x] += part[threadIdx.x + h];
-    }
-    __syncthreads();
-  }
+  double const total = block_sum<ce_threads>(sum, part);
   if (threadIdx.x == 0) {
-    p.result->loss = part[0];
+    p.result->loss = total;
   }
 }
 

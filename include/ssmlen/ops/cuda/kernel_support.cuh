@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file kernel_support.cuh
 //! What the layer, loss and optimizer kernels share: a stream-ordered workspace (the caller's, or one allocated for
-//! the call), grid sizes for grid-stride loops, and a warp sum whose result is the same bits in every lane.
+//! the call), grid sizes for grid-stride loops, and warp and block sums whose results are the same bits on every run.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -44,6 +44,21 @@ __device__ inline T warp_max(T v) {
     v = o > v ? o : v;
   }
   return v;
+}
+
+//! Sums `v` over a block of `Threads` threads in a fixed tree (the same bits on every run); `shared` holds `Threads`
+//! elements. Every thread gets the total.
+template <int Threads, class T>
+__device__ inline T block_sum(T v, T* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int h = Threads / 2; h >= 1; h /= 2) {
+    if (static_cast<int>(threadIdx.x) < h) {
+      shared[threadIdx.x] += shared[threadIdx.x + h];
+    }
+    __syncthreads();
+  }
+  return shared[0];
 }
 
 //! A workspace for one call: the caller's pointer when given, else memory allocated on the stream and freed on it

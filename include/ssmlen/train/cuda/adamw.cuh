@@ -15,6 +15,7 @@
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/error.hpp>
+#include <ssmlen/ops/cuda/kernel_support.cuh>
 #include <ssmlen/train/adamw.hpp>
 
 #include <cuda_runtime.h>
@@ -54,20 +55,6 @@ struct adamw_scalars {
   float b1, b2, one_minus_b1, one_minus_b2, step_size, inv_bc2, eps, decay;
 };
 
-//! Sums `v` over the block in a fixed tree; the total is valid in thread 0.
-template <class T>
-__device__ inline T block_sum(T v, T* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int h = adamw_threads / 2; h >= 1; h /= 2) {
-    if (static_cast<int>(threadIdx.x) < h) {
-      shared[threadIdx.x] += shared[threadIdx.x + h];
-    }
-    __syncthreads();
-  }
-  return shared[0];
-}
-
 template <class T>
 __global__ void __launch_bounds__(adamw_threads)
     adamw_sum_squares_kernel(adamw_tensor const* tensors, adamw_chunk_ref const* chunks, double* partial) {
@@ -78,7 +65,7 @@ __global__ void __launch_bounds__(adamw_threads)
   for (std::int64_t j = c.begin + threadIdx.x; j < c.end; j += adamw_threads) {
     s += static_cast<double>(g[j]) * static_cast<double>(g[j]);
   }
-  double const total = block_sum(s, shared);
+  double const total = ops::cuda::block_sum<adamw_threads>(s, shared);
   if (threadIdx.x == 0) {
     partial[blockIdx.x] = total;
   }
@@ -93,7 +80,7 @@ __global__ void __launch_bounds__(adamw_threads)
   for (std::int64_t b = threadIdx.x; b < chunks; b += adamw_threads) {
     s += partial[b];
   }
-  double const total = block_sum(s, shared);
+  double const total = ops::cuda::block_sum<adamw_threads>(s, shared);
   if (threadIdx.x == 0) {
     double const n = sqrt(total);
     norm[0] = n;
