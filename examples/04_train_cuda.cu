@@ -4,7 +4,9 @@
 // d_model 64, batches of 128 traces of <= 5-digit additions, AdamW, warm-up then cosine over 600 steps), the same
 // batches for the same seed, validation every 25 steps by greedy rollouts on the host, the best validated model
 // kept. The kept model is then swept at 5 ... 1000 digits by host rollouts (OpenMP threads: OMP_NUM_THREADS).
-//   04_train_cuda [--seed 1] [--steps 600] [--delta-min 0] [--sizes 5,10,...,1000] [--out runs/cuda_seed1]
+//   04_train_cuda [--config run.json] [--seed 1] [--steps 600] [--batch 128] [--delta-min 0] [--traces-per-sequence 1]
+//                 [--sizes 5,10,...,1000] [--out runs/cuda_seed1]
+// --config reads any train::run_config keys from a JSON file (as `ssmlen train --config`); later flags override it.
 // --out writes <out>/model.safetensors with the run's metadata (`ssmlen eval` reads it) and <out>/sweep.{json,csv,svg}.
 // --smoke runs 3 steps on small batches and a tiny sweep (a test that the example keeps compiling and running).
 #include <ssmlen/models/cuda/mamba_lm.cuh>
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <string>
 
@@ -44,12 +47,20 @@ int run(int argc, char** argv) {
       sl::check(i + 1 < argc, arg + ": give a value");
       return std::string(argv[++i]);
     };
-    if (arg == "--seed") {
+    if (arg == "--config") {
+      std::ifstream in(value());
+      sl::check(in.good(), "--config: cannot open " + std::string(argv[i]));
+      cfg.update_from_json(nlohmann::json::parse(in));
+    } else if (arg == "--seed") {
       cfg.seed = std::stoull(value());
     } else if (arg == "--steps") {
       cfg.steps = std::stoll(value());
     } else if (arg == "--delta-min") {
       cfg.delta_min = std::stod(value());
+    } else if (arg == "--batch") {
+      cfg.batch = std::stoll(value());
+    } else if (arg == "--traces-per-sequence") {
+      cfg.traces_per_sequence = std::stoll(value());
     } else if (arg == "--sizes") {  // comma-separated
       sweep.sizes.clear();
       std::string const list = value();
@@ -65,7 +76,9 @@ int run(int argc, char** argv) {
       sweep = {.sizes = {2, 4}, .per_size = 2, .teacher_forced = 1, .train_n = cfg.max_n};
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--seed N] [--steps N] [--delta-min D] [--sizes 5,100,1000] [--out DIR] [--smoke]\n",
+                   "usage: %s [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
+                   "[--traces-per-sequence K] "
+                   "[--sizes 5,100,1000] [--out DIR] [--smoke]\n",
                    argv[0]);
       return 2;
     }
@@ -87,8 +100,9 @@ int run(int argc, char** argv) {
 
   // The next batch is sampled on another thread while the device takes the current step.
   auto sample = [&](std::int64_t step) {
-    return std::async(std::launch::async,
-                      [&, step] { return sl::train::task_batch(task, cfg.seed, step, cfg.batch, cfg.max_n); });
+    return std::async(std::launch::async, [&, step] {
+      return sl::train::task_batch(task, cfg.seed, step, cfg.batch, cfg.max_n, cfg.traces_per_sequence);
+    });
   };
   auto best = host;
   double best_exact = -1, step_seconds = 0, validation_seconds = 0, tokens = 0;

@@ -37,6 +37,8 @@ inline void add_train_command(CLI::App& app) {
   cmd->add_option("--delta-min", c.delta_min, "Lower bound of the SSM step size Δ (bounds state memory; 0: Mamba's)");
   cmd->add_option("--steps", c.steps, "Optimizer steps");
   cmd->add_option("--batch", c.batch, "Traces per batch");
+  cmd->add_option("--traces-per-sequence", c.traces_per_sequence,
+                  "Traces packed back to back into one training sequence (the state carries across them)");
   cmd->add_option("--lr", c.lr, "Peak learning rate");
   cmd->add_option("--warmup", c.warmup, "Warm-up steps");
   cmd->add_option("--weight-decay", c.weight_decay, "AdamW weight decay (matrices and embeddings)");

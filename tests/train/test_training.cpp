@@ -1,7 +1,10 @@
 // Training: AdamW decays only matrices and embeddings, the schedule's shape, a
 // resumed run continues bit-identically, runs are identical on 1 and 2 threads,
-// and the masked loss ignores input and observation tokens.
+// the masked loss ignores input and observation tokens, and packed task batches
+// hold the same traces as unpacked ones.
+#include <ssmlen/tasks/registry.hpp>
 #include <ssmlen/train/checkpoint.hpp>
+#include <ssmlen/train/task_batches.hpp>
 #include <ssmlen/train/trainer.hpp>
 
 #include <doctest/doctest.h>
@@ -143,4 +146,37 @@ TEST_CASE("trainer: a resumed run continues bit-identically; runs agree on 1 and
   REQUIRE(resumed.size() == straight.size() - 4);
   CHECK(std::equal(resumed.begin(), resumed.end() - 4, straight.begin()));
   CHECK(std::equal(resumed.end() - 4, resumed.end(), straight.end() - 4));
+}
+
+TEST_CASE("task_batch: traces packed back to back keep every token, and only boundary targets change") {
+  auto const task = tasks::make_task("addition");
+  for (std::int64_t const k : {2, 3, 7}) {
+    CAPTURE(k);
+    auto const plain = train::task_batch(task, 5, 11, 10, 5);
+    auto const packed = train::task_batch(task, 5, 11, 10, 5, k);
+    REQUIRE(plain.seqs.count() == 10);
+    CHECK(packed.seqs.count() == (10 + k - 1) / k);  // the last sequence holds the remainder
+    // Packing removes nothing but the one-token shift at each boundary: the packed inputs are the traces' tokens
+    // with only each sequence's last token dropped, so together they are the plain inputs plus the inner boundaries.
+    CHECK(packed.tokens() == plain.tokens() + (10 - packed.seqs.count()));
+    std::int64_t p = 0, trace = 0;
+    for (std::int64_t s = 0; s < plain.seqs.count(); ++s, ++trace) {
+      bool const last_in_sequence = (trace + 1) % k == 0 || trace + 1 == 10;
+      for (std::int64_t t = plain.seqs.begin(s); t < plain.seqs.end(s); ++t, ++p) {
+        auto const i = static_cast<std::size_t>(t), j = static_cast<std::size_t>(p);
+        REQUIRE(packed.inputs[j] == plain.inputs[i]);
+        REQUIRE(packed.targets[j] == plain.targets[i]);
+        REQUIRE(packed.mask[j] == plain.mask[i]);
+      }
+      if (!last_in_sequence) {  // the boundary: this trace's last token predicts the next trace's first, untrained
+        auto const j = static_cast<std::size_t>(p);
+        CHECK(packed.inputs[j] == plain.targets[static_cast<std::size_t>(plain.seqs.end(s) - 1)]);
+        CHECK(packed.targets[j] == plain.inputs[static_cast<std::size_t>(plain.seqs.begin(s + 1))]);
+        CHECK(packed.mask[j] == 0);
+        ++p;
+      }
+    }
+    CHECK(p == packed.tokens());
+  }
+  CHECK_THROWS_WITH_AS(train::task_batch(task, 5, 11, 10, 5, 0), doctest::Contains("traces_per_sequence"), error);
 }

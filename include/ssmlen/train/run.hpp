@@ -31,6 +31,7 @@ struct run_config {
   std::int64_t layers = 4, d_model = 64, d_state = 16, expand = 2;
   double delta_min = 0;  // models::mamba_config::delta_min
   std::int64_t steps = 600, batch = 128, warmup = 100;
+  std::int64_t traces_per_sequence = 1;  // expert traces packed back to back into one training sequence
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.98, clip_norm = 1.0;
   std::uint64_t seed = 1;
   std::int64_t eval_every = 25;  // validate every this many steps (0: only at the end)
@@ -50,6 +51,7 @@ struct run_config {
             {"delta_min", delta_min},
             {"steps", steps},
             {"batch", batch},
+            {"traces_per_sequence", traces_per_sequence},
             {"warmup", warmup},
             {"lr", lr},
             {"min_lr_ratio", min_lr_ratio},
@@ -106,6 +108,8 @@ struct run_config {
         integer(steps);
       else if (key == "batch")
         integer(batch);
+      else if (key == "traces_per_sequence")
+        integer(traces_per_sequence);
       else if (key == "warmup")
         integer(warmup);
       else if (key == "lr")
@@ -143,6 +147,7 @@ struct run_config {
     check_arg(max_n > 0, "max_n", max_n, "must be positive");
     check_arg(steps > 0, "steps", steps, "must be positive");
     check_arg(batch > 0, "batch", batch, "must be positive");
+    check_arg(traces_per_sequence > 0, "traces_per_sequence", traces_per_sequence, "must be positive");
     check_arg(eval_every >= 0, "eval_every", eval_every, "must be non-negative");
     check_arg(val_n > 0, "val_n", val_n, "must be positive");
     check_arg(val_episodes > 0, "val_episodes", val_episodes, "must be positive");
@@ -251,7 +256,8 @@ run_outcome train_run(backends::host const& be, run_config const& cfg, run_event
     return exact;
   };
   tr.fit(
-      be, cfg.steps, [&](std::int64_t s) { return task_batch(task, cfg.seed, s, cfg.batch, cfg.max_n); },
+      be, cfg.steps,
+      [&](std::int64_t s) { return task_batch(task, cfg.seed, s, cfg.batch, cfg.max_n, cfg.traces_per_sequence); },
       [&](step_report const& r) {
         out.tokens += static_cast<double>(r.tokens);
         double const elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
