@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // The addition headline trained on a CUDA device, then swept like the CPU-trained model. Only the training step
 // runs on the GPU; the rest is the CPU run's (train::train_run): the defaults of train::run_config (4 layers x
-// d_model 64, batches of 128 traces of <= 5-digit additions, AdamW, warm-up then cosine over 600 steps), the same
-// batches for the same seed, validation every 25 steps by greedy rollouts on the host, the best validated model
-// kept. The kept model is then swept at 5 ... 1000 digits by host rollouts (OpenMP threads: OMP_NUM_THREADS).
-//   04_train_cuda [--config run.json] [--seed 1] [--steps 600] [--batch 128] [--delta-min 0] [--traces-per-sequence 1]
+// d_model 64, batches of 128 traces of <= 5-digit additions packed 4 to a sequence, AdamW, warm-up then cosine over
+// 800 steps), the same batches for the same seed, validation every 25 steps by greedy rollouts on the host, the best
+// validated model kept. The kept model is then swept at 5 ... 1000 digits by host rollouts (OpenMP threads:
+// OMP_NUM_THREADS).
+//   04_train_cuda [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--delta-min 0] [--traces-per-sequence 4]
 //                 [--sizes 5,10,...,1000] [--out runs/cuda_seed1]
 // --config reads any train::run_config keys from a JSON file (as `ssmlen train --config`); later flags override it.
 // --out writes <out>/model.safetensors with the run's metadata (`ssmlen eval` reads it) and <out>/sweep.{json,csv,svg}.

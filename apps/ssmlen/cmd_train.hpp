@@ -1,5 +1,5 @@
 // `ssmlen train`: trains a Mamba on a task's expert traces (see train/run.hpp).
-//   ssmlen train --task addition --max-n 5 --layers 4 --d-model 64 --steps 600 --out runs/add
+//   ssmlen train --task addition --max-n 5 --layers 4 --d-model 64 --steps 800 --out runs/add
 // Options override a --config JSON file, which overrides the task's preset (train/presets.hpp).
 #pragma once
 

@@ -30,8 +30,10 @@ struct run_config {
   int max_n = 5;  // training sizes: the task's distribution up to max_n
   std::int64_t layers = 4, d_model = 64, d_state = 16, expand = 2;
   double delta_min = 0;  // models::mamba_config::delta_min
-  std::int64_t steps = 600, batch = 128, warmup = 100;
-  std::int64_t traces_per_sequence = 1;  // expert traces packed back to back into one training sequence
+  std::int64_t steps = 800, batch = 128, warmup = 100;
+  // Expert traces packed back to back into one training sequence: the state carries from problem to problem, so
+  // training shows it long histories, as a 1000-digit episode will (train::task_batch).
+  std::int64_t traces_per_sequence = 4;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.98, clip_norm = 1.0;
   std::uint64_t seed = 1;
   std::int64_t eval_every = 25;  // validate every this many steps (0: only at the end)
