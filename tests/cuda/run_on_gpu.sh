@@ -9,6 +9,9 @@
 # train_example = examples/04_train_cuda.cu: its smoke run, then the addition headline trained on the GPU for each seed
 # of SSMLEN_TRAIN_SEEDS (default "1 2 3 4 5", full schedule) and swept to 1000 digits; per seed $OUT gets
 # train_example_seed<s>.log (progress, timings, sweep table) and train_example_seed<s>/ (model, sweep.json/csv/svg).
+# rollout = test_step.cu (the recurrent step of the SSM, block and model against the host; the captured step graph),
+# test_rollout.cu (GPU rollouts of the trained headline model against the host rollout) and bench_rollout_cuda.cu
+# (rollout and step-loop throughput; $OUT/rollout_bench.log).
 # SSMLEN_GPU_CHECKERS=0 skips the memory, race and initialization checkers.
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
@@ -36,6 +39,12 @@ fi
 if has train_example; then
   nvcc "${nvcc_flags[@]}" examples/04_train_cuda.cu -o /tmp/04_train_cuda -lcublas \
     >"$out/build_train_example.txt" 2>&1 &
+fi
+if has rollout; then
+  nvcc "${nvcc_flags[@]}" tests/cuda/test_step.cu -o /tmp/test_step_cuda -lcublas >"$out/build_step.txt" 2>&1 &
+  nvcc "${nvcc_flags[@]}" tests/cuda/test_rollout.cu -o /tmp/test_rollout_cuda -lcublas >"$out/build_rollout.txt" 2>&1 &
+  nvcc "${nvcc_flags[@]}" bench/bench_rollout_cuda.cu -o /tmp/bench_rollout_cuda -lcublas -lbenchmark_main -lbenchmark \
+    -lpthread >"$out/build_rollout_bench.txt" 2>&1 &
 fi
 if has bench; then
   nvcc "${nvcc_flags[@]}" bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread \
@@ -67,6 +76,13 @@ if has layers; then
 fi
 if has model; then
   test_and_check model /tmp/test_model_cuda '*small model*'
+fi
+if has rollout; then
+  test_and_check step /tmp/test_step_cuda '*small model*'
+  test_and_check rollout /tmp/test_rollout_cuda '*small additions*'
+  grep -hE "^(scan step|block step|model step|rollout )" "$out/step.log" "$out/rollout.log"
+  /tmp/bench_rollout_cuda >"$out/rollout_bench.log" 2>&1
+  grep -E "^bm_" "$out/rollout_bench.log" | cut -c1-300
 fi
 if has train_bench; then
   /tmp/bench_train_cuda >"$out/train_bench.log" 2>&1

@@ -9,7 +9,8 @@
 //! invalid action or the token cap; finished episodes free their slot at once
 //! and waiting episodes take it, so long episodes never stall short ones.
 //! Memory: batch x model state, plus the tools' own memories; traces are kept
-//! only on request.
+//! only on request. `rollout_ledger` is everything besides the model (tools,
+//! records, end reasons): agent/cuda/rollout.cuh shares it.
 #pragma once
 
 #include <ssmlen/agent/episode.hpp>
@@ -24,6 +25,8 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace ssmlen::agent {
@@ -32,7 +35,7 @@ struct rollout_config {
   std::int64_t batch = 64;            // episodes stepped together
   std::int64_t max_tokens = 1 << 22;  // cap on prompt + generated + observed tokens per episode
   bool keep_trace = false;            // record every token with its role (costs memory linear in length)
-  std::int64_t prefill_chunk = 512;   // prompt tokens per sequence in one prefill forward (bounds its activations)
+  std::int64_t prefill_chunk = 512;   // prompt tokens per sequence in one host prefill forward (bounds its activations)
 };
 
 //! One episode to run: its prompt and, optionally, the expert trace to locate the first divergence from.
@@ -77,53 +80,57 @@ tools::token argmax(T const* logits, std::int64_t v) {
 
 }  // namespace detail
 
-//! Runs every episode to its end. `make_tool(i)` returns a fresh tool for episode i (satisfying tools::tool).
-//! `on_done(i, result)` (optional) is called as each episode finishes.
-template <class Model, class ToolFactory>
-std::vector<rollout_result> rollout(backends::host const& be, Model const& model,
-                                    std::span<const episode_input> episodes, ToolFactory&& make_tool,
-                                    episode_markers ids, rollout_config const& cfg,
-                                    std::function<void(std::size_t, rollout_result const&)> const& on_done = {}) {
-  using T = typename Model::value_type;
-  using tool_t = std::decay_t<decltype(make_tool(std::size_t{0}))>;
-  static_assert(tools::tool<tool_t>, "make_tool must return a type satisfying ssmlen::tools::tool");
-  check_arg(cfg.batch > 0, "rollout batch", cfg.batch, "must be positive");
-  check_arg(cfg.max_tokens > 0, "max_tokens", cfg.max_tokens, "must be positive");
-  check_arg(cfg.prefill_chunk > 0, "prefill_chunk", cfg.prefill_chunk, "must be positive");
-  std::int64_t const v = model.config().vocab;
-  std::vector<rollout_result> results(episodes.size());
+//! What every rollout does around the model, whatever runs it: it hands out waiting episodes with fresh tools,
+//! records each token (trace, length, first divergence from the expert), answers each predicted token through the
+//! episode's tool, decides when an episode ends, and reports it. A live episode is a `slot`.
+template <class ToolFactory>
+class rollout_ledger {
+public:
+  using tool_type = std::decay_t<std::invoke_result_t<ToolFactory&, std::size_t>>;
+  static_assert(tools::tool<tool_type>, "make_tool must return a type satisfying ssmlen::tools::tool");
 
   struct slot {
     std::size_t episode = 0;
-    tool_t tool;
+    tool_type tool;
     std::deque<tools::token> to_feed;  // tokens the model must consume before it predicts again
     bool answered = false;             // [ANS] has been stored (always, for tasks without [ANS])
   };
-  std::vector<slot> live;
-  auto state = model.make_state(cfg.batch);
-  typename Model::step_workspace work;
-  std::vector<T> logits(static_cast<std::size_t>(cfg.batch * v));
-  std::size_t next_episode = 0;
 
-  auto record = [&](slot& s, tools::token t, tools::role r) {
-    auto& res = results[s.episode];
-    auto const* ex = episodes[s.episode].expert;
-    if (res.first_divergence < 0 && ex != nullptr &&
-        (res.tokens >= static_cast<std::int64_t>(ex->size()) ||
-         ex->tokens[static_cast<std::size_t>(res.tokens)] != t)) {
-      res.first_divergence = res.tokens;
-      res.diverged_to = t;
-    }
-    if (cfg.keep_trace) {
-      res.trace.push(t, r);
-    }
-    ++res.tokens;
-  };
+  rollout_ledger(std::span<const episode_input> episodes, ToolFactory& make_tool, episode_markers ids,
+                 rollout_config const& cfg, std::function<void(std::size_t, rollout_result const&)> const& on_done)
+      : episodes_(episodes), make_tool_(make_tool), ids_(ids), cfg_(cfg), on_done_(on_done), results_(episodes.size()) {
+    check_arg(cfg.batch > 0, "rollout batch", cfg.batch, "must be positive");
+    check_arg(cfg.max_tokens > 0, "max_tokens", cfg.max_tokens, "must be positive");
+    check_arg(cfg.prefill_chunk > 0, "prefill_chunk", cfg.prefill_chunk, "must be positive");
+  }
 
-  // The model predicted `t` for slot s: hand it to the tool; returns false when the episode ended.
-  auto act = [&](slot& s, tools::token t) {
-    auto& res = results[s.episode];
-    if (t == ids.eos) {
+  [[nodiscard]] bool waiting() const { return next_ < episodes_.size(); }
+
+  //! The prompt of the next waiting episode.
+  [[nodiscard]] std::span<const tools::token> next_prompt() const {
+    check_arg(!episodes_[next_].prompt.empty(), "prompt length of episode", next_, "must be positive");
+    return episodes_[next_].prompt;
+  }
+
+  //! Starts the next waiting episode: a fresh tool reset on its prompt, the prompt recorded as input. Nothing is
+  //! queued for the model: the caller feeds the prompt (a prefill, or the slot's to_feed).
+  slot start() {
+    std::size_t const e = next_;
+    auto const prompt = next_prompt();
+    ++next_;
+    slot s{e, make_tool_(e), {}, ids_.answer < 0};
+    s.tool.reset(prompt);
+    for (auto t : prompt) {
+      record(s, t, tools::role::input);
+    }
+    return s;
+  }
+
+  //! The model predicted `t` for slot s: hands it to the tool and queues it (and any observation) to be fed;
+  //! returns false when the episode ended.
+  bool act(slot& s, tools::token t) {
+    auto& res = results_[s.episode];
+    if (t == ids_.eos) {
       record(s, t, tools::role::output);
       res.reason = end_reason::eos;
       return false;
@@ -140,7 +147,7 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
       if (s.answered) {
         res.output.push_back(t);
       }
-      s.answered = s.answered || t == ids.answer;
+      s.answered = s.answered || t == ids_.answer;
       break;
     default:
       record(s, t, tools::role::command);
@@ -151,18 +158,67 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
       record(s, o, tools::role::observation);
       s.to_feed.push_back(o);
     }
-    if (res.tokens >= cfg.max_tokens) {
+    if (res.tokens >= cfg_.max_tokens) {
       res.reason = end_reason::token_cap;
       res.why = "token cap";
       return false;
     }
     return true;
-  };
+  }
+
+  //! The episode of slot s ended (act returned false): reports it.
+  void finish(slot const& s) const {
+    if (on_done_) {
+      on_done_(s.episode, results_[s.episode]);
+    }
+  }
+
+  [[nodiscard]] std::vector<rollout_result> take_results() { return std::move(results_); }
+
+private:
+  void record(slot const& s, tools::token t, tools::role r) {
+    auto& res = results_[s.episode];
+    auto const* ex = episodes_[s.episode].expert;
+    if (res.first_divergence < 0 && ex != nullptr &&
+        (res.tokens >= static_cast<std::int64_t>(ex->size()) ||
+         ex->tokens[static_cast<std::size_t>(res.tokens)] != t)) {
+      res.first_divergence = res.tokens;
+      res.diverged_to = t;
+    }
+    if (cfg_.keep_trace) {
+      res.trace.push(t, r);
+    }
+    ++res.tokens;
+  }
+
+  std::span<const episode_input> episodes_;
+  ToolFactory& make_tool_;
+  episode_markers ids_;
+  rollout_config cfg_;
+  std::function<void(std::size_t, rollout_result const&)> const& on_done_;
+  std::vector<rollout_result> results_;
+  std::size_t next_ = 0;
+};
+
+//! Runs every episode to its end. `make_tool(i)` returns a fresh tool for episode i (satisfying tools::tool).
+//! `on_done(i, result)` (optional) is called as each episode finishes.
+template <class Model, class ToolFactory>
+std::vector<rollout_result> rollout(backends::host const& be, Model const& model,
+                                    std::span<const episode_input> episodes, ToolFactory&& make_tool,
+                                    episode_markers ids, rollout_config const& cfg,
+                                    std::function<void(std::size_t, rollout_result const&)> const& on_done = {}) {
+  using T = typename Model::value_type;
+  rollout_ledger<std::remove_reference_t<ToolFactory>> ledger(episodes, make_tool, ids, cfg, on_done);
+  using slot = typename decltype(ledger)::slot;
+  std::int64_t const v = model.config().vocab;
+
+  std::vector<slot> live;
+  auto state = model.make_state(cfg.batch);
+  typename Model::step_workspace work;
+  std::vector<T> logits(static_cast<std::size_t>(cfg.batch * v));
 
   auto finish = [&](std::size_t i) {
-    if (on_done) {
-      on_done(live[i].episode, results[live[i].episode]);
-    }
+    ledger.finish(live[i]);
     std::size_t const last = live.size() - 1;
     if (i != last) {  // keep live slots dense: the last one moves into the hole
       detail::copy_state_row(state, static_cast<std::int64_t>(last), state, static_cast<std::int64_t>(i));
@@ -173,9 +229,9 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
 
   // Prefill waiting episodes into free slots with one packed forward; their first token comes from the last logits.
   auto admit = [&] {
-    std::vector<std::size_t> fresh;
-    while (live.size() + fresh.size() < static_cast<std::size_t>(cfg.batch) && next_episode < episodes.size()) {
-      fresh.push_back(next_episode++);
+    std::vector<slot> fresh;
+    while (live.size() + fresh.size() < static_cast<std::size_t>(cfg.batch) && ledger.waiting()) {
+      fresh.push_back(ledger.start());
     }
     if (fresh.empty()) {
       return;
@@ -183,10 +239,10 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
     // Prefill in slices of at most prefill_chunk tokens per prompt, carrying the states from slice to slice, so
     // the activations forward keeps stay bounded however long the prompts are.
     auto const n_fresh = static_cast<std::int64_t>(fresh.size());
+    auto prompt = [&](std::size_t j) -> std::vector<tools::token> const& { return episodes[fresh[j].episode].prompt; };
     std::size_t longest = 0;
-    for (auto e : fresh) {
-      check_arg(!episodes[e].prompt.empty(), "prompt length of episode", e, "must be positive");
-      longest = std::max(longest, episodes[e].prompt.size());
+    for (std::size_t j = 0; j < fresh.size(); ++j) {
+      longest = std::max(longest, prompt(j).size());
     }
     auto const chunk = static_cast<std::size_t>(cfg.prefill_chunk);
     auto carried = model.make_state(n_fresh), final = model.make_state(n_fresh);
@@ -196,8 +252,8 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
     for (std::size_t from = 0; from < longest; from += chunk) {
       std::vector<std::int64_t> lengths;
       std::vector<tools::token> packed;
-      for (auto e : fresh) {
-        auto const& p = episodes[e].prompt;
+      for (std::size_t j = 0; j < fresh.size(); ++j) {
+        auto const& p = prompt(j);
         std::size_t const b = std::min(from, p.size()), end = std::min(from + chunk, p.size());
         lengths.push_back(static_cast<std::int64_t>(end - b));
         packed.insert(packed.end(), p.begin() + static_cast<std::ptrdiff_t>(b),
@@ -207,22 +263,17 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
       slice_logits.resize(packed.size() * static_cast<std::size_t>(v));
       model.forward(be, packed, seqs, slice_logits.data(), cache, from == 0 ? nullptr : &carried, &final);
       for (std::int64_t j = 0; j < n_fresh; ++j) {
-        if (episodes[fresh[static_cast<std::size_t>(j)]].prompt.size() <= from + chunk && seqs.length(j) > 0) {
+        if (prompt(static_cast<std::size_t>(j)).size() <= from + chunk && seqs.length(j) > 0) {
           std::copy_n(slice_logits.data() + (seqs.end(j) - 1) * v, v, first_logits.data() + j * v);  // prompt ends here
         }
       }
       std::swap(carried, final);
     }
     for (std::size_t j = 0; j < fresh.size(); ++j) {
-      slot s{fresh[j], make_tool(fresh[j]), {}, ids.answer < 0};
-      s.tool.reset(episodes[fresh[j]].prompt);
-      for (auto t : episodes[fresh[j]].prompt) {
-        record(s, t, tools::role::input);
-      }
       detail::copy_state_row(carried, static_cast<std::int64_t>(j), state, static_cast<std::int64_t>(live.size()));
-      live.push_back(std::move(s));
+      live.push_back(std::move(fresh[j]));
       tools::token const first = detail::argmax(first_logits.data() + static_cast<std::int64_t>(j) * v, v);
-      if (!act(live.back(), first)) {
+      if (!ledger.act(live.back(), first)) {
         finish(live.size() - 1);
       }
     }
@@ -232,7 +283,7 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
   while (true) {
     do {  // episodes can end on their very first token: keep admitting until some are live or none wait
       admit();
-    } while (live.empty() && next_episode < episodes.size());
+    } while (live.empty() && ledger.waiting());
     if (live.empty()) {
       break;
     }
@@ -248,12 +299,12 @@ std::vector<rollout_result> rollout(backends::host const& be, Model const& model
       if (!s.to_feed.empty()) {
         continue;  // an observation token is next: nothing to predict here
       }
-      if (!act(s, detail::argmax(logits.data() + i * v, v))) {
+      if (!ledger.act(s, detail::argmax(logits.data() + i * v, v))) {
         finish(static_cast<std::size_t>(i));
       }
     }
   }
-  return results;
+  return ledger.take_results();
 }
 
 }  // namespace ssmlen::agent

@@ -10,7 +10,9 @@
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
 //! activations are the host's up to GEMM summation order. The activations kept for the backward are the host's
 //! (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers live in a scratch that
-//! every block of a model shares, since blocks run one after another on one stream.
+//! every block of a model shares, since blocks run one after another on one stream. `step` advances B sequences by
+//! one token each (the host block's step_row on every row), through the same GEMMs, the conv's step kernel and a
+//! fused SSM step (scan/cuda/selective_scan_step.cuh).
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -25,6 +27,7 @@
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 #include <ssmlen/ops/gemm_problem.hpp>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
+#include <ssmlen/scan/cuda/selective_scan_step.cuh>
 #include <ssmlen/scan/selective_scan.hpp>
 
 #include <cuda_runtime.h>
@@ -146,6 +149,31 @@ struct mamba_block_scratch {
       poison_buffer(*b, stream);
     }
     poison_buffer(workspace, stream);
+  }
+};
+
+//! The buffers of one recurrent step of B rows; one scratch serves every block of a model.
+struct mamba_block_step_scratch {
+  backends::device_buffer<float> xz;   // [B, 2ED]: conv input x, then gate z
+  backends::device_buffer<float> xc;   // [B, ED]: conv output, before SiLU
+  backends::device_buffer<float> xs;   // [B, ED]: SSM input
+  backends::device_buffer<float> dbc;  // [B, R + 2N]: Δ_low, B, C
+  backends::device_buffer<float> dt;   // [B, ED]: dt_proj(Δ_low), before the bias and softplus
+  backends::device_buffer<float> y;    // [B, ED]: the gated SSM output
+
+  void reserve(mamba_block_shape const& s, std::int64_t batch, cudaStream_t stream) {
+    auto const be = static_cast<std::size_t>(batch * s.d_inner);
+    grow_buffer(xz, 2 * be, stream);
+    for (auto* b : {&xc, &xs, &dt, &y}) {
+      grow_buffer(*b, be, stream);
+    }
+    grow_buffer(dbc, static_cast<std::size_t>(batch * s.bc_width()), stream);
+  }
+
+  void poison(cudaStream_t stream) {
+    for (auto* b : {&xz, &xc, &xs, &dbc, &dt, &y}) {
+      poison_buffer(*b, stream);
+    }
   }
 };
 
@@ -405,6 +433,53 @@ public:
                    precision_);  // [2ED, D]
     backends::gemm(h, trans::n, trans::n, rows, d, 2 * ed, 1.0f, ws.dxz.data(), 2 * ed, value_.in_proj, d,
                    accumulate ? 1.0f : 0.0f, du, d, precision_);  // [T, D]
+  }
+
+  //! One token for each of B sequences, as the host block's step_row on every row: u [B, D] -> out [B, D], device
+  //! pointers; state.conv [B, K-1, ED] and state.ssm [B, N, ED] advance in place. Work goes to h's stream and
+  //! allocates nothing once `ws` has held a batch this large, so it can be captured in a CUDA graph.
+  void step(backends::blas_handle& h, std::int64_t batch, float const* u, float* out,
+            mamba_block_states<float*> const& state, mamba_block_step_scratch& ws) const {
+    using ops::trans;
+    cudaStream_t const stream = h.backend().stream;
+    check_arg(batch >= 0, "mamba block step batch", batch, "must be non-negative");
+    check(state.ssm != nullptr && (s_.d_conv == 1 || state.conv != nullptr),
+          "mamba block step (cuda): the conv and SSM states must be device pointers, not null");
+    if (batch == 0) {
+      return;
+    }
+    ws.reserve(s_, batch, stream);
+    std::int64_t const d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, ns = s_.d_state, w = s_.bc_width();
+    backends::gemm(h, trans::n, trans::t, batch, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, ws.xz.data(), 2 * ed,
+                   precision_);  // [B, 2ED]
+    conv1d_step(h.backend(), conv_weights(), ws.xz.data(), 2 * ed, ws.xc.data(), state.conv, batch);
+    detail::silu_kernel<float>
+        <<<detail::blocks_for(batch * ed), detail::block_threads, 0, stream>>>(batch * ed, ws.xc.data(), ws.xs.data());
+    backends::cuda_check_launch("silu_kernel");
+    backends::gemm(h, trans::n, trans::t, batch, w, ed, 1.0f, ws.xs.data(), ed, value_.x_proj, ed, 0.0f, ws.dbc.data(),
+                   w, precision_);  // [B, R + 2N]
+    backends::gemm(h, trans::n, trans::t, batch, ed, r, 1.0f, ws.dbc.data(), w, value_.dt_proj, r, 0.0f, ws.dt.data(),
+                   ed, precision_);  // [B, ED]
+    scan::cuda::selective_scan_step_args a;
+    a.batch = batch;
+    a.channels = ed;
+    a.states = ns;
+    a.x = ws.xs.data();
+    a.dt_pre = ws.dt.data();
+    a.dt_bias = value_.dt_bias;
+    a.delta_min = s_.delta_min;
+    a.a_log = value_.a_log;
+    a.b = ws.dbc.data() + r;
+    a.c = ws.dbc.data() + r + ns;
+    a.ld_bc = w;
+    a.d = value_.d;
+    a.z = ws.xz.data() + ed;
+    a.ld_z = 2 * ed;
+    a.state = state.ssm;
+    a.y = ws.y.data();
+    scan::cuda::selective_scan_step(h.backend(), a);
+    backends::gemm(h, trans::n, trans::t, batch, d, ed, 1.0f, ws.y.data(), ed, value_.out_proj, ed, 0.0f, out, d,
+                   precision_);  // [B, D]
   }
 
 private:

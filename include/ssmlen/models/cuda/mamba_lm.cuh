@@ -6,7 +6,9 @@
 //! training step of train/trainer.hpp: forward -> masked softmax cross-entropy -> backward -> AdamW. Each residual
 //! add is fused into the RMSNorm that follows it (h = block output + u is written out and normalized in one pass).
 //! All work is enqueued on one stream; a training step waits for the host once, to report its loss and norm.
-//! Buffers grow to the largest batch seen and are reused.
+//! Buffers grow to the largest batch seen and are reused. For rollouts, `step` advances B sequences by one token
+//! each (the host model's step) on a caller's stream, on device states (`make_state`), and `greedy_step` also picks
+//! each row's argmax; agent/cuda/step_graph.cuh replays it as a CUDA graph.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -19,6 +21,7 @@
 #include <ssmlen/layers/cuda/embedding.cuh>
 #include <ssmlen/layers/cuda/mamba_block.cuh>
 #include <ssmlen/layers/cuda/rmsnorm.cuh>
+#include <ssmlen/layers/cuda/row_argmax.cuh>
 #include <ssmlen/models/cuda/device_params.cuh>
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
@@ -42,6 +45,71 @@
 #include <vector>
 
 namespace ssmlen::models::cuda {
+
+//! The token a step feeds to start a new sequence in its row: fresh_token(t) feeds t to a state zeroed first, so a
+//! rollout refills a freed slot through the same ids it sends every step.
+SSMLEN_HD constexpr std::int32_t fresh_token(std::int32_t t) { return -1 - t; }
+
+//! Recurrent state of every layer for B sequences on the device: layer i's conv [B, K-1, ED] and ssm [B, N, ED], the
+//! layouts of the host's models::mamba_lm::state, stored one layer after another in two buffers.
+struct mamba_lm_state {
+  std::int64_t batch = 0;
+  std::int64_t conv_row = 0, ssm_row = 0;  // elements of one sequence in one layer: (K-1)·ED and N·ED
+  backends::device_buffer<float> conv;     // [L, B, K-1, ED]
+  backends::device_buffer<float> ssm;      // [L, B, N, ED]
+
+  [[nodiscard]] layers::cuda::mamba_block_states<float*> layer(std::int64_t i) {
+    return {conv.data() + i * batch * conv_row, ssm.data() + i * batch * ssm_row};
+  }
+};
+
+//! The buffers of a recurrent step of B rows, sized by the first step of that many rows.
+struct mamba_lm_step_workspace {
+  backends::device_buffer<std::int32_t> ids;      // [B]: the tokens, fresh marks removed
+  backends::device_buffer<float> u, normed, out;  // [B, D]: residual stream, its norm, a block's output
+  backends::device_buffer<float> logits;          // [B, V]
+  layers::cuda::mamba_block_step_scratch block;   // shared by the blocks
+
+  void poison(cudaStream_t stream) {
+    for (auto* b : {&u, &normed, &out, &logits}) {
+      layers::cuda::poison_buffer(*b, stream);
+    }
+    layers::cuda::poison_buffer(ids, stream);
+    block.poison(stream);
+  }
+};
+
+namespace detail {
+
+inline constexpr int begin_step_threads = 256;
+
+//! ids[b] = the token of row b; a row fed fresh_token(t) gets t and its state zeroed in every layer. Rows in
+//! blockIdx.y, their state elements over blockIdx.x.
+template <class T>
+__global__ void __launch_bounds__(begin_step_threads)
+    begin_step_kernel(std::int32_t const* tokens, std::int32_t* ids, std::int64_t layers, std::int64_t batch,
+                      std::int64_t conv_row, std::int64_t ssm_row, T* conv, T* ssm) {
+  std::int64_t const b = blockIdx.y;
+  std::int32_t const t = tokens[b];
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    ids[b] = t < 0 ? fresh_token(t) : t;
+  }
+  if (t >= 0) {
+    return;
+  }
+  std::int64_t const per_layer = conv_row + ssm_row, total = layers * per_layer;
+  for (std::int64_t i = blockIdx.x * std::int64_t{begin_step_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * begin_step_threads) {
+    std::int64_t const l = i / per_layer, j = i % per_layer;
+    if (j < conv_row) {
+      conv[(l * batch + b) * conv_row + j] = T(0);
+    } else {
+      ssm[(l * batch + b) * ssm_row + (j - conv_row)] = T(0);
+    }
+  }
+}
+
+}  // namespace detail
 
 struct mamba_lm_options {
   backends::cuda be{};  // the stream all work goes to
@@ -109,6 +177,72 @@ public:
   }
 
   void zero_grad() { params_.zero_grad(stream()); }
+
+  using state = mamba_lm_state;
+  using step_workspace = mamba_lm_step_workspace;
+
+  //! Zeroed states for `batch` sequences (waits for the model's stream).
+  [[nodiscard]] state make_state(std::int64_t batch) const {
+    check_arg(batch >= 0, "state batch", batch, "must be non-negative");
+    state s;
+    s.batch = batch;
+    s.conv_row = (cfg_.d_conv - 1) * cfg_.d_inner();
+    s.ssm_row = cfg_.d_state * cfg_.d_inner();
+    s.conv = backends::device_buffer<float>(static_cast<std::size_t>(cfg_.n_layers * batch * s.conv_row));
+    s.ssm = backends::device_buffer<float>(static_cast<std::size_t>(cfg_.n_layers * batch * s.ssm_row));
+    s.conv.fill_bytes(0, stream());
+    s.ssm.fill_bytes(0, stream());
+    backends::cuda_check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (zeroed state)");
+    return s;
+  }
+
+  //! One token for each of B sequences, as the host model's step: tokens [B] (a device pointer; fresh_token(t)
+  //! starts a new sequence in its row) -> logits [B, V], a device pointer into `w` valid until its next step; rows
+  //! [0, B) of `s` advance in place. Work goes to h's stream, not the model's (a captured graph needs a stream of
+  //! its own), and allocates nothing once `w` has held B rows: a step can be captured as a CUDA graph. Token ids
+  //! cannot be checked on the device: an id outside [0, V) gives a row of NaN logits.
+  float const* step(backends::blas_handle& h, std::int32_t const* tokens, std::int64_t batch, state& s,
+                    step_workspace& w) const {
+    std::int64_t const d = cfg_.d_model, v = cfg_.vocab, n = cfg_.n_layers;
+    check_arg(batch >= 1 && batch <= s.batch && batch <= 65535, "step batch", batch,
+              "must be in [1, min(state batch " + std::to_string(s.batch) + ", 65535)]");
+    check(s.conv_row == (cfg_.d_conv - 1) * cfg_.d_inner() && s.ssm_row == cfg_.d_state * cfg_.d_inner() &&
+              s.ssm.size() == static_cast<std::size_t>(n * s.batch * s.ssm_row),
+          "mamba_lm step (cuda): the state must come from this model's make_state");
+    check(tokens != nullptr, "mamba_lm step (cuda): tokens must be a device pointer, not null");
+    auto const be = h.backend();
+    cudaStream_t const stream = be.stream;
+    auto const bd = static_cast<std::size_t>(batch * d);
+    layers::cuda::grow_buffer(w.ids, static_cast<std::size_t>(batch), stream);
+    for (auto* b : {&w.u, &w.normed, &w.out}) {
+      layers::cuda::grow_buffer(*b, bd, stream);
+    }
+    layers::cuda::grow_buffer(w.logits, static_cast<std::size_t>(batch * v), stream);
+    std::int64_t const per_row = n * (s.conv_row + s.ssm_row);
+    dim3 const grid(ops::cuda::grid_blocks(per_row, detail::begin_step_threads * 4, 32), static_cast<unsigned>(batch));
+    detail::begin_step_kernel<float><<<grid, detail::begin_step_threads, 0, stream>>>(
+        tokens, w.ids.data(), n, s.batch, s.conv_row, s.ssm_row, s.conv.data(), s.ssm.data());
+    backends::cuda_check_launch("begin_step_kernel");
+    layers::cuda::embedding_forward(be, v, d, embedding_.value, w.ids.data(), batch, w.u.data());
+    layers::cuda::rmsnorm_forward(be, batch, d, cfg_.norm_eps, w.u.data(), nullptr, nullptr, norms_[0].value,
+                                  w.normed.data(), nullptr);
+    for (std::int64_t i = 0; i < n; ++i) {
+      blocks_[static_cast<std::size_t>(i)].step(h, batch, w.normed.data(), w.out.data(), s.layer(i), w.block);
+      // u += block output, normalized by the next layer's norm (norm_f after the last block)
+      layers::cuda::rmsnorm_forward(be, batch, d, cfg_.norm_eps, w.out.data(), w.u.data(), w.u.data(),
+                                    norms_[static_cast<std::size_t>(i + 1)].value, w.normed.data(), nullptr);
+    }
+    backends::gemm(h, ops::trans::n, ops::trans::t, batch, v, d, 1.0f, w.normed.data(), d, head_.value, d, 0.0f,
+                   w.logits.data(), v, opt_.precision);  // [B, V]
+    return w.logits.data();
+  }
+
+  //! step, then greedy decoding on the device: next [B] (a device pointer) = the argmax of each row's logits.
+  void greedy_step(backends::blas_handle& h, std::int32_t const* tokens, std::int32_t* next, std::int64_t batch,
+                   state& s, step_workspace& w) const {
+    float const* logits = step(h, tokens, batch, s, w);
+    layers::cuda::row_argmax(h.backend(), batch, cfg_.vocab, logits, next);
+  }
 
   //! Sizes every buffer for a batch laid out as `seqs` (forward does it too; call it first to poison them).
   void reserve(sequences const& seqs) {

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file step_graph.cuh
+//! One greedy step of a CUDA language model for a fixed batch of B rows, captured once as a CUDA graph and replayed:
+//!   B token ids (pinned host) -> device -> every layer's step -> argmax -> B ids (pinned host)
+//! so a rollout step costs one graph launch and two copies of B int32 instead of a launch per kernel and GEMM.
+//! The graph owns the rows' states and runs on a stream and cuBLAS handle of its own (capture needs a stream other
+//! than the legacy default one, and a cuBLAS workspace that stays put). A row fed models::cuda::fresh_token(t)
+//! starts a new sequence; every other row continues its own.
+#pragma once
+
+#include <ssmlen/backends/cuda/blas.cuh>
+#include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/error.hpp>
+#include <ssmlen/models/cuda/mamba_lm.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cublas_v2.h>
+#include <span>
+#include <string>
+#include <utility>
+
+namespace ssmlen::agent::cuda {
+
+namespace detail {
+
+//! Page-locked host memory for `n` ids: copies from and to it run asynchronously, at full bus speed.
+class pinned_ids {
+public:
+  explicit pinned_ids(std::size_t n) : n_(n) {
+    backends::cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&p_), n * sizeof(std::int32_t), cudaHostAllocDefault),
+                         "cudaHostAlloc");
+  }
+  pinned_ids(pinned_ids const&) = delete;
+  pinned_ids& operator=(pinned_ids const&) = delete;
+  ~pinned_ids() {
+    if (p_ != nullptr) {
+      cudaFreeHost(p_);  // destructors do not throw
+    }
+  }
+  [[nodiscard]] std::span<std::int32_t> span() { return {p_, n_}; }
+
+private:
+  std::int32_t* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+}  // namespace detail
+
+//! Model: models::cuda::mamba_lm<Scan> (anything with its make_state, greedy_step, config and state types). The
+//! model must outlive the graph, and its parameters must not change while the graph is used.
+template <class Model>
+class step_graph {
+public:
+  //! Captures the step for `batch` rows; states start at zero. The model's own stream is waited for first.
+  step_graph(Model const& model, std::int64_t batch)
+      : model_(model), batch_(checked_batch(batch)), blas_(stream_.backend()), state_(model.make_state(batch)),
+        tokens_dev_(static_cast<std::size_t>(batch)), next_dev_(static_cast<std::size_t>(batch)),
+        tokens_(static_cast<std::size_t>(batch)), next_(static_cast<std::size_t>(batch)) {
+    backends::cublas_check(cublasSetWorkspace(blas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()),
+                           "cublasSetWorkspace");
+    cudaStream_t const s = stream_.get();
+    // One eager step first: buffers reach their size (and cuBLAS picks its kernels) outside the capture.
+    for (auto& t : tokens_.span()) {
+      t = models::cuda::fresh_token(0);
+    }
+    enqueue();
+    stream_.synchronize();
+    backends::cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    try {
+      enqueue();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(s, &broken);  // leave the stream usable; the first error is the one reported
+      if (broken != nullptr) {
+        cudaGraphDestroy(broken);
+      }
+      throw;
+    }
+    backends::cuda_check(cudaStreamEndCapture(s, &graph_), "cudaStreamEndCapture");
+    backends::cuda_check(cudaGraphInstantiate(&exec_, graph_, 0), "cudaGraphInstantiate");
+  }
+  step_graph(step_graph const&) = delete;
+  step_graph& operator=(step_graph const&) = delete;
+  ~step_graph() {
+    if (exec_ != nullptr) {
+      cudaGraphExecDestroy(exec_);  // destructors do not throw
+    }
+    if (graph_ != nullptr) {
+      cudaGraphDestroy(graph_);
+    }
+  }
+
+  [[nodiscard]] std::int64_t batch() const { return batch_; }
+
+  //! The ids the next run() feeds, one per row (pinned host memory): a token, or fresh_token(t).
+  [[nodiscard]] std::span<std::int32_t> tokens() { return tokens_.span(); }
+
+  //! Replays the step on tokens() and waits for it: each row's greedy next token (pinned host memory, valid until
+  //! the next run). Ids are checked on the host first, since the device cannot throw.
+  std::span<std::int32_t const> run() {
+    std::int32_t const v = static_cast<std::int32_t>(model_.config().vocab);
+    for (std::int32_t const t : tokens_.span()) {
+      if (t < -v || t >= v) {
+        check_arg(false, "token id", t, "must be in [0, vocab = " + std::to_string(v) + ") or a fresh_token of one");
+      }
+    }
+    backends::cuda_check(cudaGraphLaunch(exec_, stream_.get()), "cudaGraphLaunch");
+    stream_.synchronize();
+    return next_.span();
+  }
+
+  //! The rows' states (device), laid out as Model::state.
+  [[nodiscard]] typename Model::state& state() { return state_; }
+
+private:
+  static std::int64_t checked_batch(std::int64_t batch) {
+    check_arg(batch >= 1 && batch <= 65535, "step graph batch", batch, "must be in [1, 65535]");
+    return batch;
+  }
+
+  //! The step as stream work: ids up, every layer, argmax, ids down.
+  void enqueue() {
+    cudaStream_t const s = stream_.get();
+    auto const bytes = static_cast<std::size_t>(batch_) * sizeof(std::int32_t);
+    backends::cuda_check(cudaMemcpyAsync(tokens_dev_.data(), tokens_.span().data(), bytes, cudaMemcpyHostToDevice, s),
+                         "cudaMemcpyAsync (ids to the device)");
+    model_.greedy_step(blas_, tokens_dev_.data(), next_dev_.data(), batch_, state_, work_);
+    backends::cuda_check(cudaMemcpyAsync(next_.span().data(), next_dev_.data(), bytes, cudaMemcpyDeviceToHost, s),
+                         "cudaMemcpyAsync (ids to the host)");
+  }
+
+  static constexpr std::size_t cublas_workspace_bytes = std::size_t{32} << 20;  // cuBLAS's advice for Hopper
+
+  Model const& model_;
+  std::int64_t batch_;
+  backends::cuda_stream stream_;
+  backends::device_buffer<char> cublas_workspace_{cublas_workspace_bytes};
+  backends::blas_handle blas_;
+  typename Model::state state_;
+  typename Model::step_workspace work_;
+  backends::device_buffer<std::int32_t> tokens_dev_, next_dev_;  // [B]
+  detail::pinned_ids tokens_, next_;                             // [B], host
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+}  // namespace ssmlen::agent::cuda

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file selective_scan_step.cuh
+//! One token of the Mamba-1 selective SSM for each of B independent sequences on a CUDA device, float32, fused with
+//! what surrounds the scan in the block's step (layers/mamba_block.hpp, `step_row`):
+//!   Δ = delta_min + softplus(dt_pre + dt_bias), A = -exp(A_log)
+//!   h[n] = exp(Δ A[n]) h[n] + Δ B[n] x,   y = (Σ_n C[n] h[n] + D x) · silu(z)
+//! with the host's scalar functions (core/math.hpp) and its order of summation over states, so a row matches
+//! scan::selective_scan_step_row up to the rounding of exp(A_log).
+//!
+//! One thread per (row, channel), the states of its channel in a loop: state [B, N, ED] is read and written once,
+//! a warp touching 32 consecutive channels of one state row (coalesced); B, C and the row's scalars are the same
+//! across a block (broadcast loads). Rows run in blockIdx.y, so B is at most 65,535.
+#pragma once
+
+#include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/error.hpp>
+#include <ssmlen/core/math.hpp>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ssmlen::scan::cuda {
+
+//! Device pointers of one fused SSM step; rows with a stride name it.
+struct selective_scan_step_args {
+  std::int64_t batch = 0, channels = 0, states = 0;  // B, ED, N
+  float const* x = nullptr;                          // [B, ED]: the SSM input (after the conv and SiLU)
+  float const* dt_pre = nullptr;                     // [B, ED]: dt_proj(Δ_low), the bias not yet added
+  float const* dt_bias = nullptr;                    // [ED]
+  float delta_min = 0;                               // the floor of Δ
+  float const* a_log = nullptr;                      // [ED, N]: A = -exp(A_log)
+  float const* b = nullptr;                          // [B, N], row stride ld_bc
+  float const* c = nullptr;                          // [B, N], row stride ld_bc
+  std::int64_t ld_bc = 0;
+  float const* d = nullptr;  // [ED]: the skip connection
+  float const* z = nullptr;  // [B, ED], row stride ld_z: the gate
+  std::int64_t ld_z = 0;
+  float* state = nullptr;  // [B, N, ED]: advanced in place
+  float* y = nullptr;      // [B, ED]: the gated output
+};
+
+namespace detail {
+
+inline constexpr int step_threads = 128;
+
+template <class T>
+__global__ void __launch_bounds__(step_threads) selective_scan_step_kernel(selective_scan_step_args p) {
+  std::int64_t const ch = blockIdx.x * std::int64_t{step_threads} + threadIdx.x;
+  std::int64_t const row = blockIdx.y;
+  if (ch >= p.channels) {
+    return;
+  }
+  std::int64_t const ed = p.channels;
+  T const x = p.x[row * ed + ch];
+  T const dt = T(p.delta_min) + softplus(p.dt_pre[row * ed + ch] + p.dt_bias[ch]);
+  T const* a_log = p.a_log + ch * p.states;   // [N]: this channel's row
+  T const* b = p.b + row * p.ld_bc;           // [N]
+  T const* c = p.c + row * p.ld_bc;           // [N]
+  T* h = p.state + row * p.states * ed + ch;  // column ch of [N, ED]
+  T y = p.d[ch] * x;
+  T const dtx = dt * x;
+  for (std::int64_t n = 0; n < p.states; ++n) {
+    T const a = -exp(a_log[n]);
+    T const hn = exp_of(dt * a) * h[n * ed] + dtx * b[n];
+    h[n * ed] = hn;
+    y += hn * c[n];
+  }
+  p.y[row * ed + ch] = y * silu(p.z[row * p.ld_z + ch]);
+}
+
+}  // namespace detail
+
+//! Runs one fused step on `be.stream` (see the file comment); every pointer is a device pointer.
+inline void selective_scan_step(backends::cuda const& be, selective_scan_step_args const& a) {
+  check_arg(a.batch >= 0 && a.batch <= 65535, "selective scan step batch", a.batch, "must be in [0, 65535]");
+  check_arg(a.channels >= 1, "selective scan step channels", a.channels, "must be positive");
+  check_arg(a.states >= 1, "selective scan step states", a.states, "must be positive");
+  check_arg(a.ld_bc >= a.states, "selective scan step ld_bc", a.ld_bc, "must be at least the state count");
+  check_arg(a.ld_z >= a.channels, "selective scan step ld_z", a.ld_z, "must be at least the channel count");
+  check(a.batch == 0 ||
+            (a.x != nullptr && a.dt_pre != nullptr && a.dt_bias != nullptr && a.a_log != nullptr && a.b != nullptr &&
+             a.c != nullptr && a.d != nullptr && a.z != nullptr && a.state != nullptr && a.y != nullptr),
+        "selective scan step (cuda): every input, the state and y must be device pointers, not null");
+  if (a.batch == 0) {
+    return;
+  }
+  dim3 const grid(static_cast<unsigned>((a.channels + detail::step_threads - 1) / detail::step_threads),
+                  static_cast<unsigned>(a.batch));
+  detail::selective_scan_step_kernel<float><<<grid, detail::step_threads, 0, be.stream>>>(a);
+  backends::cuda_check_launch("selective_scan_step_kernel");
+}
+
+}  // namespace ssmlen::scan::cuda

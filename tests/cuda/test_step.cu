@@ -1,0 +1,475 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file test_step.cu
+//! Parity of the CUDA recurrent step with the host one in float: the fused SSM step against
+//! scan::selective_scan_step_row, the row argmax against agent::detail::argmax (ties included), the Mamba block's
+//! step against the host block's step_row token by token from random states, and the language model's step
+//! against the host model's step and forward, on random models (tied and untied heads, delta_min > 0, odd sizes,
+//! batches that are not a multiple of 32), including rows restarted with fresh_token mid-sequence; then the
+//! captured step graph against eager steps. Errors are norm-wise, ‖gpu − host‖ / ‖host‖ < 1e-4; device states and
+//! scratch are poisoned with NaN first wherever the step must overwrite or reset them.
+//! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
+//! Without a GPU every case that needs one prints a skip message and passes.
+#ifndef SSMLEN_TEST_DATA_DIR
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#endif
+#include <ssmlen/agent/cuda/step_graph.cuh>
+#include <ssmlen/agent/rollout.hpp>
+#include <ssmlen/backends/cuda/blas.cuh>
+#include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/backends/host.hpp>
+#include <ssmlen/core/rng.hpp>
+#include <ssmlen/layers/cuda/mamba_block.cuh>
+#include <ssmlen/layers/cuda/row_argmax.cuh>
+#include <ssmlen/layers/mamba_block.hpp>
+#include <ssmlen/models/cuda/mamba_lm.cuh>
+#include <ssmlen/models/mamba_lm.hpp>
+#include <ssmlen/scan/cuda/selective_scan_step.cuh>
+#include <ssmlen/scan/selective_scan.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <span>
+#include <vector>
+
+#include "../support/cuda_testing.hpp"
+
+namespace {
+
+using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::rel_error;
+
+namespace lc = ssmlen::layers::cuda;
+namespace mc = ssmlen::models::cuda;
+using ssmlen::backends::device_buffer;
+using ssmlen::models::mamba_config;
+using host_model = ssmlen::models::mamba_lm<float, ssmlen::scan::recurrent>;
+
+constexpr double tol = 1e-4;  // norm-wise relative
+
+std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
+  ssmlen::rng g(seed);
+  std::vector<float> v(n);
+  for (auto& e : v) {
+    e = static_cast<float>(scale * g.normal());
+  }
+  return v;
+}
+
+//! A device copy, complete when this returns: work on other streams may read it at once.
+device_buffer<float> on_device(std::vector<float> const& v) {
+  device_buffer<float> b{std::span<float const>(v)};
+  ssmlen::backends::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  return b;
+}
+
+//! Copies ids to the device in the order of `stream`'s work.
+void upload(ssmlen::backends::cuda_stream const& stream, device_buffer<std::int32_t>& dst,
+            std::vector<std::int32_t> const& src) {
+  ssmlen::backends::cuda_check(
+      cudaMemcpyAsync(dst.data(), src.data(), src.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice, stream.get()),
+      "cudaMemcpyAsync (ids)");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Kernels
+
+void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float delta_min, std::uint64_t seed) {
+  std::int64_t const ld_bc = 2 * ns + 3, ld_z = ed + 5;  // B, C and z live inside wider rows, as in the block
+  auto const x = normal(static_cast<std::size_t>(batch * ed), 1.0, seed);
+  auto const dt_pre = normal(x.size(), 1.0, seed + 1);
+  auto const bias = normal(static_cast<std::size_t>(ed), 0.5, seed + 2);
+  auto a_log = normal(static_cast<std::size_t>(ed * ns), 0.5, seed + 3);
+  auto const bc = normal(static_cast<std::size_t>(batch * ld_bc), 1.0, seed + 4);
+  auto const d = normal(static_cast<std::size_t>(ed), 1.0, seed + 5);
+  auto const z = normal(static_cast<std::size_t>(batch * ld_z), 1.0, seed + 6);
+  auto const h0 = normal(static_cast<std::size_t>(batch * ns * ed), 1.0, seed + 7);
+
+  // Host: the block's own sequence of operations around selective_scan_step_row.
+  std::vector<float> a(static_cast<std::size_t>(ns * ed)), h = h0, y_ref(x.size()), dt(static_cast<std::size_t>(ed));
+  for (std::int64_t c = 0; c < ed; ++c) {
+    for (std::int64_t n = 0; n < ns; ++n) {
+      a[static_cast<std::size_t>(n * ed + c)] = -std::exp(a_log[static_cast<std::size_t>(c * ns + n)]);
+    }
+  }
+  for (std::int64_t r = 0; r < batch; ++r) {
+    for (std::int64_t c = 0; c < ed; ++c) {
+      dt[static_cast<std::size_t>(c)] = delta_min + ssmlen::softplus(dt_pre[static_cast<std::size_t>(r * ed + c)] +
+                                                                     bias[static_cast<std::size_t>(c)]);
+    }
+    float* yr = y_ref.data() + r * ed;
+    ssmlen::scan::selective_scan_step_row(ed, ns, x.data() + r * ed, dt.data(), a.data(), bc.data() + r * ld_bc,
+                                          bc.data() + r * ld_bc + ns, d.data(), h.data() + r * ns * ed, yr);
+    for (std::int64_t c = 0; c < ed; ++c) {
+      yr[c] *= ssmlen::silu(z[static_cast<std::size_t>(r * ld_z + c)]);
+    }
+  }
+
+  auto dx = on_device(x), ddt = on_device(dt_pre), dbias = on_device(bias), dalog = on_device(a_log),
+       dbc = on_device(bc), dd = on_device(d), dz = on_device(z), dh = on_device(h0);
+  device_buffer<float> dy(x.size());
+  dy.fill_bytes(0xFF);
+  ssmlen::scan::cuda::selective_scan_step_args p;
+  p.batch = batch;
+  p.channels = ed;
+  p.states = ns;
+  p.x = dx.data();
+  p.dt_pre = ddt.data();
+  p.dt_bias = dbias.data();
+  p.delta_min = delta_min;
+  p.a_log = dalog.data();
+  p.b = dbc.data();
+  p.c = dbc.data() + ns;
+  p.ld_bc = ld_bc;
+  p.d = dd.data();
+  p.z = dz.data();
+  p.ld_z = ld_z;
+  p.state = dh.data();
+  p.y = dy.data();
+  ssmlen::scan::cuda::selective_scan_step({}, p);
+  double const ey = rel_error(dy.to_host(), y_ref), eh = rel_error(dh.to_host(), h);
+  CHECK(ey < tol);
+  CHECK(eh < tol);
+  std::printf("scan step B=%lld ED=%lld N=%lld delta_min=%.2f: y error %.2e, state error %.2e\n",
+              static_cast<long long>(batch), static_cast<long long>(ed), static_cast<long long>(ns), delta_min, ey, eh);
+}
+
+TEST_CASE("cuda selective scan step: one fused token matches the host row step") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_scan_step(45, 74, 5, 0.0f, 1);
+  check_scan_step(3, 300, 16, 0.02f, 2);  // channels over several blocks
+}
+
+TEST_CASE("cuda row argmax: the first largest index of every row, as the host's") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  ssmlen::rng g(5);
+  for (std::int64_t cols : {1, 7, 23, 33, 1000}) {
+    std::int64_t const rows = 70;
+    std::vector<float> x(static_cast<std::size_t>(rows * cols));
+    for (auto& e : x) {
+      e = static_cast<float>(g.uniform_int(-3, 3));  // few values: many ties, the host keeps the first
+    }
+    auto dx = on_device(x);
+    device_buffer<std::int32_t> idx(static_cast<std::size_t>(rows));
+    idx.fill_bytes(0xFF);
+    lc::row_argmax({}, rows, cols, dx.data(), idx.data());
+    auto const got = idx.to_host();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      CAPTURE(cols);
+      CAPTURE(r);
+      CHECK(got[static_cast<std::size_t>(r)] == ssmlen::agent::detail::argmax(x.data() + r * cols, cols));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The block
+
+TEST_CASE("cuda mamba block step: token by token from random states, as the host block's step_row") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  struct block_case {
+    std::int64_t d, ed, ns, k, r, batch;
+    float delta_min;
+  };
+  std::uint64_t seed = 40;
+  for (auto const& bc : {block_case{37, 74, 5, 3, 3, 45, 0.02f}, block_case{64, 128, 16, 4, 4, 33, 0.0f},
+                         block_case{16, 32, 4, 1, 2, 5, 0.01f}}) {  // K = 1: no conv state
+    CAPTURE(bc.d);
+    using host_block = ssmlen::layers::mamba_block<float, ssmlen::scan::recurrent>;
+    host_block ref(bc.d, bc.ed, bc.ns, bc.k, bc.r);
+    ref.ssm.delta_min = bc.delta_min;
+    ssmlen::rng g(seed);
+    ref.init_mamba(g, 2);
+    auto st = ref.make_state(bc.batch);
+    auto const c0 = normal(static_cast<std::size_t>(st.conv.size()), 0.5, seed + 1);
+    auto const s0 = normal(static_cast<std::size_t>(st.ssm.size()), 0.5, seed + 2);
+    std::copy(c0.begin(), c0.end(), st.conv.data());
+    std::copy(s0.begin(), s0.end(), st.ssm.data());
+
+    std::vector<ssmlen::layers::param<float>*> const hp{
+        &ref.in_proj.weight,   &ref.conv.weight, &ref.conv.bias, &ref.ssm.x_proj.weight, &ref.ssm.dt_proj.weight,
+        &ref.ssm.dt_proj.bias, &ref.ssm.a_log,   &ref.ssm.d,     &ref.out_proj.weight};
+    std::vector<device_buffer<float>> values;
+    for (auto* p : hp) {
+      values.push_back(on_device(std::vector<float>(p->value.begin(), p->value.end())));
+    }
+    lc::mamba_block_params<float*> const pv{values[0].data(), values[1].data(), values[2].data(),
+                                            values[3].data(), values[4].data(), values[5].data(),
+                                            values[6].data(), values[7].data(), values[8].data()};
+    ssmlen::backends::cuda_stream stream;
+    ssmlen::backends::blas_handle h(stream.backend());
+    lc::mamba_block<> blk({bc.d, bc.ed, bc.ns, bc.k, bc.r, bc.delta_min}, pv, pv);
+    auto dconv = on_device(c0), dssm = on_device(s0);
+    lc::mamba_block_step_scratch ws;
+    ws.reserve(blk.shape(), bc.batch, stream.get());
+    ws.poison(stream.get());
+
+    std::vector<float> a(static_cast<std::size_t>(bc.ns * bc.ed)),
+        scratch(static_cast<std::size_t>(ref.step_scratch_size()));
+    ref.ssm.make_a(a.data());
+    double worst = 0;
+    for (int t = 0; t < 12; ++t) {
+      auto const u = normal(static_cast<std::size_t>(bc.batch * bc.d), 1.0, seed + 10 + static_cast<std::uint64_t>(t));
+      std::vector<float> out_ref(u.size());
+      for (std::int64_t r = 0; r < bc.batch; ++r) {
+        ref.step_row(u.data() + r * bc.d, out_ref.data() + r * bc.d, st.conv.data() + r * (bc.k - 1) * bc.ed,
+                     st.ssm.data() + r * bc.ns * bc.ed, a.data(), scratch.data());
+      }
+      auto du = on_device(u);
+      device_buffer<float> out(u.size());
+      out.fill_bytes(0xFF, stream.get());
+      blk.step(h, bc.batch, du.data(), out.data(), {bc.k > 1 ? dconv.data() : nullptr, dssm.data()}, ws);
+      stream.synchronize();
+      double const e = rel_error(out.to_host(), out_ref);
+      CHECK(e < tol);
+      worst = std::max(worst, e);
+    }
+    if (bc.k > 1) {
+      double const ec = rel_error(dconv.to_host().data(), st.conv.data(), st.conv.size());
+      CHECK(ec < tol);
+      worst = std::max(worst, ec);
+    }
+    double const es = rel_error(dssm.to_host().data(), st.ssm.data(), st.ssm.size());
+    CHECK(es < tol);
+    worst = std::max(worst, es);
+    std::printf("block step D=%lld ED=%lld N=%lld K=%lld B=%lld: worst error over 12 tokens (outputs, states) %.2e\n",
+                static_cast<long long>(bc.d), static_cast<long long>(bc.ed), static_cast<long long>(bc.ns),
+                static_cast<long long>(bc.k), static_cast<long long>(bc.batch), worst);
+    seed += 100;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The language model
+
+//! The device state's layer i, rows [0, B), as the host state's tensors.
+void upload_state(host_model::state const& host, mc::mamba_lm_state& dev) {
+  for (std::size_t i = 0; i < host.layers.size(); ++i) {
+    auto const l = dev.layer(static_cast<std::int64_t>(i));
+    auto const& hl = host.layers[i];
+    ssmlen::backends::cuda_check(cudaMemcpy(l.conv, hl.conv.data(),
+                                            static_cast<std::size_t>(hl.conv.size()) * sizeof(float),
+                                            cudaMemcpyHostToDevice),
+                                 "copy conv state");
+    ssmlen::backends::cuda_check(cudaMemcpy(l.ssm, hl.ssm.data(),
+                                            static_cast<std::size_t>(hl.ssm.size()) * sizeof(float),
+                                            cudaMemcpyHostToDevice),
+                                 "copy ssm state");
+  }
+  ssmlen::backends::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
+
+//! Worst norm-wise error of the device state against the host's, over every layer's conv and SSM state.
+double state_error(host_model::state const& host, mc::mamba_lm_state& dev) {
+  auto const conv = dev.conv.to_host(), ssm = dev.ssm.to_host();
+  double worst = 0;
+  for (std::size_t i = 0; i < host.layers.size(); ++i) {
+    auto const& hl = host.layers[i];
+    worst = std::max(worst, rel_error(conv.data() + static_cast<std::int64_t>(i) * dev.batch * dev.conv_row,
+                                      hl.conv.data(), hl.conv.size()));
+    worst = std::max(worst, rel_error(ssm.data() + static_cast<std::int64_t>(i) * dev.batch * dev.ssm_row,
+                                      hl.ssm.data(), hl.ssm.size()));
+  }
+  return worst;
+}
+
+void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t seed) {
+  ssmlen::backends::host const be;
+  host_model ref(cfg, seed);
+  mc::mamba_lm<> dev(ref);
+  std::int64_t const v = cfg.vocab, steps = 16;
+  ssmlen::rng g(seed + 1);
+  std::vector<std::vector<std::int32_t>> seqs(static_cast<std::size_t>(batch));  // every row's tokens
+  for (auto& s : seqs) {
+    for (std::int64_t t = 0; t < steps; ++t) {
+      s.push_back(static_cast<std::int32_t>(g.uniform_int(0, v - 1)));
+    }
+  }
+
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  auto st = dev.make_state(batch);
+  st.conv.fill_bytes(0xFF);  // poisoned: the first token of every row is fresh and must reset it
+  st.ssm.fill_bytes(0xFF);
+  mc::mamba_lm<>::step_workspace w;
+  device_buffer<std::int32_t> tokens(static_cast<std::size_t>(batch)), next(static_cast<std::size_t>(batch));
+  auto host_state = ref.make_state(batch);
+  host_model::step_workspace hw;
+  std::vector<float> logits_ref(static_cast<std::size_t>(batch * v));
+  std::vector<std::int32_t> feed(static_cast<std::size_t>(batch)), coded(feed.size());
+  double worst = 0;
+
+  // Phase 1: every row from a fresh start, 16 tokens; the last logits also against the host forward.
+  for (std::int64_t t = 0; t < steps; ++t) {
+    for (std::int64_t r = 0; r < batch; ++r) {
+      feed[static_cast<std::size_t>(r)] = seqs[static_cast<std::size_t>(r)][static_cast<std::size_t>(t)];
+      coded[static_cast<std::size_t>(r)] =
+          t == 0 ? mc::fresh_token(feed[static_cast<std::size_t>(r)]) : feed[static_cast<std::size_t>(r)];
+    }
+    ref.step(be, feed, logits_ref.data(), host_state, hw);
+    upload(stream, tokens, coded);
+    if (t > 0) {  // sized by the first step: poisoned before every later one
+      w.poison(stream.get());
+    }
+    float const* logits = dev.step(h, tokens.data(), batch, st, w);
+    stream.synchronize();
+    std::vector<float> got(logits_ref.size());
+    ssmlen::backends::cuda_check(cudaMemcpy(got.data(), logits, got.size() * sizeof(float), cudaMemcpyDeviceToHost),
+                                 "copy logits");
+    double const e = rel_error(got, logits_ref);
+    CAPTURE(t);
+    CHECK(e < tol);
+    worst = std::max(worst, e);
+  }
+  {
+    std::vector<std::int32_t> packed;
+    for (auto const& s : seqs) {
+      packed.insert(packed.end(), s.begin(), s.end());
+    }
+    auto const packed_seqs = ssmlen::sequences::from_lengths(std::vector<std::int64_t>(seqs.size(), steps));
+    std::vector<float> all(packed.size() * static_cast<std::size_t>(v));
+    host_model::cache k;
+    ref.forward(be, packed, packed_seqs, all.data(), k);
+    std::vector<float> last(logits_ref.size());
+    for (std::int64_t r = 0; r < batch; ++r) {
+      std::copy_n(all.data() + ((r + 1) * steps - 1) * v, v, last.data() + r * v);
+    }
+    std::vector<float> got(last.size());
+    ssmlen::backends::cuda_check(
+        cudaMemcpy(got.data(), w.logits.data(), got.size() * sizeof(float), cudaMemcpyDeviceToHost), "copy logits");
+    double const e = rel_error(got, last);
+    CHECK(e < tol);
+    worst = std::max(worst, e);
+  }
+  double const es1 = state_error(host_state, st);
+  CHECK(es1 < tol);
+
+  // Phase 2: random states on both sides, every third row restarted mid-way, greedy ids against the host argmax.
+  for (std::size_t i = 0; i < host_state.layers.size(); ++i) {
+    for (auto* t : {&host_state.layers[i].conv, &host_state.layers[i].ssm}) {
+      auto const vals = normal(static_cast<std::size_t>(t->size()), 0.5, seed + 50 + i);
+      std::copy(vals.begin(), vals.end(), t->data());
+    }
+  }
+  upload_state(host_state, st);
+  int agree = 0, total = 0;
+  for (std::int64_t t = 0; t < 10; ++t) {
+    for (std::int64_t r = 0; r < batch; ++r) {
+      auto const tok = static_cast<std::int32_t>(g.uniform_int(0, v - 1));
+      bool const restart = t == 4 && r % 3 == 0;
+      feed[static_cast<std::size_t>(r)] = tok;
+      coded[static_cast<std::size_t>(r)] = restart ? mc::fresh_token(tok) : tok;
+      if (restart) {
+        for (auto& l : host_state.layers) {
+          std::fill_n(l.conv.data() + r * (l.conv.size() / batch), l.conv.size() / batch, 0.0f);
+          std::fill_n(l.ssm.data() + r * (l.ssm.size() / batch), l.ssm.size() / batch, 0.0f);
+        }
+      }
+    }
+    ref.step(be, feed, logits_ref.data(), host_state, hw);
+    upload(stream, tokens, coded);
+    w.poison(stream.get());
+    next.fill_bytes(0xFF, stream.get());
+    dev.greedy_step(h, tokens.data(), next.data(), batch, st, w);
+    stream.synchronize();
+    std::vector<float> got(logits_ref.size());
+    ssmlen::backends::cuda_check(
+        cudaMemcpy(got.data(), w.logits.data(), got.size() * sizeof(float), cudaMemcpyDeviceToHost), "copy logits");
+    double const e = rel_error(got, logits_ref);
+    CAPTURE(t);
+    CHECK(e < tol);
+    worst = std::max(worst, e);
+    auto const ids = next.to_host();
+    for (std::int64_t r = 0; r < batch; ++r) {
+      // the device's argmax of its own logits is exact; against the host's logits only near-ties may differ
+      CHECK(ids[static_cast<std::size_t>(r)] == ssmlen::agent::detail::argmax(got.data() + r * v, v));
+      agree += ids[static_cast<std::size_t>(r)] == ssmlen::agent::detail::argmax(logits_ref.data() + r * v, v);
+      ++total;
+    }
+  }
+  double const es2 = state_error(host_state, st);
+  CHECK(es2 < tol);
+  CHECK(agree >= total - 1);
+  std::printf("model step V=%lld D=%lld L=%lld B=%lld tied=%d delta_min=%.2f: worst logits error %.2e, state errors "
+              "%.2e / %.2e, greedy ids equal to the host's %d of %d\n",
+              static_cast<long long>(cfg.vocab), static_cast<long long>(cfg.d_model),
+              static_cast<long long>(cfg.n_layers), static_cast<long long>(batch), cfg.tie_embeddings ? 1 : 0,
+              cfg.delta_min, worst, es1, es2, agree, total);
+}
+
+TEST_CASE("cuda mamba_lm step: token by token as the host step and forward, fresh rows reset") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_model_step({.vocab = 29, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2}, 37, 60);
+  check_model_step({.vocab = 23,
+                    .d_model = 40,
+                    .n_layers = 3,
+                    .d_state = 5,
+                    .d_conv = 3,
+                    .expand = 2,
+                    .tie_embeddings = false,
+                    .delta_min = 0.02},
+                   70, 61);
+}
+
+TEST_CASE("cuda mamba_lm step: small model (checkers' case)") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_model_step({.vocab = 11, .d_model = 16, .n_layers = 2, .d_state = 4, .expand = 2, .delta_min = 0.01}, 5, 62);
+}
+
+TEST_CASE("cuda step graph: replays give the eager greedy steps' ids and states") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  mamba_config const cfg{.vocab = 19, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2, .delta_min = 0.01};
+  host_model ref(cfg, 70);
+  for (auto& p : ref.named_params()) {  // sharper logits: greedy ids that vary from step to step
+    for (auto& x : p.p->value) {
+      x *= 3.0f;
+    }
+  }
+  mc::mamba_lm<> dev(ref);
+  std::int64_t const batch = 41;
+  ssmlen::agent::cuda::step_graph<mc::mamba_lm<>> graph(dev, batch);
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  auto st = dev.make_state(batch);
+  mc::mamba_lm<>::step_workspace w;
+  device_buffer<std::int32_t> tokens(static_cast<std::size_t>(batch)), next(static_cast<std::size_t>(batch));
+  std::vector<std::int32_t> feed(static_cast<std::size_t>(batch));
+  ssmlen::rng g(71);
+  for (int t = 0; t < 20; ++t) {
+    for (std::int64_t r = 0; r < batch; ++r) {
+      auto const tok = static_cast<std::int32_t>(g.uniform_int(0, cfg.vocab - 1));
+      feed[static_cast<std::size_t>(r)] = (t == 0 || (t == 9 && r % 4 == 1)) ? mc::fresh_token(tok) : tok;
+    }
+    std::copy(feed.begin(), feed.end(), graph.tokens().begin());
+    auto const got = graph.run();
+    upload(stream, tokens, feed);
+    dev.greedy_step(h, tokens.data(), next.data(), batch, st, w);
+    stream.synchronize();
+    auto const want = next.to_host();
+    CAPTURE(t);
+    CHECK(std::equal(got.begin(), got.end(), want.begin()));
+  }
+  CHECK(graph.state().ssm.to_host() == st.ssm.to_host());  // the same kernels in the same order: the same bits
+  CHECK(graph.state().conv.to_host() == st.conv.to_host());
+  std::fill(graph.tokens().begin(), graph.tokens().end(),
+            static_cast<std::int32_t>(cfg.vocab));  // out of range: checked on the host
+  CHECK_THROWS_AS(graph.run(), ssmlen::error);
+}
+
+}  // namespace
