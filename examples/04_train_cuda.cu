@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-// The addition headline trained on a CUDA device, then swept like the CPU-trained model. Only the training step
-// runs on the GPU; the rest is the CPU run's (train::train_run): the defaults of train::run_config (4 layers x
-// d_model 64, batches of 128 traces of <= 5-digit additions packed 4 to a sequence, AdamW, warm-up then cosine over
-// 800 steps), the same batches for the same seed, validation every 25 steps by greedy rollouts on the host, the best
-// validated model kept. The kept model is then swept at 5 ... 1000 digits by host rollouts (OpenMP threads:
-// OMP_NUM_THREADS).
+// The addition headline trained on a CUDA device, then swept like the CPU-trained model. The training step and the
+// rollouts (validation and sweep) run on the GPU; the rest is the CPU run's (train::train_run): the defaults of
+// train::run_config (4 layers x d_model 64, batches of 128 traces of <= 5-digit additions packed 4 to a sequence,
+// AdamW, warm-up then cosine over 800 steps), the same batches for the same seed, validation every 25 steps, the best
+// validated model kept. The kept model is then swept at 5 ... 1000 digits. Rollouts give the same tokens on the GPU
+// as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
+// OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.
 //   04_train_cuda [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--delta-min 0] [--traces-per-sequence 4]
-//                 [--sizes 5,10,...,1000] [--out runs/cuda_seed1]
+//                 [--precision fp32|tf32|bf16] [--sizes 5,10,...,1000] [--per-size 32] [--host-rollouts]
+//                 [--out runs/cuda_seed1]
 // --config reads any train::run_config keys from a JSON file (as `ssmlen train --config`); later flags override it.
+// --precision picks the GEMMs' (training and rollouts; fp32 by default).
 // --out writes <out>/model.safetensors with the run's metadata (`ssmlen eval` reads it) and <out>/sweep.{json,csv,svg}.
 // --smoke runs 3 steps on small batches and a tiny sweep (a test that the example keeps compiling and running).
+#include <ssmlen/agent/cuda/rollout.cuh>
 #include <ssmlen/models/cuda/mamba_lm.cuh>
 #include <ssmlen/ssmlen.hpp>
 
@@ -41,7 +45,9 @@ std::string device_name() {
 int run(int argc, char** argv) {
   sl::train::run_config cfg;  // the headline's defaults
   std::string out;
-  sl::eval::sweep_config sweep{.per_size = 32, .train_n = cfg.max_n};
+  sl::eval::sweep_config sweep{.per_size = 32, .batch = 256, .train_n = cfg.max_n};
+  auto precision = sl::backends::gemm_precision::fp32;
+  bool host_rollouts = false;
   for (int i = 1; i < argc; ++i) {
     std::string const arg = argv[i];
     auto value = [&] {
@@ -70,16 +76,27 @@ int run(int argc, char** argv) {
         sweep.sizes.push_back(std::stoi(list.substr(at, comma - at)));
         at = comma + 1;
       }
+    } else if (arg == "--per-size") {
+      sweep.per_size = std::stoi(value());
+    } else if (arg == "--precision") {
+      std::string const p = value();
+      sl::check(p == "fp32" || p == "tf32" || p == "bf16", "--precision: give fp32, tf32 or bf16, not '" + p + "'");
+      precision = p == "fp32"   ? sl::backends::gemm_precision::fp32
+                  : p == "tf32" ? sl::backends::gemm_precision::tf32
+                                : sl::backends::gemm_precision::bf16;
+    } else if (arg == "--host-rollouts") {
+      host_rollouts = true;
     } else if (arg == "--out") {
       out = value();
     } else if (arg == "--smoke") {
       cfg.steps = 3, cfg.batch = 8, cfg.eval_every = 2, cfg.val_n = 3, cfg.val_episodes = 2;
-      sweep = {.sizes = {2, 4}, .per_size = 2, .teacher_forced = 1, .train_n = cfg.max_n};
+      sweep.sizes = {2, 4}, sweep.per_size = 2, sweep.teacher_forced = 1;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
                    "[--traces-per-sequence K] "
-                   "[--sizes 5,100,1000] [--out DIR] [--smoke]\n",
+                   "[--precision fp32|tf32|bf16] [--sizes 5,100,1000] [--per-size N] [--host-rollouts] [--out DIR] "
+                   "[--smoke]\n",
                    argv[0]);
       return 2;
     }
@@ -92,12 +109,23 @@ int run(int argc, char** argv) {
   auto const task = sl::tasks::make_task(cfg.task);
   sl::models::mamba_lm<float> host(cfg.model_config(task.vocab().size()), cfg.seed);  // the CPU run's initial model
   sl::models::cuda::mamba_lm<> dev(
-      host, {.optimizer = {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay, cfg.clip_norm}});
+      host,
+      {.precision = precision, .optimizer = {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay, cfg.clip_norm}});
+  // Validation and sweep rollouts on the device model's current parameters (empty: on the host model).
+  sl::eval::episode_runner gpu_rollouts;
+  if (!host_rollouts) {
+    gpu_rollouts = [&dev](std::span<const sl::agent::episode_input> episodes, sl::tasks::any_task const& t,
+                          sl::agent::rollout_config const& rc) {
+      return sl::agent::cuda::rollout(
+          dev, episodes, [&t](std::size_t) { return t.make_tool(); }, t.markers(), rc);
+    };
+  }
   sl::train::warmup_cosine const schedule{cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio};
   sl::backends::host const be;
-  std::printf("%s on %s: %lld parameters, %lld steps of %lld traces, seed %llu, %d host threads\n", cfg.task.c_str(),
-              device_name().c_str(), static_cast<long long>(dev.n_params()), static_cast<long long>(cfg.steps),
-              static_cast<long long>(cfg.batch), static_cast<unsigned long long>(cfg.seed), be.threads());
+  std::printf("%s on %s: %lld parameters, %lld steps of %lld traces, seed %llu, rollouts on the %s (%d host threads)\n",
+              cfg.task.c_str(), device_name().c_str(), static_cast<long long>(dev.n_params()),
+              static_cast<long long>(cfg.steps), static_cast<long long>(cfg.batch),
+              static_cast<unsigned long long>(cfg.seed), host_rollouts ? "host" : "GPU", be.threads());
 
   // The next batch is sampled on another thread while the device takes the current step.
   auto sample = [&](std::int64_t step) {
@@ -123,7 +151,7 @@ int run(int argc, char** argv) {
     if ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps) {
       auto const tv = std::chrono::steady_clock::now();
       dev.params().download(host.named_params(), false, dev.backend().stream);
-      double const exact = sl::train::validation_exact(be, host, task, cfg);
+      double const exact = sl::train::validation_exact(be, host, task, cfg, gpu_rollouts);
       validation_seconds += seconds_since(tv);
       bool const kept = exact >= best_exact;  // ties go to the later model, as in train_run
       if (kept) {
@@ -149,10 +177,14 @@ int run(int argc, char** argv) {
 
   auto const ts = std::chrono::steady_clock::now();
   std::printf("%s\n", sl::eval::table_header().c_str());
-  auto const result = sl::eval::length_sweep(be, best, task, sweep, [](sl::eval::size_result const& r) {
-    std::printf("%s\n", sl::eval::table_row(r).c_str());
-    std::fflush(stdout);
-  });
+  dev.upload(best);  // the kept model, for the device rollouts
+  auto const result = sl::eval::length_sweep(
+      be, best, task, sweep,
+      [](sl::eval::size_result const& r) {
+        std::printf("%s\n", sl::eval::table_row(r).c_str());
+        std::fflush(stdout);
+      },
+      gpu_rollouts);
   std::printf("summary: %s; sweep %.1f s\n", result.summary().c_str(), seconds_since(ts));
   if (!out.empty()) {
     sl::eval::write_reports(result, std::filesystem::path(out) / "sweep");

@@ -1,7 +1,9 @@
-// Length sweeps: bookkeeping on a real (untrained) model and task, the paper's
-// summary form, and the report files.
+// Length sweeps: bookkeeping on a real (untrained) model and task, a trained
+// model's exact answers, rollouts through a runner, the paper's summary form,
+// and the report files.
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/eval/report.hpp>
+#include <ssmlen/models/checkpoint.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
 #include <ssmlen/tasks/registry.hpp>
 
@@ -55,6 +57,40 @@ TEST_CASE("length_sweep: per-size results from rollouts of an untrained model on
   auto const again = eval::length_sweep(backends::host{}, m, task, cfg);
   CHECK(again.to_json()["results"][1]["exact_match"] == j["results"][1]["exact_match"]);
   CHECK(again.results[1].mean_tokens == r.results[1].mean_tokens);
+}
+
+TEST_CASE("length_sweep: the trained headline model adds exactly; a runner takes over the rollouts only") {
+  auto const task = tasks::make_task("addition");
+  auto const trained =
+      models::load_model(std::filesystem::path(SSMLEN_TEST_DATA_DIR) / "addition_headline_seed3.safetensors");
+  eval::sweep_config cfg;
+  cfg.sizes = {7, 40};  // past the training sizes (<= 5 digits)
+  cfg.per_size = 4;
+  cfg.teacher_forced = 2;
+  auto const own = eval::length_sweep(backends::host{}, trained, task, cfg);
+  for (auto const& s : own.results) {
+    CAPTURE(s.n);
+    CHECK(s.correct == 4);
+    CHECK(s.token_accuracy == 1.0);
+  }
+  // A runner that rolls out an untrained model instead: the rollouts are its, the teacher forcing stays the
+  // trained model's.
+  models::mamba_config c = trained.config();
+  models::mamba_lm<float> untrained(c, 5);
+  int calls = 0;
+  eval::episode_runner const runner = [&](std::span<const agent::episode_input> episodes, tasks::any_task const& t,
+                                          agent::rollout_config const& rc) {
+    ++calls;
+    return agent::rollout(
+        backends::host{}, untrained, episodes, [&](std::size_t) { return t.make_tool(); }, t.markers(), rc);
+  };
+  auto const swapped = eval::length_sweep(backends::host{}, trained, task, cfg, {}, runner);
+  CHECK(calls == 2);
+  for (auto const& s : swapped.results) {
+    CAPTURE(s.n);
+    CHECK(s.correct == 0);
+    CHECK(s.token_accuracy == 1.0);
+  }
 }
 
 TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {

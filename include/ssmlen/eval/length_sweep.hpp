@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -169,10 +170,17 @@ double teacher_forced_accuracy(backends::host const& be, Model const& model,
   return total > 0 ? static_cast<double>(right) / static_cast<double>(total) : 0;
 }
 
-//! Runs the sweep; `on_size` (optional) sees each size's result as soon as it is done.
+//! Rolls out one size's episodes with the task's tools and markers: a sweep runs agent::rollout with its host model
+//! unless given a runner (agent::cuda::rollout on a device copy of the model: examples/04_train_cuda.cu).
+using episode_runner = std::function<std::vector<agent::rollout_result>(
+    std::span<const agent::episode_input>, tasks::any_task const&, agent::rollout_config const&)>;
+
+//! Runs the sweep; `on_size` (optional) sees each size's result as soon as it is done. Teacher forcing always runs
+//! `model` on the host; rollouts run through `runner` when one is given.
 template <class Model>
 sweep_result length_sweep(backends::host const& be, Model const& model, tasks::any_task const& task,
-                          sweep_config const& cfg, std::function<void(size_result const&)> const& on_size = {}) {
+                          sweep_config const& cfg, std::function<void(size_result const&)> const& on_size = {},
+                          episode_runner const& runner = {}) {
   cfg.validate();
   check_arg(model.config().vocab == task.vocab().size(), "model vocab", model.config().vocab,
             "must equal the vocabulary size " + std::to_string(task.vocab().size()) + " of task '" + task.name() + "'");
@@ -195,9 +203,11 @@ sweep_result length_sweep(backends::host const& be, Model const& model, tasks::a
     agent::rollout_config rc;
     rc.batch = cfg.batch;
     rc.max_tokens = static_cast<std::int64_t>(cfg.token_cap_factor * static_cast<double>(longest)) + 64;
-    auto const results = agent::rollout(
-        be, model, std::span<const agent::episode_input>(inputs), [&](std::size_t) { return task.make_tool(); },
-        task.markers(), rc);
+    std::span<const agent::episode_input> const episodes(inputs);
+    auto const results =
+        runner ? runner(episodes, task, rc)
+               : agent::rollout(
+                     be, model, episodes, [&](std::size_t) { return task.make_tool(); }, task.markers(), rc);
     size_result r;
     r.n = n;
     r.episodes = cfg.per_size;

@@ -196,16 +196,17 @@ inline std::map<std::string, std::string> run_metadata(run_config const& cfg, ta
           {"ssmlen.run", cfg.to_json().dump()}};
 }
 
+//! The validation's exact match; rollouts through `runner` when one is given (see eval::length_sweep).
 template <class Model>
 double validation_exact(backends::host const& be, Model const& model, tasks::any_task const& task,
-                        run_config const& cfg) {
+                        run_config const& cfg, eval::episode_runner const& runner = {}) {
   eval::sweep_config sc;
   sc.sizes = {cfg.val_n};
   sc.per_size = cfg.val_episodes;
   sc.seed = cfg.val_seed;
   sc.teacher_forced = 0;
   sc.batch = cfg.val_episodes;
-  return eval::length_sweep(be, model, task, sc).results.front().exact_match;
+  return eval::length_sweep(be, model, task, sc, {}, runner).results.front().exact_match;
 }
 
 //! Trains as configured (resuming from <out>/last.safetensors when `resume`); returns the outcome.
