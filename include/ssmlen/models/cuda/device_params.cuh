@@ -3,12 +3,14 @@
 //! A model's parameters on a CUDA device: values and gradients in two flat float32 buffers, one tensor after the
 //! other in the order of the host model's named_params(), each starting on a 256-byte boundary (vector loads stay
 //! aligned). Tensors are found by their mamba_ssm names; values upload from the host parameters, values and
-//! gradients download back into them; the list of AdamW tensors points into moment buffers of the same layout.
+//! gradients download back into them; the list of AdamW tensors points into moment buffers of the same layout, and
+//! those moments move to and from a host optimizer's tensors (training checkpoints).
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/core/error.hpp>
+#include <ssmlen/core/tensor.hpp>
 #include <ssmlen/layers/param.hpp>
 #include <ssmlen/train/cuda/adamw.cuh>
 
@@ -95,6 +97,25 @@ public:
     backends::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (parameter download)");
   }
 
+  //! Copies `flat` (a device buffer laid out as the values, e.g. an AdamW moment) into host tensors parallel to the
+  //! entries (the host optimizer's moments, in named_params() order); waits for `stream`.
+  void download_flat(float const* flat, std::vector<tensor<float>>& host, cudaStream_t stream) const {
+    check_sizes(host);
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      copy(host[i].data(), flat + entries_[i].offset, entries_[i].size, cudaMemcpyDeviceToHost, stream);
+    }
+    backends::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (download)");
+  }
+
+  //! Copies host tensors parallel to the entries into `flat` (a device buffer laid out as the values); waits.
+  void upload_flat(std::vector<tensor<float>> const& host, float* flat, cudaStream_t stream) const {
+    check_sizes(host);
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      copy(flat + entries_[i].offset, host[i].data(), entries_[i].size, cudaMemcpyHostToDevice, stream);
+    }
+    backends::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (upload)");
+  }
+
   void zero_grad(cudaStream_t stream) {
     backends::cuda_check(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream), "cudaMemsetAsync (zero_grad)");
   }
@@ -117,6 +138,16 @@ private:
                 host[i].name + " (" + std::to_string(host[i].p->value.size()) + " elements)",
                 "must match device tensor " + std::to_string(i) + ", " + entries_[i].name + " (" +
                     std::to_string(entries_[i].size) + " elements)");
+    }
+  }
+
+  void check_sizes(std::vector<tensor<float>> const& host) const {
+    check_arg(host.size() == entries_.size(), "host tensor count", host.size(),
+              "must equal the device's " + std::to_string(entries_.size()));
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      check_arg(host[i].size() == entries_[i].size, "host tensor " + std::to_string(i) + " size", host[i].size(),
+                "must equal the elements of device tensor " + entries_[i].name + " (" +
+                    std::to_string(entries_[i].size) + ")");
     }
   }
 
