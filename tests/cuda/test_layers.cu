@@ -44,6 +44,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::normal;
 using ssmlen::testing::rel_error;
 
 namespace lc = ssmlen::layers::cuda;
@@ -53,15 +54,6 @@ using ssmlen::ops::trans;
 constexpr double fp32_tol = 1e-5;
 constexpr double bf16_tol = 1e-2;
 constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
-
-std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
-  ssmlen::rng g(seed);
-  std::vector<float> v(n);
-  for (auto& e : v) {
-    e = static_cast<float>(scale * g.normal());
-  }
-  return v;
-}
 
 std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.end()}; }
 

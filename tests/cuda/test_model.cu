@@ -51,6 +51,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::normal;
 using ssmlen::testing::rel_error;
 
 namespace lc = ssmlen::layers::cuda;
@@ -61,15 +62,6 @@ template <class T>
 using host_model = ssmlen::models::mamba_lm<T, ssmlen::scan::recurrent>;
 
 constexpr double tol = 1e-4;  // norm-wise relative, per tensor
-
-std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
-  ssmlen::rng g(seed);
-  std::vector<float> v(n);
-  for (auto& e : v) {
-    e = static_cast<float>(scale * g.normal());
-  }
-  return v;
-}
 
 device_buffer<float> on_device(std::vector<float> const& v) { return device_buffer<float>(std::span<float const>(v)); }
 

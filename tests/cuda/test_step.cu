@@ -41,6 +41,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::normal;
 using ssmlen::testing::rel_error;
 
 namespace lc = ssmlen::layers::cuda;
@@ -50,15 +51,6 @@ using ssmlen::models::mamba_config;
 using host_model = ssmlen::models::mamba_lm<float, ssmlen::scan::recurrent>;
 
 constexpr double tol = 1e-4;  // norm-wise relative
-
-std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
-  ssmlen::rng g(seed);
-  std::vector<float> v(n);
-  for (auto& e : v) {
-    e = static_cast<float>(scale * g.normal());
-  }
-  return v;
-}
 
 //! A device copy, complete when this returns: work on other streams may read it at once.
 device_buffer<float> on_device(std::vector<float> const& v) {

@@ -1,11 +1,13 @@
-// Shared by the CUDA parity tests: skipping without a GPU, and the norm-wise error they all report.
+// Shared by the CUDA parity tests: skipping without a GPU, random inputs, and the norm-wise error they all report.
 #pragma once
 
 #include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/core/rng.hpp>
 
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
@@ -22,6 +24,16 @@ inline bool gpu_or_skip() {
     said = true;
   }
   return present;
+}
+
+//! n normal draws times `scale` from rng(seed): random inputs, never zeros.
+inline std::vector<float> normal(std::size_t n, double scale, std::uint64_t seed) {
+  rng g(seed);
+  std::vector<float> v(n);
+  for (auto& e : v) {
+    e = static_cast<float>(scale * g.normal());
+  }
+  return v;
 }
 
 //! ‖got − want‖₂ / ‖want‖₂ (‖got − want‖₂ when want is zero), or infinity when any element of got is not finite:
