@@ -55,10 +55,16 @@ struct linear {
     }
   }
 
+  //! y = x Wᵀ without the bias, for callers that fuse the bias into their next sweep over y.
+  void forward_no_bias(backends::host const& be, T const* x, std::int64_t ldx, T* y, std::int64_t ldy,
+                       std::int64_t rows) const {
+    ops::gemm(be, ops::trans::n, ops::trans::t, rows, out, in, T(1), x, ldx, weight.value.data(), in, T(0), y, ldy);
+  }
+
   //! y = x Wᵀ + b for `rows` rows; x: [rows, in] with row stride ldx, y: [rows, out] with row stride ldy.
   void forward(backends::host const& be, T const* x, std::int64_t ldx, T* y, std::int64_t ldy,
                std::int64_t rows) const {
-    ops::gemm(be, ops::trans::n, ops::trans::t, rows, out, in, T(1), x, ldx, weight.value.data(), in, T(0), y, ldy);
+    forward_no_bias(be, x, ldx, y, ldy, rows);
     if (!bias.empty()) {
       T const* b = bias.value.data();
       be.parallel_for(rows, [&](std::int64_t r) {

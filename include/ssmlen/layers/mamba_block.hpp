@@ -75,12 +75,7 @@ struct mamba_block {
     k.yg.resize({rows, ed});
     in_proj.forward(be, u, d_model, k.xz.data(), 2 * ed, rows);
     conv.forward(be, seqs, k.xz.data(), 2 * ed, k.xc.data(), init ? init->conv.data() : nullptr,
-                 final ? final->conv.data() : nullptr);
-    be.parallel_for(rows, [&](std::int64_t r) {
-      for (std::int64_t c = 0; c < ed; ++c) {
-        k.xs[r * ed + c] = silu(k.xc[r * ed + c]);
-      }
-    });
+                 final ? final->conv.data() : nullptr, k.xs.data());  // and xs = silu(xc)
     ssm.forward(be, seqs, k.xs.data(), k.y.data(), k.ssm, init ? init->ssm.data() : nullptr,
                 final ? final->ssm.data() : nullptr);
     be.parallel_for(rows, [&](std::int64_t r) {
@@ -116,13 +111,9 @@ struct mamba_block {
     });
     ssm.backward(be, seqs, k.xs.data(), dy.data(), dxs.data(), k.ssm, init ? init->ssm.data() : nullptr,
                  d_final ? d_final->ssm.data() : nullptr, d_init ? d_init->ssm.data() : nullptr);
-    be.parallel_for(rows, [&](std::int64_t r) {  // through xs = silu(xc); reuse dxs for ∂L/∂xc
-      for (std::int64_t c = 0; c < ed; ++c) {
-        dxs[r * ed + c] *= silu_grad(k.xc[r * ed + c]);
-      }
-    });
     conv.backward(be, seqs, k.xz.data(), 2 * ed, dxs.data(), dxz.data(), 2 * ed, init ? init->conv.data() : nullptr,
-                  d_final ? d_final->conv.data() : nullptr, d_init ? d_init->conv.data() : nullptr);
+                  d_final ? d_final->conv.data() : nullptr, d_init ? d_init->conv.data() : nullptr,
+                  k.xc.data());  // dxs is ∂L/∂silu(xc)
     in_proj.backward(be, u, d_model, dxz.data(), 2 * ed, du, d_model, rows, accumulate);
   }
 

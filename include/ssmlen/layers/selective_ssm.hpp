@@ -28,7 +28,7 @@ struct selective_ssm {
   //! What forward keeps for backward.
   struct cache {
     tensor<T> dbc;             // [T, R + 2N]: Δ_low, B, C
-    tensor<T> dt_pre;          // [T, ED]: before softplus
+    tensor<T> dt_slope;        // [T, ED]: dΔ/dΔ_pre = sigmoid(Δ_pre), what backward needs of Δ before softplus
     tensor<T> dt;              // [T, ED]
     tensor<T> a;               // [N, ED]: -exp(A_log), transposed
     tensor<T> checkpoints;     // [Σ ceil(len / interval), N, ED]
@@ -75,14 +75,17 @@ struct selective_ssm {
     }
   }
 
-  //! Δ, B, C for `rows` rows of xs: fills dbc [rows, R+2N], dt_pre and dt [rows, ED].
-  void project(backends::host const& be, T const* xs, std::int64_t rows, T* dbc, T* dt_pre, T* dt) const {
+  //! Δ, B, C for `rows` rows of xs: fills dbc [rows, R+2N], dt and dt_slope [rows, ED].
+  void project(backends::host const& be, T const* xs, std::int64_t rows, T* dbc, T* dt, T* dt_slope) const {
     std::int64_t const w = dt_rank + 2 * states;
     x_proj.forward(be, xs, channels, dbc, w, rows);
-    dt_proj.forward(be, dbc, w, dt_pre, channels, rows);
-    be.parallel_for(rows, [&](std::int64_t r) {
+    dt_proj.forward_no_bias(be, dbc, w, dt, channels, rows);  // Δ_pre without the bias, overwritten below
+    T const* bias = dt_proj.bias.value.data();
+    be.parallel_for(rows, [&](std::int64_t r) {  // bias, softplus and its slope in one sweep
       for (std::int64_t c = 0; c < channels; ++c) {
-        dt[r * channels + c] = delta_min + softplus(dt_pre[r * channels + c]);
+        T const pre = dt[r * channels + c] + bias[c];
+        dt[r * channels + c] = delta_min + softplus(pre);
+        dt_slope[r * channels + c] = sigmoid(pre);
       }
     });
   }
@@ -107,11 +110,11 @@ struct selective_ssm {
                T* final_state) const {
     std::int64_t const rows = seqs.tokens();
     k.dbc.resize({rows, dt_rank + 2 * states});
-    k.dt_pre.resize({rows, channels});
+    k.dt_slope.resize({rows, channels});
     k.dt.resize({rows, channels});
     k.a.resize({states, channels});
     make_a(k.a.data());
-    project(be, xs, rows, k.dbc.data(), k.dt_pre.data(), k.dt.data());
+    project(be, xs, rows, k.dbc.data(), k.dt.data(), k.dt_slope.data());
     auto const n_ck = scan::checkpoint_offsets(seqs, Scan::checkpoint_interval).back();
     k.checkpoints.resize({n_ck, states, channels});
     scan::selective_scan_forward(Scan{}, be, scan_args(seqs, xs, k, init_state), y, k.checkpoints.data(), final_state);
@@ -125,24 +128,20 @@ struct selective_ssm {
     auto& ddt = k.ddt;
     auto& da = k.da;
     d_dbc.resize({rows, w});        // [T, R+2N]: fully written below
-    ddt.resize({rows, channels});   // [T, ED]: fully written by the scan
+    ddt.resize({rows, channels});   // [T, ED]: ∂L/∂Δ_pre, fully written by the scan
     da.resize({states, channels});  // [N, ED]: accumulated
     da.fill(T(0));
     scan::selective_scan_grads<T> g{
         dy, d_final_state, dxs,           ddt.data(),  d_dbc.data() + dt_rank, d_dbc.data() + dt_rank + states,
         w,  da.data(),     d.grad.data(), d_init_state};
+    // ddt comes out through softplus already: ∂L/∂Δ_pre = ∂L/∂Δ · sigmoid(Δ_pre)
     scan::selective_scan_backward(Scan::checkpoint_interval, be, scan_args(seqs, xs, k, init_state),
-                                  k.checkpoints.data(), g);
+                                  k.checkpoints.data(), g, k.dt_slope.data());
     for (std::int64_t c = 0; c < channels; ++c) {  // A = -exp(A_log): ∂A/∂A_log = A
       for (std::int64_t n = 0; n < states; ++n) {
         a_log.grad[c * states + n] += da[n * channels + c] * k.a[n * channels + c];
       }
     }
-    be.parallel_for(rows, [&](std::int64_t r) {  // through softplus: ∂Δ/∂Δ_pre = sigmoid(Δ_pre)
-      for (std::int64_t c = 0; c < channels; ++c) {
-        ddt[r * channels + c] *= sigmoid(k.dt_pre[r * channels + c]);
-      }
-    });
     dt_proj.backward(be, k.dbc.data(), w, ddt.data(), channels, d_dbc.data(), w, rows);
     x_proj.backward(be, xs, channels, d_dbc.data(), w, dxs, channels, rows, /*accumulate=*/true);
   }

@@ -4,7 +4,8 @@
 //!   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C
 //! C is cut into the fixed tile grid of gemm_tiling.hpp; each tile is one
 //! single-threaded CBLAS call (OpenBLAS) or, without CBLAS, the blocked kernel.
-//! Tiles never split K, so results are bit-identical on any thread count.
+//! Tiles never split K; a small C with a long K is instead cut into fixed K chunks
+//! summed in order. Either way results are bit-identical on any thread count.
 #pragma once
 
 #include <ssmlen/backends/host.hpp>
@@ -12,8 +13,10 @@
 #include <ssmlen/ops/gemm_problem.hpp>
 #include <ssmlen/ops/gemm_tiling.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #if defined(SSMLEN_HAS_CBLAS)
 #include <cblas.h>
@@ -60,6 +63,43 @@ void cblas_gemm_tile(trans ta, trans tb, gemm_tile_grid::tile const& t, std::int
   }
 }
 
+//! Partial products of the K chunks, kept per calling thread: a fresh buffer (up to 2 MB) would page-fault every call.
+template <class T>
+std::vector<T>& k_chunk_workspace() {
+  thread_local std::vector<T> partial;
+  return partial;
+}
+
+//! C = beta C + Σ_p alpha op(A)[:, K_p] op(B)[K_p, :] over the fixed chunks K_p, one CBLAS call each, summed in
+//! chunk order.
+template <class T>
+void cblas_gemm_k_chunks(backends::host const& be, std::int64_t chunks, trans ta, trans tb, std::int64_t m,
+                         std::int64_t n, std::int64_t k, T alpha, T const* a, std::int64_t lda, T const* b,
+                         std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  std::int64_t const len = (k + chunks - 1) / chunks;
+  auto& partial = k_chunk_workspace<T>();  // [chunks, M, N]
+  partial.resize(static_cast<std::size_t>(chunks * m * n));
+  be.parallel_for(chunks, [&](std::int64_t p) {
+    std::int64_t const k0 = std::min(k, p * len), kl = std::min(len, k - k0);
+    T const* ap = ta == trans::n ? a + k0 : a + k0 * lda;  // columns k0.. of op(A)
+    T const* bp = tb == trans::n ? b + k0 * ldb : b + k0;  // rows k0.. of op(B)
+    gemm_tile_grid::tile const whole{0, 0, m, n};
+    cblas_gemm_tile(ta, tb, whole, kl, alpha, ap, lda, bp, ldb, T(0), partial.data() + p * m * n, n);
+  });
+  be.parallel_for(m, [&](std::int64_t i) {
+    T* row = c + i * ldc;
+    for (std::int64_t j = 0; j < n; ++j) {
+      row[j] = beta == T(0) ? T(0) : beta * row[j];
+    }
+    for (std::int64_t p = 0; p < chunks; ++p) {
+      T const* part = partial.data() + (p * m + i) * n;
+      for (std::int64_t j = 0; j < n; ++j) {
+        row[j] += part[j];
+      }
+    }
+  });
+}
+
 }  // namespace detail
 #endif
 
@@ -85,6 +125,10 @@ void gemm(backends::host const& be, trans ta, trans tb, std::int64_t m, std::int
     return;
   }
   detail::cblas_single_threaded();
+  if (std::int64_t const chunks = gemm_k_chunks(m, n, k); chunks > 1) {
+    detail::cblas_gemm_k_chunks(be, chunks, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   gemm_tile_grid const grid = gemm_tiles(m, n, k);
   be.parallel_for(grid.count(), [&](std::int64_t t) {
     detail::cblas_gemm_tile(ta, tb, grid.at(t), k, alpha, a, lda, b, ldb, beta, c, ldc);

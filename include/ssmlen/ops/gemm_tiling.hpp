@@ -3,7 +3,9 @@
 //! The fixed grid of C tiles that the host GEMMs distribute over threads. The grid
 //! is a function of (m, n, k) only, never of the thread count, and each tile is
 //! computed by one thread over the whole K range, so every element of C sees the
-//! same arithmetic on 1 or N threads: results are bit-identical.
+//! same arithmetic on 1 or N threads: results are bit-identical. Products with a
+//! small C and a long K may instead be cut into fixed K chunks (gemm_k_chunks),
+//! whose partial products are summed in chunk order: bit-identical as well.
 #pragma once
 
 #include <algorithm>
@@ -72,6 +74,18 @@ struct gemm_tile_grid {
   g.tiles_m = ceil_div(m, g.tile_m);
   g.tiles_n = ceil_div(n, g.tile_n);
   return g;
+}
+
+//! How many fixed K chunks a product with a small C and a long K is cut into (1: none). Weight gradients (C of at
+//! most 256 x 256, K = tokens) would otherwise be cut into thin C tiles that each repack all of B; a chunk instead
+//! packs its slices of A and B once (per core, 1.3-2x faster on the model's weight gradients). Chunks hold at least
+//! 2048 of K, at most 8 chunks.
+[[nodiscard]] constexpr std::int64_t gemm_k_chunks(std::int64_t m, std::int64_t n, std::int64_t k) {
+  constexpr std::int64_t max_c = 256 * 256, min_chunk = 2048, max_chunks = 8;
+  if (m <= 0 || n <= 0 || m * n > max_c) {
+    return 1;
+  }
+  return std::clamp<std::int64_t>(k / min_chunk, 1, max_chunks);
 }
 
 }  // namespace ssmlen::ops

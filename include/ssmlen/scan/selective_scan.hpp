@@ -201,84 +201,236 @@ void selective_scan_forward(chunked<C>, backends::host const& be, selective_scan
   }
 }
 
+namespace detail {
+
+//! The backward works on tiles of one SIMD vector of channels (32 bytes), read in place from the [T, ED] arrays,
+//! and on blocks of 4 states, whose states, adjoints and dA stay in registers while a tile walks an interval.
+//! Channels past the last whole tile go one at a time, and so do states past the last whole block.
+template <class T>
+inline constexpr std::int64_t tile_lanes = 32 / sizeof(T);
+inline constexpr std::int64_t state_block = 4;
+
+//! Channels [c0, c0 + W) of one interval of a sequence, in place: row i of x, Δ, dy is at i * ed.
+template <class T>
+struct tile_view {
+  T const* x;
+  T const* dt;
+  T const* dy;
+  T const* a;  // A rows: a + n * ed
+  T const* b;  // B_t[n] at b[i * ld_bc + n]
+  T const* c;
+  std::int64_t ed, ld_bc;
+  std::int64_t states;  // N
+};
+
+//! Recomputes the states [n0, n1) of one tile over `len` tokens from h0 (row n at h0 + n * ed), keeping exp(Δ A)
+//! and exp(Δ A) h_{t-1} ([len, N, W] each) for the reverse walk, and adding dy h_t into the dC lane sums
+//! dc ([len, N, V]; a tile narrower than V uses its first lanes).
+template <std::int64_t W, std::int64_t NB, std::int64_t V, class T>
+void recompute_tile(tile_view<T> const& v, std::int64_t len, std::int64_t n0, std::int64_t n1, T const* h0, T* decay,
+                    T* decayed, T* dc) {
+  std::int64_t const ed = v.ed, ns = v.states;
+  for (std::int64_t nb = n0; nb < n1; nb += NB) {
+    T h[NB][W];
+    for (std::int64_t k = 0; k < NB; ++k) {
+      for (std::int64_t l = 0; l < W; ++l) {
+        h[k][l] = h0[(nb + k) * ed + l];
+      }
+    }
+    for (std::int64_t i = 0; i < len; ++i) {
+      T const* dt = v.dt + i * ed;
+      T const* x = v.x + i * ed;
+      T const* dy = v.dy + i * ed;
+      for (std::int64_t k = 0; k < NB; ++k) {
+        std::int64_t const n = nb + k;
+        T const bn = v.b[i * v.ld_bc + n];
+        T const* an = v.a + n * ed;
+        T* dec = decay + (i * ns + n) * W;
+        T* hdec = decayed + (i * ns + n) * W;
+        T* dcn = dc + (i * ns + n) * V;
+#pragma omp simd
+        for (std::int64_t l = 0; l < W; ++l) {
+          T const e = exp_of(dt[l] * an[l]);
+          dec[l] = e;
+          hdec[l] = e * h[k][l];
+          h[k][l] = e * h[k][l] + dt[l] * x[l] * bn;
+          dcn[l] += dy[l] * h[k][l];
+        }
+      }
+    }
+  }
+}
+
+//! Walks the states [n0, n1) of one tile backward over its interval. dh, da (row n at + n * ed): ∂L/∂h after the
+//! last token and dA, updated; db ([len, N, V]): dB lane sums, added to; gb, ga ([len, W]): Σ_n ∂L/∂h_t B_t and
+//! Σ_n A ∂L/∂(Δ A), added to.
+template <std::int64_t W, std::int64_t NB, std::int64_t V, class T>
+void reverse_tile(tile_view<T> const& v, std::int64_t len, std::int64_t n0, std::int64_t n1, T const* decay,
+                  T const* decayed, T* dh, T* da, T* db, T* gb, T* ga) {
+  std::int64_t const ed = v.ed, ns = v.states;
+  for (std::int64_t nb = n0; nb < n1; nb += NB) {
+    T g[NB][W], acc[NB][W];
+    for (std::int64_t k = 0; k < NB; ++k) {
+      for (std::int64_t l = 0; l < W; ++l) {
+        g[k][l] = dh[(nb + k) * ed + l];
+        acc[k][l] = da[(nb + k) * ed + l];
+      }
+    }
+    for (std::int64_t i = len - 1; i >= 0; --i) {
+      T const* dt = v.dt + i * ed;
+      T const* x = v.x + i * ed;
+      T const* dy = v.dy + i * ed;
+      T sb[W] = {}, sa[W] = {};
+      for (std::int64_t k = 0; k < NB; ++k) {
+        std::int64_t const n = nb + k;
+        T const bn = v.b[i * v.ld_bc + n], cn = v.c[i * v.ld_bc + n];
+        T const* an = v.a + n * ed;
+        T const* dec = decay + (i * ns + n) * W;
+        T const* hdec = decayed + (i * ns + n) * W;
+        T* dbn = db + (i * ns + n) * V;
+#pragma omp simd
+        for (std::int64_t l = 0; l < W; ++l) {
+          T const gh = g[k][l] + dy[l] * cn;  // total ∂L/∂h_t
+          T const q = gh * hdec[l];           // ∂L/∂(Δ A)
+          dbn[l] += gh * (dt[l] * x[l]);
+          sb[l] += gh * bn;
+          acc[k][l] += dt[l] * q;
+          sa[l] += an[l] * q;
+          g[k][l] = gh * dec[l];  // ∂L/∂h_{t-1} through the recurrence
+        }
+      }
+#pragma omp simd
+      for (std::int64_t l = 0; l < W; ++l) {
+        gb[i * W + l] += sb[l];
+        ga[i * W + l] += sa[l];
+      }
+    }
+    for (std::int64_t k = 0; k < NB; ++k) {
+      for (std::int64_t l = 0; l < W; ++l) {
+        dh[(nb + k) * ed + l] = g[k][l];
+        da[(nb + k) * ed + l] = acc[k][l];
+      }
+    }
+  }
+}
+
+//! Per-sequence scratch of the backward.
+template <class T>
+struct backward_scratch {
+  std::vector<T> dh, da;   // [N, ED]: ∂L/∂h after the current token, dA so far
+  std::vector<T> dd;       // [ED]
+  std::vector<T> decay;    // [interval, N, W]: exp(Δ A) of each token
+  std::vector<T> decayed;  // [interval, N, W]: exp(Δ A) h_{t-1}
+  std::vector<T> db, dc;   // [interval, N, V]: lane sums over channels
+  std::vector<T> gb, ga;   // [interval, W]
+
+  backward_scratch(std::int64_t interval, std::int64_t ed, std::int64_t ns, std::int64_t w, std::int64_t v)
+      : dh(static_cast<std::size_t>(ns * ed)), da(dh.size()), dd(static_cast<std::size_t>(ed)),
+        decay(static_cast<std::size_t>(interval * ns * w)), decayed(decay.size()),
+        db(static_cast<std::size_t>(interval * ns * v)), dc(db.size()), gb(static_cast<std::size_t>(interval * w)),
+        ga(gb.size()) {}
+};
+
+//! Recomputes and walks back channels [c0, c0 + W) of one interval (tokens [t0, t0 + len)), then writes their dx,
+//! dΔ (times ddt_scale when given) and adds to dD.
+template <std::int64_t W, class T>
+void backward_tile(selective_scan_args<T> const& a, selective_scan_grads<T> const& g, T const* ddt_scale,
+                   T const* checkpoint, std::int64_t t0, std::int64_t len, std::int64_t c0, backward_scratch<T>& w) {
+  constexpr std::int64_t NB = state_block, V = tile_lanes<T>;
+  std::int64_t const ed = a.channels, ns = a.states, whole = ns / NB * NB;
+  tile_view<T> const v{a.x + t0 * ed + c0,
+                       a.dt + t0 * ed + c0,
+                       g.dy + t0 * ed + c0,
+                       a.a + c0,
+                       a.b + t0 * a.ld_bc,
+                       a.c + t0 * a.ld_bc,
+                       ed,
+                       a.ld_bc,
+                       ns};
+  T* gb = w.gb.data();
+  T* ga = w.ga.data();
+  std::fill(gb, gb + len * W, T(0));
+  std::fill(ga, ga + len * W, T(0));
+  recompute_tile<W, NB, V>(v, len, 0, whole, checkpoint + c0, w.decay.data(), w.decayed.data(), w.dc.data());
+  recompute_tile<W, 1, V>(v, len, whole, ns, checkpoint + c0, w.decay.data(), w.decayed.data(), w.dc.data());
+  reverse_tile<W, NB, V>(v, len, 0, whole, w.decay.data(), w.decayed.data(), w.dh.data() + c0, w.da.data() + c0,
+                         w.db.data(), gb, ga);
+  reverse_tile<W, 1, V>(v, len, whole, ns, w.decay.data(), w.decayed.data(), w.dh.data() + c0, w.da.data() + c0,
+                        w.db.data(), gb, ga);
+  for (std::int64_t i = len - 1; i >= 0; --i) {
+    std::int64_t const row = (t0 + i) * ed + c0;
+    T const* x = a.x + row;
+    T const* dt = a.dt + row;
+    T const* dy = g.dy + row;
+    T* dx = g.dx + row;
+    T* ddt = g.ddt + row;
+#pragma omp simd
+    for (std::int64_t l = 0; l < W; ++l) {
+      dx[l] = dy[l] * a.d[c0 + l] + dt[l] * gb[i * W + l];
+      ddt[l] = ga[i * W + l] + x[l] * gb[i * W + l];
+      w.dd[static_cast<std::size_t>(c0 + l)] += dy[l] * x[l];
+    }
+    if (ddt_scale != nullptr) {
+#pragma omp simd
+      for (std::int64_t l = 0; l < W; ++l) {
+        ddt[l] *= ddt_scale[row + l];
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
 //! Backward for any policy whose checkpoints are the states at the start of every `interval` tokens.
+//! Per sequence and interval (last first), each tile of channels recomputes its states from the checkpoint, keeping
+//! exp(Δ A) and exp(Δ A) h_{t-1}, then walks the interval backward: one exponential per element. dB and dC are sums
+//! over channels: tiles add into per-lane sums, summed across once per interval.
+//! ddt_scale (nullable, [T, ED]): ddt is written multiplied by it, the caller's dΔ/dΔ_pre, saving it a sweep.
 template <class T>
 void selective_scan_backward(std::int64_t interval, backends::host const& be, selective_scan_args<T> const& a,
-                             T const* checkpoints, selective_scan_grads<T> const& g) {
-  std::int64_t const ed = a.channels, ns = a.states, size = ed * ns;
+                             T const* checkpoints, selective_scan_grads<T> const& g, T const* ddt_scale = nullptr) {
+  constexpr std::int64_t W = detail::tile_lanes<T>;
+  std::int64_t const ed = a.channels, ns = a.states, size = ed * ns, whole = ed / W * W;
   std::int64_t const n_seq = a.seqs->count();
   auto const offsets = checkpoint_offsets(*a.seqs, interval);
   std::vector<T> partial(static_cast<std::size_t>(n_seq * (size + ed)), T(0));  // [S, N·ED + ED]: dA, dD per sequence
   be.parallel_for_uneven(n_seq, [&](std::int64_t s) {
     std::int64_t const t0 = a.seqs->begin(s), t1 = a.seqs->end(s);
-    std::vector<T> dh(static_cast<std::size_t>(size), T(0));  // ∂L/∂h for the state after the current token
+    detail::backward_scratch<T> w(interval, ed, ns, W, W);
     if (g.d_final_state != nullptr) {
-      std::copy(g.d_final_state + s * size, g.d_final_state + (s + 1) * size, dh.begin());
+      std::copy_n(g.d_final_state + s * size, size, w.dh.begin());
     }
-    std::vector<T> hs(static_cast<std::size_t>((interval + 1) * size));  // states before and after each token
-    std::vector<T> decays(
-        static_cast<std::size_t>(interval * size));  // exp(dt A) of each token, kept from the recompute
-    T* da = partial.data() + s * (size + ed);
-    T* dd = da + size;
     std::int64_t const n_ck = offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)];
     for (std::int64_t k = n_ck - 1; k >= 0; --k) {
-      std::int64_t const c0 = t0 + k * interval, c1 = std::min(t1, c0 + interval);
+      std::int64_t const c0t = t0 + k * interval, len = std::min(t1, c0t + interval) - c0t;
       T const* ck = checkpoints + (offsets[static_cast<std::size_t>(s)] + k) * size;
-      std::copy(ck, ck + size, hs.begin());
-      for (std::int64_t t = c0; t < c1; ++t) {  // recompute the states inside this interval
-        T const* hp = hs.data() + (t - c0) * size;
-        T* hn = hs.data() + (t - c0 + 1) * size;
-        T const* xt = a.x + t * ed;
-        T const* dtt = a.dt + t * ed;
-        for (std::int64_t n = 0; n < ns; ++n) {
-          T const bn = a.b[t * a.ld_bc + n];
-          T const* an = a.a + n * ed;
-          T* dec = decays.data() + (t - c0) * size + n * ed;
-          for (std::int64_t d = 0; d < ed; ++d) {
-            dec[d] = exp_of(dtt[d] * an[d]);
-            hn[n * ed + d] = dec[d] * hp[n * ed + d] + dtt[d] * xt[d] * bn;
-          }
-        }
+      std::fill(w.db.begin(), w.db.end(), T(0));
+      std::fill(w.dc.begin(), w.dc.end(), T(0));
+      for (std::int64_t c0 = 0; c0 < whole; c0 += W) {
+        detail::backward_tile<W>(a, g, ddt_scale, ck, c0t, len, c0, w);
       }
-      for (std::int64_t t = c1 - 1; t >= c0; --t) {
-        T const* hp = hs.data() + (t - c0) * size;
-        T const* hc = hs.data() + (t - c0 + 1) * size;
-        T const* xt = a.x + t * ed;
-        T const* dtt = a.dt + t * ed;
-        T const* dyt = g.dy + t * ed;
-        T* dxt = g.dx + t * ed;
-        T* ddtt = g.ddt + t * ed;
-        for (std::int64_t d = 0; d < ed; ++d) {
-          dd[d] += dyt[d] * xt[d];
-          dxt[d] = dyt[d] * a.d[d];
-          ddtt[d] = T(0);
-        }
+      for (std::int64_t c = whole; c < ed; ++c) {
+        detail::backward_tile<1>(a, g, ddt_scale, ck, c0t, len, c, w);
+      }
+      for (std::int64_t i = 0; i < len; ++i) {  // the lane sums over channels, summed across
         for (std::int64_t n = 0; n < ns; ++n) {
-          T const bn = a.b[t * a.ld_bc + n], cn = a.c[t * a.ld_bc + n];
-          T const* an = a.a + n * ed;
-          T* dhn = dh.data() + n * ed;
-          T* dan = da + n * ed;
-          T const* dec = decays.data() + (t - c0) * size + n * ed;
-          T dcn = 0, dbn = 0;
-#pragma omp simd reduction(+ : dcn, dbn)
-          for (std::int64_t d = 0; d < ed; ++d) {
-            T const gh = dhn[d] + dyt[d] * cn;  // total ∂L/∂h_t
-            T const decay = dec[d];
-            T const hprev = hp[n * ed + d];
-            dcn += dyt[d] * hc[n * ed + d];
-            dbn += gh * dtt[d] * xt[d];
-            ddtt[d] += gh * (an[d] * decay * hprev + xt[d] * bn);
-            dxt[d] += gh * dtt[d] * bn;
-            dan[d] += gh * dtt[d] * decay * hprev;
-            dhn[d] = gh * decay;  // ∂L/∂h_{t-1} through the recurrence
+          T const* pb = w.db.data() + (i * ns + n) * W;
+          T const* pc = w.dc.data() + (i * ns + n) * W;
+          T sb = 0, sc = 0;
+          for (std::int64_t l = 0; l < W; ++l) {
+            sb += pb[l];
+            sc += pc[l];
           }
-          g.dc[t * g.ld_dbc + n] = dcn;
-          g.db[t * g.ld_dbc + n] = dbn;
+          g.db[(c0t + i) * g.ld_dbc + n] = sb;
+          g.dc[(c0t + i) * g.ld_dbc + n] = sc;
         }
       }
     }
+    T* da = partial.data() + s * (size + ed);
+    std::copy(w.da.begin(), w.da.end(), da);
+    std::copy(w.dd.begin(), w.dd.end(), da + size);
     if (g.d_init_state != nullptr) {
-      std::copy(dh.begin(), dh.end(), g.d_init_state + s * size);
+      std::copy(w.dh.begin(), w.dh.end(), g.d_init_state + s * size);
     }
   });
   for (std::int64_t s = 0; s < n_seq; ++s) {  // fixed order: deterministic on any thread count
