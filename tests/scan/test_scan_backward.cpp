@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "../support/close.hpp"
 #include "../support/gradcheck.hpp"
 
 #if defined(_OPENMP)
@@ -15,6 +16,7 @@
 #endif
 
 using namespace ssmlen;
+using testing::require_close;
 
 namespace {
 
@@ -143,18 +145,6 @@ grads<T> run(problem<T> const& p, bool with_init, bool with_final, bool with_sca
                                   r.dd.data(),  r.dinit.data()};
   scan::selective_scan_backward(interval, be, args, ck.data(), g, with_scale ? p.scale.data() : nullptr);
   return r;
-}
-
-void require_close(std::vector<double> const& got, std::vector<double> const& want, char const* what) {
-  REQUIRE(got.size() == want.size());
-  double worst = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    worst = std::max(worst, std::abs(got[i] - want[i]));
-    scale = std::max(scale, std::abs(want[i]));
-  }
-  INFO(what, ": max abs difference ", worst, " at scale ", scale);
-  CHECK(worst <= 1e-12 * std::max(scale, 1.0));
-  CHECK(scale > 0);
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include "../support/close.hpp"
 #include "../support/gradcheck.hpp"
 
 using namespace ssmlen;
+using testing::require_close;
 
 namespace {
 
@@ -79,18 +81,6 @@ result run(problem const& p, bool with_init) {
                                        r.dbc.data() + p.n, 2 * p.n,       r.da.data(), r.dd.data(),  r.dinit.data()};
   scan::selective_scan_backward(Policy::checkpoint_interval, be, args, ck.data(), g);
   return r;
-}
-
-void require_close(std::vector<double> const& a, std::vector<double> const& b, char const* what) {
-  REQUIRE(a.size() == b.size());
-  double worst = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    worst = std::max(worst, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  INFO(what, ": max abs difference ", worst, " at scale ", scale);
-  CHECK(worst <= 1e-12 * std::max(scale, 1.0));
-  CHECK(scale > 0);
 }
 
 template <class Policy>
