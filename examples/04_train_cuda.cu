@@ -7,10 +7,11 @@
 // as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
 // OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.
 //   04_train_cuda [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--delta-min 0] [--traces-per-sequence 4]
-//                 [--precision fp32|tf32|bf16] [--sizes 5,10,...,1000] [--per-size 32] [--host-rollouts]
-//                 [--out runs/cuda_seed1]
+//                 [--precision fp32|tf32|bf16] [--sizes 5,10,...,1000] [--per-size 32] [--teacher-forced 8]
+//                 [--host-rollouts] [--out runs/cuda_seed1]
 // --config reads any train::run_config keys from a JSON file (as `ssmlen train --config`); later flags override it.
-// --precision picks the GEMMs' (training and rollouts; fp32 by default).
+// --precision picks the GEMMs' (training and rollouts; fp32 by default). --teacher-forced sets how many expert traces
+// per size are scored under teacher forcing on the host (0 skips it: for large models the host forward is slow).
 // --out writes <out>/model.safetensors with the run's metadata (`ssmlen eval` reads it) and <out>/sweep.{json,csv,svg}.
 // --smoke runs 3 steps on small batches and a tiny sweep (a test that the example keeps compiling and running).
 #include <ssmlen/agent/cuda/rollout.cuh>
@@ -78,6 +79,8 @@ int run(int argc, char** argv) {
       }
     } else if (arg == "--per-size") {
       sweep.per_size = std::stoi(value());
+    } else if (arg == "--teacher-forced") {
+      sweep.teacher_forced = std::stoi(value());
     } else if (arg == "--precision") {
       std::string const p = value();
       sl::check(p == "fp32" || p == "tf32" || p == "bf16", "--precision: give fp32, tf32 or bf16, not '" + p + "'");
@@ -92,12 +95,14 @@ int run(int argc, char** argv) {
       cfg.steps = 3, cfg.batch = 8, cfg.eval_every = 2, cfg.val_n = 3, cfg.val_episodes = 2;
       sweep.sizes = {2, 4}, sweep.per_size = 2, sweep.teacher_forced = 1;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
-                   "[--traces-per-sequence K] "
-                   "[--precision fp32|tf32|bf16] [--sizes 5,100,1000] [--per-size N] [--host-rollouts] [--out DIR] "
-                   "[--smoke]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
+          "[--traces-per-sequence K] "
+          "[--precision fp32|tf32|bf16] [--sizes 5,100,1000] [--per-size N] [--teacher-forced N] [--host-rollouts] "
+          "[--out DIR] "
+          "[--smoke]\n",
+          argv[0]);
       return 2;
     }
   }
