@@ -9,22 +9,12 @@
 
 #include <vector>
 
+#include "../support/task_testing.hpp"
+
 using namespace ssmlen;
+using testing::solves;
 
 static_assert(agent::policy<models::lookup_learner<4>>);
-
-namespace {
-
-template <int W>
-bool solves(models::lookup_learner<W>& learner, tasks::addition const& task, tasks::addition_instance const& x) {
-  auto tool = task.make_tool();
-  auto const expert = task.expert(x);
-  auto const r = agent::run_episode(learner, tool, task.prompt(x), agent::episode_markers::from(task.vocab()),
-                                    2 * static_cast<std::int64_t>(expert.size()));
-  return r.finished() && task.check(x, r.output) && r.trace == expert;
-}
-
-}  // namespace
 
 TEST_CASE("lookup_learner: replays a learned trace; knows nothing before learning") {
   tasks::addition const task;

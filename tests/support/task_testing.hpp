@@ -1,4 +1,5 @@
-// Helpers shared by the task tests: run a policy on an instance with the task's own tool, replay an expert trace,
+// Helpers shared by the task tests: run a policy on an instance with the task's own tool, check that it solves the
+// instance as the expert does, replay an expert trace,
 // render a trace in the protocol's notation, extract a trace's output stream, and draw fuzzing tokens.
 #pragma once
 
@@ -18,6 +19,15 @@ template <agent::policy P, class Task>
 agent::episode_result run(P& p, Task const& task, typename Task::instance const& x, std::int64_t cap) {
   auto tool = task.make_tool();
   return agent::run_episode(p, tool, task.prompt(x), agent::episode_markers::from(task.vocab()), cap);
+}
+
+//! Whether policy `p` solves instance `x` exactly as the expert does: the episode ends (within `cap_factor` times the
+//! expert trace's length), its output checks, and its whole trace is the expert's.
+template <agent::policy P, class Task>
+bool solves(P& p, Task const& task, typename Task::instance const& x, std::int64_t cap_factor = 2) {
+  auto const expert = task.expert(x);
+  auto const r = run(p, task, x, cap_factor * static_cast<std::int64_t>(expert.size()));
+  return r.finished() && task.check(x, r.output) && r.trace == expert;
 }
 
 //! Replays the expert's model tokens through a fresh tool: the rollout must reproduce the expert trace exactly.
