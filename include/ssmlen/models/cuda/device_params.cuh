@@ -116,6 +116,18 @@ public:
     backends::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (upload)");
   }
 
+  //! Refuses host parameters (or an optimizer's list of them) that are not this layout's tensors, in order.
+  void check_layout(std::vector<layers::named_param<float>> const& host) const {
+    check_arg(host.size() == entries_.size(), "host parameter count", host.size(),
+              "must equal the device's " + std::to_string(entries_.size()));
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      check_arg(host[i].name == entries_[i].name && host[i].p->value.size() == entries_[i].size, "host parameter",
+                host[i].name + " (" + std::to_string(host[i].p->value.size()) + " elements)",
+                "must match device tensor " + std::to_string(i) + ", " + entries_[i].name + " (" +
+                    std::to_string(entries_[i].size) + " elements)");
+    }
+  }
+
   void zero_grad(cudaStream_t stream) {
     backends::cuda_check(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream), "cudaMemsetAsync (zero_grad)");
   }
@@ -130,17 +142,6 @@ public:
   }
 
 private:
-  void check_layout(std::vector<layers::named_param<float>> const& host) const {
-    check_arg(host.size() == entries_.size(), "host parameter count", host.size(),
-              "must equal the device's " + std::to_string(entries_.size()));
-    for (std::size_t i = 0; i < host.size(); ++i) {
-      check_arg(host[i].name == entries_[i].name && host[i].p->value.size() == entries_[i].size, "host parameter",
-                host[i].name + " (" + std::to_string(host[i].p->value.size()) + " elements)",
-                "must match device tensor " + std::to_string(i) + ", " + entries_[i].name + " (" +
-                    std::to_string(entries_[i].size) + " elements)");
-    }
-  }
-
   void check_sizes(std::vector<tensor<float>> const& host) const {
     check_arg(host.size() == entries_.size(), "host tensor count", host.size(),
               "must equal the device's " + std::to_string(entries_.size()));

@@ -180,7 +180,7 @@ public:
   //! named_params(): with download(), what train::save_training_checkpoint needs to write a checkpoint that the host
   //! trainer and this class both resume from. Waits for the stream.
   void download_optimizer(train::adamw<float>& host) const {
-    check_optimizer(host);
+    params_.check_layout(host.params());
     params_.download_flat(m_.data(), host.first_moments(), stream());
     params_.download_flat(v_.data(), host.second_moments(), stream());
     host.set_steps(adamw_.steps());
@@ -189,7 +189,7 @@ public:
   //! Replaces the optimizer's state with `host`'s (e.g. after train::load_training_checkpoint), so training resumes
   //! bit-identically; upload() the parameters too.
   void upload_optimizer(train::adamw<float>& host) {
-    check_optimizer(host);
+    params_.check_layout(host.params());
     params_.upload_flat(host.first_moments(), m_.data(), stream());
     params_.upload_flat(host.second_moments(), v_.data(), stream());
     adamw_.set_steps(host.steps());
@@ -423,17 +423,6 @@ private:
 
   [[nodiscard]] cudaStream_t stream() const { return opt_.be.stream; }
 
-  //! The host optimizer must cover the same tensors in the same order (its moments' sizes are checked on copy).
-  void check_optimizer(train::adamw<float> const& host) const {
-    auto const& entries = params_.entries();
-    auto const& hp = host.params();
-    check_arg(hp.size() == entries.size(), "host optimizer tensor count", hp.size(),
-              "must equal the device model's " + std::to_string(entries.size()));
-    for (std::size_t i = 0; i < hp.size(); ++i) {
-      check_arg(hp[i].name == entries[i].name, "host optimizer tensor " + std::to_string(i), hp[i].name,
-                "must be " + entries[i].name);
-    }
-  }
   [[nodiscard]] device_sequences device_seqs() const { return {offsets_.data(), seqs_.count(), seqs_.tokens()}; }
   [[nodiscard]] std::size_t rows_d() const { return static_cast<std::size_t>(seqs_.tokens() * cfg_.d_model); }
   float* residual(std::int64_t i) { return residual_.data() + static_cast<std::size_t>(i) * rows_d(); }  // u[i]
