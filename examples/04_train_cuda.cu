@@ -6,9 +6,12 @@
 // validated model kept. The kept model is then swept at 5 ... 1000 digits. Rollouts give the same tokens on the GPU
 // as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
 // OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.
-//   04_train_cuda [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--delta-min 0] [--traces-per-sequence 4]
+//   04_train_cuda [--task addition] [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--delta-min 0]
+//   [--traces-per-sequence 4]
 //                 [--precision fp32|tf32|bf16] [--sizes 5,10,...,1000] [--per-size 32] [--teacher-forced 8]
 //                 [--host-rollouts] [--out runs/cuda_seed1]
+// --task starts from that task's preset (train::preset_for: training budget, validation, sweep sizes and episodes), as
+// `ssmlen train --task` does; give it first, as later flags override it.
 // --config reads any train::run_config keys from a JSON file (as `ssmlen train --config`); later flags override it.
 // --precision picks the GEMMs' (training and rollouts; fp32 by default). --teacher-forced sets how many expert traces
 // per size are scored under teacher forcing on the host (0 skips it: for large models the host forward is slow).
@@ -55,7 +58,11 @@ int run(int argc, char** argv) {
       sl::check(i + 1 < argc, arg + ": give a value");
       return std::string(argv[++i]);
     };
-    if (arg == "--config") {
+    if (arg == "--task") {
+      auto const preset = sl::train::preset_for(value());
+      cfg = preset.run;
+      sweep.sizes = preset.sweep_sizes, sweep.per_size = preset.sweep_episodes;
+    } else if (arg == "--config") {
       std::ifstream in(value());
       sl::check(in.good(), "--config: cannot open " + std::string(argv[i]));
       cfg.update_from_json(nlohmann::json::parse(in));
@@ -97,7 +104,7 @@ int run(int argc, char** argv) {
     } else {
       std::fprintf(
           stderr,
-          "usage: %s [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
+          "usage: %s [--task T] [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
           "[--traces-per-sequence K] "
           "[--precision fp32|tf32|bf16] [--sizes 5,100,1000] [--per-size N] [--teacher-forced N] [--host-rollouts] "
           "[--out DIR] "
@@ -110,6 +117,7 @@ int run(int argc, char** argv) {
     cfg.out = out;
   }
   cfg.validate();
+  sweep.train_n = cfg.max_n;  // for the "n->m (p%)" summary, after --task and --config
 
   auto const task = sl::tasks::make_task(cfg.task);
   sl::models::mamba_lm<float> host(cfg.model_config(task.vocab().size()), cfg.seed);  // the CPU run's initial model
@@ -140,7 +148,8 @@ int run(int argc, char** argv) {
   };
   auto best = host;
   double best_exact = -1, step_seconds = 0, validation_seconds = 0, tokens = 0;
-  std::int64_t best_step = 0;
+  std::int64_t best_step = 0, steps_run = cfg.steps;
+  int perfect_in_a_row = 0;
   auto const t0 = std::chrono::steady_clock::now();
   auto next = sample(0);
   for (std::int64_t s = 0; s < cfg.steps; ++s) {
@@ -162,16 +171,22 @@ int run(int argc, char** argv) {
       if (kept) {
         best = host, best_exact = exact, best_step = done;
       }
+      perfect_in_a_row = exact == 1.0 ? perfect_in_a_row + 1 : 0;
       std::printf("step %4lld  loss %.4f  lr %.2e  |g| %.3f  validation %5.1f%%%s  (%.1f s)\n",
                   static_cast<long long>(done), r.loss, r.lr, r.grad_norm, 100 * exact, kept ? " kept" : "",
                   seconds_since(t0));
       std::fflush(stdout);
+      if (cfg.patience > 0 && perfect_in_a_row >= cfg.patience) {  // train_run's early stop
+        steps_run = done;
+        std::printf("stopped early: %d perfect validations in a row\n", perfect_in_a_row);
+        break;
+      }
     }
   }
   double const train_seconds = seconds_since(t0);
   std::printf("trained %lld steps in %.1f s (steps %.1f s, validation %.1f s): %.2f M tokens, %.0f tokens/s in the "
               "steps; kept step %lld (validation %.1f%%)\n",
-              static_cast<long long>(cfg.steps), train_seconds, step_seconds, validation_seconds, tokens / 1e6,
+              static_cast<long long>(steps_run), train_seconds, step_seconds, validation_seconds, tokens / 1e6,
               tokens / step_seconds, static_cast<long long>(best_step), 100 * best_exact);
   if (!out.empty()) {
     std::filesystem::create_directories(out);

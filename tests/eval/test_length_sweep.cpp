@@ -36,8 +36,9 @@ TEST_CASE("length_sweep: per-size results from rollouts of an untrained model on
     CHECK(s.episodes == 5);
     CHECK(s.exact_match == doctest::Approx(s.correct / 5.0));
     CHECK(s.exact_match < 1.0);  // an untrained model does not add
-    CHECK(s.token_accuracy >= 0.0);
-    CHECK(s.token_accuracy < 1.0);
+    REQUIRE(s.token_accuracy.has_value());
+    CHECK(*s.token_accuracy >= 0.0);
+    CHECK(*s.token_accuracy < 1.0);
     CHECK(s.mean_tokens > 0);
     int ends = 0;
     for (auto const& [k, v] : s.ends) {
@@ -105,6 +106,15 @@ TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {
     s.results.push_back(r);
   }
   CHECK(s.summary() == "5->1000 (50%)");
+  // Token accuracy is reported only where teacher forcing scored something: never as a made-up 0 %.
+  s.results[0].token_accuracy = 0.75;
+  auto const j = s.to_json();
+  CHECK(j["results"][0]["token_accuracy"] == 0.75);
+  CHECK(j["results"][1]["token_accuracy"].is_null());
+  CHECK(s.to_csv().find("\n5,64,1.000000,0.750000,") != std::string::npos);
+  CHECK(s.to_csv().find("\n100,64,1.000000,,") != std::string::npos);
+  CHECK(eval::table_row(s.results[0]).find("75.000%") != std::string::npos);
+  CHECK(eval::table_row(s.results[1]).find(" - ") != std::string::npos);
   auto const dir = std::filesystem::temp_directory_path() / ("ssmlen_sweep_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto const files = eval::write_reports(s, dir / "sweep");

@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 using namespace ssmlen;
 
@@ -32,4 +34,28 @@ TEST_CASE("presets: every task has a valid CPU preset with an honest validation 
     return c.to_json();
   }());
   CHECK_THROWS_WITH_AS((void)train::preset_for("additon"), doctest::Contains("addition"), ssmlen::error);
+}
+
+TEST_CASE("presets: the example run configurations apply over their task's preset") {
+  // examples/configs/<task>_*.json hold the GPU runs of docs/results.md (04_train_cuda --task T --config F).
+  auto const dir = std::filesystem::path(SSMLEN_TEST_DATA_DIR) / ".." / ".." / "examples" / "configs";
+  int seen = 0;
+  for (auto const& entry : std::filesystem::directory_iterator(dir)) {
+    auto const file = entry.path().filename().string();
+    CAPTURE(file);
+    std::string task;  // the longest task name the file name starts with
+    for (auto const& name : tasks::task_names()) {
+      if (file.starts_with(name + "_") && name.size() > task.size()) {
+        task = name;
+      }
+    }
+    REQUIRE_FALSE(task.empty());
+    auto p = train::preset_for(task);
+    std::ifstream in(entry.path());
+    p.run.update_from_json(nlohmann::json::parse(in));
+    CHECK_NOTHROW(p.run.validate());
+    CHECK(p.run.val_n > p.run.max_n);
+    ++seen;
+  }
+  CHECK(seen >= 4);
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -62,8 +63,9 @@ struct size_result {
   int episodes = 0;
   int correct = 0;
   double exact_match = 0;
-  double token_accuracy = 0;  // teacher forcing, over model tokens of `teacher_forced` expert traces
-  double mean_tokens = 0;     // rollout episode length, prompt included
+  // Teacher forcing, over model tokens of `teacher_forced` expert traces; empty when none were scored (it is not 0 %).
+  std::optional<double> token_accuracy;
+  double mean_tokens = 0;  // rollout episode length, prompt included
   double mean_expert_tokens = 0;
   std::map<std::string, int> ends;  // end reason -> count
   std::vector<failure> failures;
@@ -109,7 +111,7 @@ struct sweep_result {
       rs.push_back({{"n", r.n},
                     {"episodes", r.episodes},
                     {"exact_match", r.exact_match},
-                    {"token_accuracy", r.token_accuracy},
+                    {"token_accuracy", r.token_accuracy ? nlohmann::json(*r.token_accuracy) : nlohmann::json()},
                     {"mean_tokens", r.mean_tokens},
                     {"mean_expert_tokens", r.mean_expert_tokens},
                     {"seconds", r.seconds},
@@ -122,9 +124,12 @@ struct sweep_result {
   [[nodiscard]] std::string to_csv() const {
     std::string out = "n,episodes,exact_match,token_accuracy,mean_tokens,mean_expert_tokens,seconds\n";
     for (auto const& r : results) {
-      char line[256];
-      std::snprintf(line, sizeof line, "%d,%d,%.6f,%.6f,%.1f,%.1f,%.3f\n", r.n, r.episodes, r.exact_match,
-                    r.token_accuracy, r.mean_tokens, r.mean_expert_tokens, r.seconds);
+      char line[256], accuracy[32] = "";  // an empty field when teacher forcing was skipped
+      if (r.token_accuracy) {
+        std::snprintf(accuracy, sizeof accuracy, "%.6f", *r.token_accuracy);
+      }
+      std::snprintf(line, sizeof line, "%d,%d,%.6f,%s,%.1f,%.1f,%.3f\n", r.n, r.episodes, r.exact_match, accuracy,
+                    r.mean_tokens, r.mean_expert_tokens, r.seconds);
       out += line;
     }
     return out;
@@ -257,7 +262,9 @@ sweep_result length_sweep(backends::host const& be, Model const& model, tasks::a
     for (int i = 0; i < std::min(cfg.teacher_forced, cfg.per_size); ++i) {
       forced.push_back(&specs[static_cast<std::size_t>(i)].expert);
     }
-    r.token_accuracy = teacher_forced_accuracy(be, model, forced);
+    if (!forced.empty()) {
+      r.token_accuracy = teacher_forced_accuracy(be, model, forced);
+    }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (on_size) {
       on_size(r);

@@ -42,9 +42,12 @@ inline std::string table_header() {
 }
 
 inline std::string table_row(size_result const& r) {
-  char line[160];
-  std::snprintf(line, sizeof line, "%7d  %8d  %10.1f%%  %9.3f%%  %11.0f  %8.1f  %8.0f", r.n, r.episodes,
-                100 * r.exact_match, 100 * r.token_accuracy, r.mean_tokens, r.seconds, r.tokens_per_second);
+  char line[160], accuracy[16] = "          -";  // a dash when teacher forcing was skipped
+  if (r.token_accuracy) {
+    std::snprintf(accuracy, sizeof accuracy, "%9.3f%%", 100 * *r.token_accuracy);
+  }
+  std::snprintf(line, sizeof line, "%7d  %8d  %10.1f%%  %s  %11.0f  %8.1f  %8.0f", r.n, r.episodes, 100 * r.exact_match,
+                accuracy, r.mean_tokens, r.seconds, r.tokens_per_second);
   return line;
 }
 
