@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The CUDA selective scan, recurrent against block_parallel, forward and forward+backward, at the paper's 130M
-// shape (8 × 2048 tokens, ED = 1536, N = 16) and a tiny one (128 × 160 tokens, ED = 128, N = 16), timed with CUDA
-// events (warm-up first; the reported time is the median of the iterations). Counters:
+// The CUDA selective scan, recurrent against block_parallel and state_split, forward and forward+backward, at the
+// paper's 130M shape (8 × 2048 tokens, ED = 1536, N = 16) and a tiny one (128 × 160 tokens, ED = 128, N = 16), timed
+// with CUDA events (warm-up first; the reported time is the median of the iterations). Counters:
 //   GB/s        bytes the scan must move (x, dt, B, C, y, checkpoints, final states; in the backward also dy, dx,
 //               ddt, dB, dC, d_init) over the median time;
 //   copy_frac   that rate over the device-to-device copy rate measured by bm_copy in this same process;
@@ -14,6 +14,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
+#include <ssmlen/scan/cuda/state_split.cuh>
 
 #include <benchmark/benchmark.h>
 
@@ -257,7 +258,13 @@ BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, false)->Apply(both_shapes);
 // block_parallel<4, 16> runs the <8, 8> backward kernel (at most 8 tokens per thread).
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 8>, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 16>, false)->Apply(both_shapes);
+// States split over warps (NT states per thread); its backward is block_parallel<8, 8>'s.
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, false)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<2>, false)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<8>, false)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<1>, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::recurrent, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 8>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 16>, true)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, true)->Apply(both_shapes);

@@ -198,8 +198,9 @@ TEST_CASE("cuda mamba_lm: loss and every gradient match the host model (headline
     return;
   }
   auto const cases = model_cases();
-  check_gradients<ssmlen::scan::cuda::block_parallel<>>(cases[0], 1);
-  check_gradients<ssmlen::scan::cuda::block_parallel<>>(cases[1], 2);
+  check_gradients<ssmlen::scan::cuda::state_split<>>(cases[0], 1);  // the default
+  check_gradients<ssmlen::scan::cuda::state_split<>>(cases[1], 2);
+  check_gradients<ssmlen::scan::cuda::block_parallel<>>(cases[1], 4);
   check_gradients<ssmlen::scan::recurrent>(cases[1], 3);
 }
 
@@ -492,7 +493,7 @@ TEST_CASE("cuda mamba_lm: small model on a small ragged batch") {
   model_case const small{"small",
                          {.vocab = 11, .d_model = 16, .n_layers = 2, .d_state = 4, .expand = 2, .delta_min = 0.01},
                          {5, 70, 1, 2}};
-  check_gradients<ssmlen::scan::cuda::block_parallel<>>(small, 30);
+  check_gradients<ssmlen::scan::cuda::state_split<>>(small, 30);
   host_model<float> ref(small.cfg, 31);
   mc::mamba_lm<> dev(ref);
   auto const b = random_batch(small.cfg.vocab, small.lengths, 32);

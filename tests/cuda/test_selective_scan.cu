@@ -13,6 +13,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
+#include <ssmlen/scan/cuda/state_split.cuh>
 #include <ssmlen/scan/selective_scan.hpp>
 
 #include <doctest/doctest.h>
@@ -250,6 +251,7 @@ TEST_CASE("cuda selective scan: small ragged batch, both policies") {  // quick;
     shape const sh{{65, 1, 0, 20}, 37, 5, true, true};
     check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
     check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
+    check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
   }
 }
 
@@ -267,11 +269,21 @@ TEST_CASE("cuda selective scan: block_parallel matches the host oracle") {
   }
 }
 
+TEST_CASE("cuda selective scan: state_split matches the host oracle") {
+  if (gpu_or_skip()) {
+    check_shapes(sc::state_split<4>{});  // N = 5: two warps; 64, 100, 256: several launches adding to y
+    check_parity(sc::state_split<1>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 3, true, true}, 97, 1e-5);
+    check_parity(sc::state_split<2>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true}, 96, 1e-5);
+    check_parity(sc::state_split<8>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, false, true}, 95, 1e-5);
+  }
+}
+
 TEST_CASE("cuda selective scan: long sequences (L = 4096)") {
   if (gpu_or_skip()) {
     shape const sh{{4096, 1000}, 37, 16, true, true};
     check_parity(ssmlen::scan::recurrent{}, sh, 7, 1e-4);
     check_parity(sc::block_parallel<8, 8>{}, sh, 7, 1e-4);
+    check_parity(sc::state_split<4>{}, sh, 7, 1e-4);
   }
 }
 
@@ -280,6 +292,7 @@ TEST_CASE("cuda selective scan: channels beyond 65,535") {
     shape const sh{{3, 2}, 70001, 4, true, true};
     check_parity(ssmlen::scan::recurrent{}, sh, 11, 1e-5);
     check_parity(sc::block_parallel<8, 8>{}, sh, 11, 1e-5);
+    check_parity(sc::state_split<4>{}, sh, 11, 1e-5);
   }
 }
 

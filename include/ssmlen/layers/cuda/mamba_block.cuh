@@ -28,6 +28,7 @@
 #include <ssmlen/ops/gemm_problem.hpp>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/selective_scan_step.cuh>
+#include <ssmlen/scan/cuda/state_split.cuh>
 #include <ssmlen/scan/selective_scan.hpp>
 
 #include <cuda_runtime.h>
@@ -306,8 +307,8 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
 
 //! One Mamba block whose parameters live at fixed device addresses (a model's parameter buffers). Work goes to
 //! the stream of the cuBLAS handle passed to forward and backward. Scan: a CUDA scan policy
-//! (scan::cuda::block_parallel<W, I> or scan::recurrent).
-template <class Scan = scan::cuda::block_parallel<>>
+//! (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
+template <class Scan = scan::cuda::state_split<>>
 class mamba_block {
 public:
   using scan_policy = Scan;

@@ -117,8 +117,8 @@ struct mamba_lm_options {
   train::adamw_config optimizer{};
 };
 
-//! Scan: a CUDA scan policy (scan::cuda::block_parallel<W, I> or scan::recurrent).
-template <class Scan = scan::cuda::block_parallel<>>
+//! Scan: a CUDA scan policy (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
+template <class Scan = scan::cuda::state_split<>>
 class mamba_lm {
 public:
   using block_type = layers::cuda::mamba_block<Scan>;
