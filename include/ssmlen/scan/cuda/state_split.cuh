@@ -50,19 +50,6 @@ inline constexpr int split_interval = 64;    // tokens whose B, C are staged tog
 inline constexpr int split_batch = 16;       // tokens whose x, Δ are loaded together
 inline constexpr int split_max_states = 16;  // states per launch: B, C, the warps' shares and x, Δ fit 48 KB
 
-//! B, C of tokens [t_first, t_first + L) and states [n0, n0 + S) as [L, S]; zeros past the sequence and past N.
-template <int L, int S, int Threads>
-__device__ inline void stage_bc_rows(float (*sb)[S], float (*sc)[S], forward_params const& p, std::int64_t t_first,
-                                     std::int64_t t1, std::int64_t n0) {
-  for (int e = static_cast<int>(threadIdx.x); e < L * S; e += Threads) {
-    int const tok = e / S, j = e % S;
-    std::int64_t const t = t_first + tok, n = n0 + j;
-    bool const ok = t < t1 && n < p.ns;
-    sb[tok][j] = load_or_zero(p.b, t * p.ld_bc + n, ok);
-    sc[tok][j] = load_or_zero(p.c, t * p.ld_bc + n, ok);
-  }
-}
-
 //! NT consecutive floats of a shared-memory row, as vector loads where NT allows.
 template <int NT>
 __device__ inline void load_states(float const* row, float (&out)[NT]) {
@@ -142,8 +129,8 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
         }
       }
     }
-    __syncthreads();  // every warp is done with the previous interval's B, C
-    stage_bc_rows<L, S, WG * lanes>(sb, sc, p, tc, t1, n0);
+    __syncthreads();                                    // every warp is done with the previous interval's B, C
+    stage_bc<L, S, WG * lanes>(sb, sc, p, tc, t1, n0);  // zeros past the sequence and past N
     __syncthreads();
     int const len = t1 - tc < L ? static_cast<int>(t1 - tc) : L;
     for (int tb = 0; tb < len; tb += NB) {
