@@ -6,10 +6,10 @@
 // validated model kept. The kept model is then swept at 5 ... 1000 digits. Rollouts give the same tokens on the GPU
 // as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
 // OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.
-//   04_train_cuda [--task addition] [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--delta-min 0]
-//   [--traces-per-sequence 4]
-//                 [--precision fp32|tf32|bf16] [--sizes 5,10,...,1000] [--per-size 32] [--teacher-forced 8]
-//                 [--host-rollouts] [--out runs/cuda_seed1]
+//   04_train_cuda [--task addition] [--config run.json] [--seed 1] [--steps 800] [--batch 128]
+//                 [--delta-min 0] [--traces-per-sequence 4] [--precision fp32|tf32|bf16]
+//                 [--sizes 5,10,...,1000] [--per-size 32] [--teacher-forced 8] [--host-rollouts]
+//                 [--out runs/cuda_seed1]
 // --task starts from that task's preset (train::preset_for: training budget, validation, sweep sizes and episodes), as
 // `ssmlen train --task` does; give it first, as later flags override it.
 // --config reads any train::run_config keys from a JSON file (as `ssmlen train --config`); later flags override it.

@@ -246,7 +246,7 @@ void check_shapes(Policy policy) {
 
 }  // namespace
 
-TEST_CASE("cuda selective scan: small ragged batch, both policies") {  // quick; the sanitizer runs use it
+TEST_CASE("cuda selective scan: small ragged batch, every policy") {  // quick; the sanitizer runs use it
   if (gpu_or_skip()) {
     shape const sh{{65, 1, 0, 20}, 37, 5, true, true};
     check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);

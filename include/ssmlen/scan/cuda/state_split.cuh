@@ -212,12 +212,13 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
       backends::cuda_check_launch("forward_state_split_kernel");
     }
   };
-  constexpr int max_warps = std::min(8, detail::split_max_states / NT);
-  if (groups >= 8 && max_warps >= 8) {
+  constexpr int max_warps = std::min(8, detail::split_max_states / NT);  // at least 2
+  std::int64_t const warps = std::min<std::int64_t>(groups, max_warps);  // launched as the power of two at or below it
+  if (warps >= 8) {
     launch.template operator()<std::min(8, max_warps)>();
-  } else if (groups >= 4 && max_warps >= 4) {
+  } else if (warps >= 4) {
     launch.template operator()<std::min(4, max_warps)>();
-  } else if (groups >= 2) {
+  } else if (warps >= 2) {
     launch.template operator()<2>();
   } else {
     launch.template operator()<1>();
