@@ -326,6 +326,7 @@ TEST_CASE("cuda selective scan: the backward is bit-identical across runs") {
   if (gpu_or_skip()) {
     check_deterministic(ssmlen::scan::recurrent{});
     check_deterministic(sc::block_parallel<8, 8>{});
+    check_deterministic(sc::state_split<>{});
   }
 }
 

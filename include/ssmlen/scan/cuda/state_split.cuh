@@ -17,10 +17,12 @@
 //! every warp adds up its tokens' sums over the warps and writes y. At most 16 states per launch (8 warps of NT = 2,
 //! 4 of NT = 4, 2 of NT = 8); more states run in several launches, each adding to y.
 //!
-//! The backward is block_parallel<8, 8>'s (the same 64-token checkpoints). Measured speeds: docs/perf.md.
+//! The backward splits the states the same way (4 per thread) and recomputes each 64-token interval from its
+//! checkpoint (below). Measured speeds: docs/perf.md.
 #pragma once
 
 #include <ssmlen/scan/cuda/selective_scan.cuh>
+#include <ssmlen/scan/cuda/warp_reduce_scatter.cuh>
 
 #include <algorithm>
 #include <cstdint>
@@ -36,8 +38,6 @@ struct state_split {
   static constexpr algorithm kind = algorithm::recurrent;  // one token after another, per state
   static constexpr int states_per_thread = NT;
   static constexpr std::int64_t checkpoint_interval = 64;
-  using backward_policy = block_parallel<8, 8>;  // its chunk is the checkpoint interval
-  static_assert(backward_policy::chunk == checkpoint_interval);
   static std::string name() { return "state_split<" + std::to_string(NT) + ">"; }
   friend constexpr bool operator==(state_split, state_split) { return true; }
 };
@@ -186,6 +186,193 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Backward: the same split, walked in reverse. Per 64-token interval (last first), B, C, x, Δ and dy are staged in
+// shared memory; each thread recomputes its states from the interval's checkpoint and keeps those entering every
+// 8-token batch (in shared memory), then per batch, last first, recomputes the batch's states and decays in
+// registers and walks it backwards:
+//   g = dy C + u (∂L/∂h_t), u ← a_t g, dB_t += g Δ x, dC_t += dy h_t, dΔ += g (A a h_{t-1} + x B), dx += g Δ B,
+//   dA += g Δ a h_{t-1}.
+// The thread's u carries from batch to batch and interval to interval in registers: no cross-thread scan. dx and dΔ
+// are summed over the warps (the states) like y in the forward; dB and dC over the 32 channels by a warp
+// reduce-scatter into the per-32-channel partials that block_parallel's backward writes, finished by the same
+// fixed-order reductions. The backward holds about twice the forward's registers per state, so it splits the states
+// 4 per thread whatever the forward's NT: at the 130M shape every block is then resident at once.
+
+inline constexpr int split_backward_states = 4;  // states per thread in the backward
+inline constexpr int split_backward_batch = 8;   // tokens whose states and decays a thread holds in registers
+
+template <int WG>
+struct backward_split_smem {
+  static constexpr int L = split_interval, S = WG * split_backward_states, SB = split_backward_batch;
+  alignas(16) float b[L][S];  // [interval, S]: B, C of this launch's states
+  alignas(16) float c[L][S];
+  float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]
+  float h_batch[L / SB][S][lanes];                    // [batch, state, lane]: the states entering each batch
+  float dx[2][WG][SB][lanes], ddt[2][WG][SB][lanes];  // [buffer, warp, token, lane]: each warp's share
+};
+
+template <int WG>
+__global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(backward_params p, std::int64_t n0) {
+  constexpr int NT = split_backward_states, L = split_interval, SB = split_backward_batch, S = WG * NT;
+  static_assert(SB % WG == 0, "each warp finishes SB / WG tokens of a batch");
+  extern __shared__ __align__(16) unsigned char raw_smem[];
+  auto& sm = *reinterpret_cast<backward_split_smem<WG>*>(raw_smem);
+  forward_params const& f = p.f;
+  int const lane = static_cast<int>(threadIdx.x) % lanes, w = static_cast<int>(threadIdx.x) / lanes;
+  std::int64_t const s = blockIdx.x / f.groups, group = blockIdx.x % f.groups;
+  std::int64_t const ch = group * lanes + lane;
+  bool const live = ch < f.ed;
+  std::int64_t const t0 = f.offsets[s], t1 = f.offsets[s + 1];
+  std::int64_t const n_intervals = (t1 - t0 + L - 1) / L;
+  std::int64_t const size = f.ns * f.ed;  // one state: [N, ED]
+  std::int64_t const ck0 = f.ck_offsets[s];
+  std::int64_t const my_n0 = n0 + std::int64_t{w} * NT;  // this warp's first state
+  // D·dy joins warp 0's share of dx in the first launch; later launches add to dx and dΔ.
+  float const dskip = n0 == 0 && w == 0 ? load_or_zero(f.d, ch, live) : 0.0f;
+  float an[NT], a2[NT], u[NT], da[NT];  // [NT]; states past N: A = 0, B = C = 0, nothing written
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    bool const ok = live && my_n0 + j < f.ns;
+    std::int64_t const at = (my_n0 + j) * f.ed + ch;
+    an[j] = load_or_zero(f.a, at, ok);
+    a2[j] = an[j] * log2e;
+    u[j] = p.d_final != nullptr ? load_or_zero(p.d_final, s * size + at, ok) : 0.0f;
+    da[j] = 0.0f;
+  }
+  float dd = 0.0f;
+  int buf = 0;
+  for (std::int64_t k = n_intervals - 1; k >= 0; --k) {
+    std::int64_t const tc = t0 + k * L;
+    __syncthreads();  // every warp is done with the later interval
+    stage_bc<L, S, WG * lanes>(sm.b, sm.c, f, tc, t1, n0);
+    for (int e = static_cast<int>(threadIdx.x); e < L * lanes; e += WG * lanes) {
+      int const tok = e / lanes;  // e % lanes is this thread's lane: the block is whole warps
+      bool const ok = live && tc + tok < t1;
+      std::int64_t const at = (tc + tok) * f.ed + ch;
+      sm.x[tok][lane] = load_or_zero(f.x, at, ok);  // masked tokens: x = Δ = dy = 0, an identity step
+      sm.dt[tok][lane] = load_or_zero(f.dt, at, ok);
+      sm.dy[tok][lane] = load_or_zero(p.dy, at, ok);
+    }
+    __syncthreads();
+    {  // the states entering each batch, from the interval's checkpoint (each thread reads back only its own)
+      float h[NT];
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        h[j] = load_or_zero(p.ck, (ck0 + k) * size + (my_n0 + j) * f.ed + ch, live && my_n0 + j < f.ns);
+      }
+      for (int q = 0; q < L / SB; ++q) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          sm.h_batch[q][w * NT + j][lane] = h[j];
+        }
+#pragma unroll
+        for (int i = 0; i < SB; ++i) {
+          int const tok = q * SB + i;
+          float const dtv = sm.dt[tok][lane], dtx = dtv * sm.x[tok][lane];
+          float bv[NT];
+          load_states<NT>(&sm.b[tok][w * NT], bv);
+#pragma unroll
+          for (int j = 0; j < NT; ++j) {
+            h[j] = fmaf(exp2_approx(dtv * a2[j]), h[j], dtx * bv[j]);
+          }
+        }
+      }
+    }
+    for (int q = L / SB - 1; q >= 0; --q) {
+      int const first = q * SB;                                       // the batch's first token in the interval
+      float xv[SB], dtv[SB], dyv[SB], hs[SB + 1][NT], decay[SB][NT];  // hs[i] = h_{t-1}, hs[i + 1] = h_t
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        hs[0][j] = sm.h_batch[q][w * NT + j][lane];
+      }
+#pragma unroll
+      for (int i = 0; i < SB; ++i) {
+        xv[i] = sm.x[first + i][lane], dtv[i] = sm.dt[first + i][lane], dyv[i] = sm.dy[first + i][lane];
+        float bv[NT];
+        load_states<NT>(&sm.b[first + i][w * NT], bv);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          decay[i][j] = exp2_approx(dtv[i] * a2[j]);
+          hs[i + 1][j] = fmaf(decay[i][j], hs[i][j], dtv[i] * xv[i] * bv[j]);
+        }
+      }
+      float dx_share[SB], ddt_share[SB];  // [SB]: this warp's Σ over its states
+#pragma unroll
+      for (int i = 0; i < SB; ++i) {
+        dx_share[i] = dskip * dyv[i], ddt_share[i] = 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        float red[2 * SB];  // dB (0 .. SB - 1) and dC (SB .. 2 SB - 1) of each token, for this state
+#pragma unroll
+        for (int i = SB - 1; i >= 0; --i) {
+          float const bj = sm.b[first + i][w * NT + j], cj = sm.c[first + i][w * NT + j];
+          float const g = fmaf(dyv[i], cj, u[j]);  // ∂L/∂h_t
+          float const ug = decay[i][j] * g;        // ∂L/∂h_{t-1} through the recurrence
+          float const gah = ug * hs[i][j];         // g a_t h_{t-1}
+          float const gb = g * bj;
+          red[i] = g * dtv[i] * xv[i];
+          red[SB + i] = dyv[i] * hs[i + 1][j];
+          ddt_share[i] = fmaf(an[j], gah, fmaf(xv[i], gb, ddt_share[i]));
+          dx_share[i] = fmaf(dtv[i], gb, dx_share[i]);
+          da[j] = fmaf(dtv[i], gah, da[j]);
+          u[j] = ug;
+        }
+        float const r = warp_reduce_scatter<2 * SB>(red, lane);
+        std::int64_t const n = my_n0 + j, t = tc + first + lane % SB;
+        if (lane < 2 * SB && n < f.ns && t < t1) {
+          p.partial_bc[((group * 2 + lane / SB) * f.ns + n) * p.tokens + t] = r;
+        }
+      }
+      if (w == 0) {
+#pragma unroll
+        for (int i = 0; i < SB; ++i) {
+          dd = fmaf(dyv[i], xv[i], dd);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < SB; ++i) {
+        sm.dx[buf][w][i][lane] = dx_share[i];
+        sm.ddt[buf][w][i][lane] = ddt_share[i];
+      }
+      __syncthreads();  // every warp's share of this batch is in
+#pragma unroll
+      for (int r = 0; r < SB / WG; ++r) {
+        int const i = r * WG + w;  // warp w finishes tokens w, w + WG, ...
+        std::int64_t const t = tc + first + i;
+        if (live && t < t1) {
+          std::int64_t const at = t * f.ed + ch;
+          float sx = n0 == 0 ? 0.0f : p.dx[at], st = n0 == 0 ? 0.0f : p.ddt[at];
+#pragma unroll
+          for (int g = 0; g < WG; ++g) {
+            sx += sm.dx[buf][g][i][lane];
+            st += sm.ddt[buf][g][i][lane];
+          }
+          p.dx[at] = sx;
+          p.ddt[at] = st;
+        }
+      }
+      buf ^= 1;  // the next batch writes the other buffers; the barrier above orders the reuse after next
+    }
+  }
+  if (live) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      if (my_n0 + j < f.ns) {
+        std::int64_t const at = s * size + (my_n0 + j) * f.ed + ch;
+        p.partial_da[at] = da[j];
+        if (p.d_init != nullptr) {
+          p.d_init[at] = u[j];  // ∂L/∂(the initial state)
+        }
+      }
+    }
+    if (n0 == 0 && w == 0) {
+      p.partial_dd[s * f.ed + ch] = dd;
+    }
+  }
+}
+
 }  // namespace detail
 
 //! Forward scan; the contract of the block_parallel overload (checkpoints every 64 tokens).
@@ -225,12 +412,49 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
   }
 }
 
-//! Backward: block_parallel<8, 8>'s, from the same checkpoints.
+//! Backward from the forward's checkpoints; the contract of the block_parallel overload. Deterministic: no atomics.
 template <int NT>
 void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_sequences const& seqs,
                              selective_scan_args<float> const& a, float const* checkpoints,
                              selective_scan_grads<float> const& g, void* workspace = nullptr) {
-  selective_scan_backward(typename state_split<NT>::backward_policy{}, be, seqs, a, checkpoints, g, workspace);
+  detail::check_backward_args(seqs, a, checkpoints, g);
+  detail::workspace_layout const layout(seqs, a.channels, a.states);
+  ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
+  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
+  detail::launch_checkpoint_offsets(seqs, state_split<NT>::checkpoint_interval, ck_offsets, be.stream);
+  detail::backward_params p{detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, nullptr, nullptr, nullptr),
+                            seqs.tokens,
+                            checkpoints,
+                            g.dy,
+                            g.d_final_state,
+                            g.dx,
+                            g.ddt,
+                            g.d_init_state,
+                            ws.at<float>(layout.partial_bc),
+                            ws.at<float>(layout.partial_da),
+                            ws.at<float>(layout.partial_dd)};
+  std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
+  if (blocks > 0) {
+    constexpr int bnt = detail::split_backward_states;
+    std::int64_t const groups = (a.states + bnt - 1) / bnt;  // warps the states need
+    auto launch = [&]<int WG>() {
+      auto kernel = detail::backward_state_split_kernel<WG>;
+      std::size_t const shared = sizeof(detail::backward_split_smem<WG>);
+      detail::allow_shared_memory(kernel, shared);
+      for (std::int64_t n0 = 0; n0 < a.states; n0 += std::int64_t{WG} * bnt) {  // later launches add to dx, dΔ
+        kernel<<<static_cast<unsigned>(blocks), WG * detail::lanes, shared, be.stream>>>(p, n0);
+        backends::cuda_check_launch("backward_state_split_kernel");
+      }
+    };
+    if (groups >= 4) {
+      launch.template operator()<4>();
+    } else if (groups >= 2) {
+      launch.template operator()<2>();
+    } else {
+      launch.template operator()<1>();
+    }
+  }
+  detail::launch_reductions(p, g, p.f.groups, seqs.count, be.stream);
 }
 
 }  // namespace ssmlen::scan::cuda
