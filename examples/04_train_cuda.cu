@@ -2,7 +2,7 @@
 // The addition headline trained on a CUDA device, then swept like the CPU-trained model. The training step and the
 // rollouts (validation and sweep) run on the GPU; the rest is the CPU run's (train::train_run): the defaults of
 // train::run_config (4 layers x d_model 64, batches of 128 traces of <= 5-digit additions packed 4 to a sequence,
-// AdamW, warm-up then cosine over 800 steps), the same batches for the same seed, validation every 25 steps, the best
+// AdamW, warm-up then cosine over 800 steps), the same batches for the same seed, validation every 100 steps, the best
 // validated model kept. The kept model is then swept at 5 ... 1000 digits. Rollouts give the same tokens on the GPU
 // as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
 // OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.

@@ -36,8 +36,10 @@ struct run_config {
   std::int64_t traces_per_sequence = 4;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.98, clip_norm = 1.0;
   std::uint64_t seed = 1;
-  std::int64_t eval_every = 25;  // validate every this many steps (0: only at the end)
-  int val_n = 80;                // validation size: keep it out of the reported sweep's sizes
+  // Validate every this many steps (0: only at the end). A headline validation rolls out 24 episodes of 80 digits
+  // (about 1 s on 2 cores); the run keeps the best validated model, the later on ties: step 800 in every seed tried.
+  std::int64_t eval_every = 100;
+  int val_n = 80;  // validation size: keep it out of the reported sweep's sizes
   int val_episodes = 24;
   std::uint64_t val_seed = 777;  // validation instances: never the sweep's seed
   int patience = 0;              // stop after this many consecutive perfect validations (0: never stop early)
