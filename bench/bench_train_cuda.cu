@@ -5,13 +5,19 @@
 //             128 expert traces of additions of at most 5 digits (train::task_batch, as `ssmlen train` samples)
 //   paper     the 130M Mamba's shape: 24 layers, d_model 768, d_state 16, expand 2, tied, with the addition
 //             vocabulary; 8 sequences × 2048 random tokens, every target counted
+//   paper_addition  the same model on the paper-scale run's batches: 128 addition traces of at most 5 digits packed
+//             4 to a sequence (32 sequences of about 600 tokens, examples/configs/addition_paper_scale.json)
 // with fp32 and TF32 GEMMs. Counters:
 //   tok/s      packed input tokens per second at the median step time (step_ms)
 //   mfu        model-flops utilization: 6 · parameters · tok/s (forward 2, backward 4 per parameter and token) over
 //              bf16_TF/s, the bf16 matrix rate of the GPU (a cuBLAS 8192³ GEMM of bf16 operands, fp32 accumulate)
 //   mfu_prec   the same flops over gemm_TF/s, an 8192³ GEMM in the step's own precision: how much of what that
 //              precision can reach the step turns into model flops
-// Both rates are measured in this process (median of 10).
+//   device_GB  device memory in use after the steps, this process's models and pools included (an upper bound on
+//              what the step needs)
+// Both rates are measured in this process (median of 10). With SSMLEN_PROFILE_STEP set, the first timed step of
+// each benchmark runs between cudaProfilerStart and cudaProfilerStop, so that `ncu --profile-from-start off` sees one
+// whole step (tests/cuda/profile_on_gpu.sh train: time per kernel).
 #include <ssmlen/backends/cuda/blas.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
@@ -25,11 +31,13 @@
 #include <ssmlen/train/task_batches.hpp>
 
 #include <benchmark/benchmark.h>
+#include <cuda_profiler_api.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -80,13 +88,15 @@ ssmlen::tasks::any_task const& addition_task() {
   return task;
 }
 
-std::vector<ssmlen::train::batch> headline_batches(int count) {
+std::vector<ssmlen::train::batch> addition_batches(int count, std::int64_t traces_per_sequence) {
   std::vector<ssmlen::train::batch> out;
   for (int step = 0; step < count; ++step) {
-    out.push_back(ssmlen::train::task_batch(addition_task(), 1, step, 128, 5));
+    out.push_back(ssmlen::train::task_batch(addition_task(), 1, step, 128, 5, traces_per_sequence));
   }
   return out;
 }
+
+enum class shape { headline, paper, paper_addition };
 
 //! `count` batches of `seqs` sequences of `length` random inputs, every target counted.
 std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, std::int64_t length,
@@ -109,18 +119,20 @@ std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, s
   return out;
 }
 
-void bm_train_step(benchmark::State& state, bool paper, gemm_precision precision) {
+void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
     return;
   }
   std::int64_t const vocab = ssmlen::tasks::addition::make_vocab().size();
   ssmlen::models::mamba_config cfg{.vocab = vocab, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2};
-  if (paper) {
+  if (sh != shape::headline) {
     cfg.d_model = 768;
     cfg.n_layers = 24;
   }
-  auto const batches = paper ? random_batches(2, 8, 2048, vocab) : headline_batches(8);
+  auto const batches = sh == shape::paper            ? random_batches(2, 8, 2048, vocab)
+                       : sh == shape::paper_addition ? addition_batches(4, 4)
+                                                     : addition_batches(8, 1);
   double const rate = gemm_rate(precision);
   ssmlen::models::mamba_lm<float> host(cfg, 1);
   ssmlen::models::cuda::mamba_lm<> dev(host, {.precision = precision, .optimizer = {.lr = 1e-4}});
@@ -133,11 +145,19 @@ void bm_train_step(benchmark::State& state, bool paper, gemm_precision precision
   std::int64_t tokens = 0;
   double loss = 0;
   std::size_t i = 0;
+  bool const profile = std::getenv("SSMLEN_PROFILE_STEP") != nullptr;
   for (auto _ : state) {
     auto const& b = batches[i++ % batches.size()];
+    bool const profiled = profile && seconds.empty();
+    if (profiled) {
+      cuda_check(cudaProfilerStart(), "cudaProfilerStart");
+    }
     auto const t0 = std::chrono::steady_clock::now();
     auto const r = dev.train_step(b, 1e-4);
     double const s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (profiled) {
+      cuda_check(cudaProfilerStop(), "cudaProfilerStop");
+    }
     state.SetIterationTime(s);
     seconds.push_back(s);
     tokens += r.tokens;
@@ -151,7 +171,8 @@ void bm_train_step(benchmark::State& state, bool paper, gemm_precision precision
   double const tokens_per_step = double(tokens) / double(seconds.size());
   double const tok_s = tokens_per_step / median;
   double const params = double(dev.n_params());
-  state.SetLabel(std::string(paper ? "paper" : "headline") + " " + name_of(precision) + " " +
+  char const* const names[] = {"headline", "paper", "paper_addition"};
+  state.SetLabel(std::string(names[static_cast<int>(sh)]) + " " + name_of(precision) + " " +
                  std::to_string(static_cast<long long>(params)) + " params, " +
                  std::to_string(static_cast<long long>(tokens_per_step)) + " tokens/step, loss " +
                  std::to_string(loss));
@@ -162,31 +183,42 @@ void bm_train_step(benchmark::State& state, bool paper, gemm_precision precision
   state.counters["mfu_prec"] = 6.0 * params * tok_s / rate;
   state.counters["gemm_TF/s"] = rate * 1e-12;
   state.counters["bf16_TF/s"] = bf16_rate * 1e-12;
+  std::size_t free = 0, total = 0;
+  cuda_check(cudaMemGetInfo(&free, &total), "memory info");
+  state.counters["device_GB"] = double(total - free) * 1e-9;
 }
 
 }  // namespace
 
-BENCHMARK_CAPTURE(bm_train_step, headline_fp32, false, gemm_precision::fp32)
+BENCHMARK_CAPTURE(bm_train_step, headline_fp32, shape::headline, gemm_precision::fp32)
     ->UseManualTime()
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_train_step, headline_tf32, false, gemm_precision::tf32)
+BENCHMARK_CAPTURE(bm_train_step, headline_tf32, shape::headline, gemm_precision::tf32)
     ->UseManualTime()
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_train_step, headline_bf16, false, gemm_precision::bf16)
+BENCHMARK_CAPTURE(bm_train_step, headline_bf16, shape::headline, gemm_precision::bf16)
     ->UseManualTime()
     ->Iterations(40)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_train_step, paper_fp32, true, gemm_precision::fp32)
+BENCHMARK_CAPTURE(bm_train_step, paper_fp32, shape::paper, gemm_precision::fp32)
     ->UseManualTime()
     ->Iterations(6)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_train_step, paper_tf32, true, gemm_precision::tf32)
+BENCHMARK_CAPTURE(bm_train_step, paper_tf32, shape::paper, gemm_precision::tf32)
     ->UseManualTime()
     ->Iterations(6)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_train_step, paper_bf16, true, gemm_precision::bf16)
+BENCHMARK_CAPTURE(bm_train_step, paper_bf16, shape::paper, gemm_precision::bf16)
     ->UseManualTime()
     ->Iterations(6)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_addition_tf32, shape::paper_addition, gemm_precision::tf32)
+    ->UseManualTime()
+    ->Iterations(8)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16, shape::paper_addition, gemm_precision::bf16)
+    ->UseManualTime()
+    ->Iterations(8)
     ->Unit(benchmark::kMillisecond);

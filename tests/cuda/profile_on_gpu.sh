@@ -1,11 +1,39 @@
 #!/usr/bin/env bash
 # Hardware counters (ncu) and disassembly of the scan kernels on a GPU machine, for tuning. Logs go to $OUT.
 # Usage from the repository root: tests/cuda/profile_on_gpu.sh [benchmark filter]
+#                             or: tests/cuda/profile_on_gpu.sh train [benchmark filter]   (kernel times of a step)
 # The benchmark's setup runs recurrent and block_parallel<8, 8> once (its cross-check): with the default filter, ncu
 # profiles those first launches of each kernel family.
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
 mkdir -p "$out"
+
+# tests/cuda/profile_on_gpu.sh train [benchmark filter]: the time of every kernel in one training step
+# (bench_train_cuda.cu, default the paper shape on addition batches with bf16 GEMMs), summed per kernel.
+if [[ ${1:-} == train ]]; then
+  nvcc -O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude \
+    bench/bench_train_cuda.cu -o /tmp/bench_train_cuda -lcublas -lbenchmark_main -lbenchmark -lpthread || exit 1
+  SSMLEN_PROFILE_STEP=1 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+    /tmp/bench_train_cuda --benchmark_filter="${2:-paper_addition_bf16}" >"$out/train_step_kernels.csv" 2>"$out/ncu.err"
+  python3 - "$out/train_step_kernels.csv" <<'PY' | tee "$out/train_step_kernels.txt"
+import collections, csv, sys
+total, count, header = collections.defaultdict(float), collections.Counter(), None
+for row in csv.reader(open(sys.argv[1])):
+    if 'Kernel Name' in row and 'Metric Value' in row:
+        header = row
+    elif header and len(row) == len(header):
+        d = dict(zip(header, row))
+        scale = {'nsecond': 1e-6, 'usecond': 1e-3, 'msecond': 1.0}[d['Metric Unit']]
+        name = d['Kernel Name'].split('(')[0][:90]
+        total[name] += float(d['Metric Value'].replace(',', '')) * scale
+        count[name] += 1
+all_ms = sum(total.values())
+print(f"one step: {all_ms:.2f} ms of kernel time in {sum(count.values())} launches")
+for name, ms in sorted(total.items(), key=lambda kv: -kv[1])[:30]:
+    print(f"{ms:8.2f} ms {100 * ms / all_ms:5.1f} % {count[name]:5d}x  {name}")
+PY
+  exit 0
+fi
 nvcc -O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude \
   bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread || exit 1
 cuobjdump -sass /tmp/bench_scan_cuda >"$out/sass.txt"

@@ -57,11 +57,13 @@ using ssmlen::testing::rel_error;
 namespace lc = ssmlen::layers::cuda;
 namespace mc = ssmlen::models::cuda;
 using ssmlen::backends::device_buffer;
+using ssmlen::backends::gemm_precision;
 using ssmlen::models::mamba_config;
 template <class T>
 using host_model = ssmlen::models::mamba_lm<T, ssmlen::scan::recurrent>;
 
-constexpr double tol = 1e-4;  // norm-wise relative, per tensor
+constexpr double tol = 1e-4;       // norm-wise relative, per tensor
+constexpr double bf16_tol = 3e-2;  // the same with bf16 GEMMs (inputs rounded to 8-bit mantissas)
 
 device_buffer<float> on_device(std::vector<float> const& v) { return device_buffer<float>(std::span<float const>(v)); }
 
@@ -375,7 +377,14 @@ struct block_case {
   std::vector<std::int64_t> lengths;
 };
 
-void check_block(block_case const& bc, std::uint64_t seed) {
+//! The device block against the host block in float; with bf16 GEMMs (norm-wise error < bf16_tol), optionally with
+//! the weight matrices' bf16 copies handed to the block. Returns the device's outputs, states and gradients.
+std::vector<std::vector<float>> check_block(block_case const& bc, std::uint64_t seed,
+                                            gemm_precision precision = gemm_precision::fp32,
+                                            bool rounded_weights = false) {
+  CAPTURE(static_cast<int>(precision));
+  CAPTURE(rounded_weights);
+  double const block_tol = precision == gemm_precision::bf16 ? bf16_tol : tol;
   using host_block = ssmlen::layers::mamba_block<float, ssmlen::scan::recurrent>;
   ssmlen::backends::host const be;
   host_block ref(bc.d, bc.ed, bc.ns, bc.k, bc.r);
@@ -423,7 +432,21 @@ void check_block(block_case const& bc, std::uint64_t seed) {
   // Device
   ssmlen::backends::cuda_stream stream;
   ssmlen::backends::blas_handle h(stream.backend());
-  lc::mamba_block<> blk({bc.d, bc.ed, bc.ns, bc.k, bc.r, bc.delta_min}, params_of(values), params_of(grads));
+  std::vector<device_buffer<ssmlen::bfloat16>> rounded;  // in_proj, x_proj, dt_proj, out_proj
+  lc::mamba_block_params<ssmlen::bfloat16 const*> rounded_params{};
+  if (rounded_weights) {
+    for (std::size_t const i : {0, 3, 4, 8}) {
+      auto const n = static_cast<std::int64_t>(values[i].size());
+      rounded.emplace_back(values[i].size());
+      ssmlen::backends::round_to_bf16(stream.backend(), 1, n, values[i].data(), n, rounded.back().data());
+    }
+    rounded_params.in_proj = rounded[0].data();
+    rounded_params.x_proj = rounded[1].data();
+    rounded_params.dt_proj = rounded[2].data();
+    rounded_params.out_proj = rounded[3].data();
+  }
+  lc::mamba_block<> blk({bc.d, bc.ed, bc.ns, bc.k, bc.r, bc.delta_min}, params_of(values), params_of(grads), precision,
+                        rounded_params);
   std::vector<std::int64_t> off{0};
   for (auto const len : bc.lengths) {
     off.push_back(off.back() + len);
@@ -452,27 +475,31 @@ void check_block(block_case const& bc, std::uint64_t seed) {
                {gi_conv.data(), gi_ssm.data()});
   stream.synchronize();
 
-  auto check_tensor = [](char const* what, std::vector<float> const& got, float const* want) {
+  std::vector<std::vector<float>> results;
+  double worst = 0;
+  auto check_tensor = [&](char const* what, std::vector<float> got, float const* want) {
     CAPTURE(what);
     double const e = rel_error(got.data(), want, static_cast<std::int64_t>(got.size()));
-    CHECK(e < tol);
-    return e;
+    CHECK(e < block_tol);
+    worst = std::max(worst, e);
+    results.push_back(std::move(got));
   };
-  double worst = 0;
-  worst = std::max(worst, check_tensor("out", out.to_host(), out_ref.data()));
-  worst = std::max(worst, check_tensor("final conv", fin_conv.to_host(), final_ref.conv.data()));
-  worst = std::max(worst, check_tensor("final ssm", fin_ssm.to_host(), final_ref.ssm.data()));
-  worst = std::max(worst, check_tensor("du", du.to_host(), du_ref.data()));
-  worst = std::max(worst, check_tensor("d_init conv", gi_conv.to_host(), d_init_ref.conv.data()));
-  worst = std::max(worst, check_tensor("d_init ssm", gi_ssm.to_host(), d_init_ref.ssm.data()));
+  check_tensor("out", out.to_host(), out_ref.data());
+  check_tensor("final conv", fin_conv.to_host(), final_ref.conv.data());
+  check_tensor("final ssm", fin_ssm.to_host(), final_ref.ssm.data());
+  check_tensor("du", du.to_host(), du_ref.data());
+  check_tensor("d_init conv", gi_conv.to_host(), d_init_ref.conv.data());
+  check_tensor("d_init ssm", gi_ssm.to_host(), d_init_ref.ssm.data());
   char const* const names[] = {"in_proj",      "conv.weight", "conv.bias", "x_proj",  "dt_proj.weight",
                                "dt_proj.bias", "A_log",       "D",         "out_proj"};
   for (std::size_t i = 0; i < hp.size(); ++i) {
-    worst = std::max(worst, check_tensor(names[i], grads[i].to_host(), hp[i]->grad.data()));
+    check_tensor(names[i], grads[i].to_host(), hp[i]->grad.data());
   }
-  std::printf("block D=%lld ED=%lld N=%lld K=%lld: worst error (outputs, states, gradients) %.2e\n",
+  std::printf("block D=%lld ED=%lld N=%lld K=%lld %s%s: worst error (outputs, states, gradients) %.2e\n",
               static_cast<long long>(bc.d), static_cast<long long>(bc.ed), static_cast<long long>(bc.ns),
-              static_cast<long long>(bc.k), worst);
+              static_cast<long long>(bc.k), precision == gemm_precision::bf16 ? "bf16" : "fp32",
+              rounded_weights ? " (rounded weights)" : "", worst);
+  return results;
 }
 
 TEST_CASE("cuda mamba block: forward and backward with initial and final states match the host block") {
@@ -481,6 +508,59 @@ TEST_CASE("cuda mamba block: forward and backward with initial and final states 
   }
   check_block({64, 128, 16, 4, 4, 0.0f, {37, 1, 64, 130, 0, 2, 65}}, 20);
   check_block({37, 74, 5, 3, 3, 0.02f, {70, 2, 129, 1}}, 21);  // ED % 4 != 0: the conv's scalar path; N = 5
+}
+
+TEST_CASE("cuda mamba block: bf16 GEMMs are the host block's within bf16 rounding, with or without rounded weights") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  for (block_case const& bc : {block_case{64, 128, 16, 4, 4, 0.0f, {37, 1, 64, 130, 0, 2, 65}},
+                               block_case{37, 74, 5, 3, 3, 0.02f, {70, 2, 129, 1}}}) {
+    // The block's own rounded activations and gradients, with weights rounded per GEMM or handed in rounded: the
+    // same bf16 values reach the same GEMMs, so the two runs agree to float rounding.
+    auto const staged = check_block(bc, 22, gemm_precision::bf16, false);
+    auto const handed = check_block(bc, 22, gemm_precision::bf16, true);
+    REQUIRE(staged.size() == handed.size());
+    for (std::size_t i = 0; i < staged.size(); ++i) {
+      CAPTURE(i);
+      CHECK(rel_error(handed[i].data(), staged[i].data(), static_cast<std::int64_t>(staged[i].size())) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("cuda mamba_lm: bf16 GEMMs give the host model's loss and gradients within bf16 rounding, after updates") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  mamba_config const cfg{.vocab = 13, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2};
+  host_model<float> ref(cfg, 40);
+  mc::mamba_lm<> dev(ref, {.precision = gemm_precision::bf16});
+  auto const b = random_batch(cfg.vocab, {37, 1, 90, 64}, 41);
+  dev.reserve(b.seqs);
+  dev.poison();
+  // A large step, so that gradients from stale bf16 weights (made before the update) would be far off.
+  dev.train_step(b, 0.05);
+  dev.download(ref);
+  for (int pass = 0; pass < 2; ++pass) {  // twice: every forward remakes the rounded weights
+    dev.reserve(b.seqs);
+    dev.poison();
+    dev.compute_gradients(b);
+    auto const ce = dev.loss();
+    auto const ce_ref = host_gradients(ref, b);
+    CHECK(std::abs(ce.mean() - ce_ref.mean()) / ce_ref.mean() < 1e-2);
+    host_model<float> got(cfg, 42);
+    dev.download(got);
+    auto const pg = got.named_params(), pr = ref.named_params();
+    double worst = 0;
+    for (std::size_t i = 0; i < pr.size(); ++i) {
+      CAPTURE(pr[i].name);
+      double const e = rel_error(pg[i].p->grad.data(), pr[i].p->grad.data(), pr[i].p->grad.size());
+      CHECK(e < bf16_tol);
+      worst = std::max(worst, e);
+    }
+    std::printf("model bf16 GEMMs, after one update: loss %.6f (host %.6f), worst gradient error %.2e\n", ce.mean(),
+                ce_ref.mean(), worst);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -108,13 +109,25 @@ __global__ void gemm_scale_c_kernel(std::int64_t m, std::int64_t n, T beta, T* c
 }
 
 //! Packs a row-major [rows, cols] float matrix with row stride ld into dense bfloat16 (round to nearest even).
-template <class T>
+//! V = 4: four columns per thread, one 16-byte load and one 8-byte store (cols, ld and src 16-byte aligned, dst
+//! 8-byte aligned); rows on blockIdx.y so that no thread divides.
+template <int V, class T>
 __global__ void round_to_bf16_kernel(std::int64_t rows, std::int64_t cols, T const* src, std::int64_t ld,
                                      bfloat16* dst) {
-  std::int64_t const total = rows * cols;
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
-    dst[i] = bfloat16(static_cast<float>(src[(i / cols) * ld + i % cols]));
+  std::int64_t const groups = cols / V;
+  for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    T const* in = src + r * ld;
+    bfloat16* out = dst + r * cols;
+    for (std::int64_t g = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; g < groups;
+         g += std::int64_t{gridDim.x} * blockDim.x) {
+      if constexpr (V == 4) {
+        float4 const q = *reinterpret_cast<float4 const*>(in + 4 * g);
+        ushort4 const b{bfloat16(q.x).bits, bfloat16(q.y).bits, bfloat16(q.z).bits, bfloat16(q.w).bits};
+        *reinterpret_cast<ushort4*>(out + 4 * g) = b;
+      } else {
+        out[g] = bfloat16(static_cast<float>(in[g]));
+      }
+    }
   }
 }
 
@@ -158,37 +171,85 @@ inline void gemm_ex(blas_handle const& h, ops::trans ta, ops::trans tb, std::int
 
 }  // namespace detail
 
+//! Rounds a row-major [rows, cols] float matrix (row stride ld, device pointers) into dense bfloat16 dst
+//! [rows, cols] on `be.stream`, round to nearest even: what a bf16 GEMM reads, made once for several GEMMs.
+inline void round_to_bf16(cuda const& be, std::int64_t rows, std::int64_t cols, float const* src, std::int64_t ld,
+                          bfloat16* dst) {
+  check_arg(rows >= 0 && cols >= 0, "bf16 rounding shape", rows < 0 ? rows : cols, "must be non-negative");
+  check_arg(ld >= cols, "bf16 rounding ld", ld, "must be at least the column count");
+  if (rows == 0 || cols == 0) {
+    return;
+  }
+  check(src != nullptr && dst != nullptr, "round_to_bf16: src and dst must be device pointers, not null");
+  auto const addr = [](void const* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  bool const vec4 = cols % 4 == 0 && ld % 4 == 0 && addr(src) % 16 == 0 && addr(dst) % 8 == 0;
+  std::int64_t const groups = vec4 ? cols / 4 : cols;
+  unsigned const x = static_cast<unsigned>(std::min<std::int64_t>((groups + 255) / 256, 64));
+  unsigned const y = static_cast<unsigned>(std::min<std::int64_t>(rows, 65535));
+  if (vec4) {
+    detail::round_to_bf16_kernel<4, float><<<dim3(x, y), 256, 0, be.stream>>>(rows, cols, src, ld, dst);
+  } else {
+    detail::round_to_bf16_kernel<1, float><<<dim3(x, y), 256, 0, be.stream>>>(rows, cols, src, ld, dst);
+  }
+  cuda_check_launch("round_to_bf16_kernel");
+}
+
+//! A GEMM operand as stored (row-major, row stride ld): its float values and, optionally, the same values already
+//! rounded to bfloat16 in the same layout (round_to_bf16 of the whole [rows, ld] matrix). A bf16 GEMM reads the
+//! rounded copy when there is one and rounds the float values into the handle's staging memory when there is not;
+//! other precisions read the floats.
+struct gemm_operand {
+  float const* values = nullptr;
+  std::int64_t ld = 0;
+  bfloat16 const* rounded = nullptr;  // row stride ld too
+};
+
 //! C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C on the handle's stream. A is stored [M, K] (ta = n) or
 //! [K, M] (ta = t), B [K, N] (tb = n) or [N, K] (tb = t); lda, ldb, ldc are row strides; all pointers are device
-//! pointers. beta == 0 means C is not read. With bf16 the stored A and B are first rounded into the handle's
-//! staging memory (dense copies), so the result is that of gemm on bfloat16-rounded inputs with fp32 sums.
+//! pointers. beta == 0 means C is not read. With bf16 the result is that of gemm on bfloat16-rounded inputs with
+//! fp32 sums: operands without a rounded copy are first rounded into the handle's staging memory (dense copies).
 inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
-                 float alpha, float const* a, std::int64_t lda, float const* b, std::int64_t ldb, float beta, float* c,
-                 std::int64_t ldc, gemm_precision precision = gemm_precision::fp32) {
-  ops::detail::check_gemm_args(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+                 float alpha, gemm_operand const& a, gemm_operand const& b, float beta, float* c, std::int64_t ldc,
+                 gemm_precision precision = gemm_precision::fp32) {
+  ops::detail::check_gemm_args(ta, tb, m, n, k, a.values, a.ld, b.values, b.ld, c, ldc);
   if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
     return;
   }
   if (precision != gemm_precision::bf16) {
     auto const compute = precision == gemm_precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    detail::gemm_ex(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, CUDA_R_32F, beta, c, ldc, compute);
+    detail::gemm_ex(h, ta, tb, m, n, k, alpha, a.values, a.ld, b.values, b.ld, CUDA_R_32F, beta, c, ldc, compute);
     return;
   }
-  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K]; packed densely, so the new row strides are the widths.
+  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K]; staged copies are dense (row stride = stored width).
   std::int64_t const a_rows = ta == ops::trans::n ? m : k, a_cols = ta == ops::trans::n ? k : m;
   std::int64_t const b_rows = tb == ops::trans::n ? k : n, b_cols = tb == ops::trans::n ? n : k;
-  std::size_t const a_bytes = detail::align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
-  auto* staged = static_cast<char*>(h.staging(a_bytes + static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16)));
-  auto* a16 = reinterpret_cast<bfloat16*>(staged);
-  auto* b16 = reinterpret_cast<bfloat16*>(staged + a_bytes);
-  cudaStream_t const stream = h.backend().stream;
-  detail::round_to_bf16_kernel<float>
-      <<<detail::elementwise_blocks(a_rows * a_cols), 256, 0, stream>>>(a_rows, a_cols, a, lda, a16);
-  cuda_check_launch("round_to_bf16_kernel");
-  detail::round_to_bf16_kernel<float>
-      <<<detail::elementwise_blocks(b_rows * b_cols), 256, 0, stream>>>(b_rows, b_cols, b, ldb, b16);
-  cuda_check_launch("round_to_bf16_kernel");
-  detail::gemm_ex(h, ta, tb, m, n, k, alpha, a16, a_cols, b16, b_cols, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
+  std::size_t const a_bytes =
+      a.rounded ? 0 : detail::align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
+  std::size_t const b_bytes = b.rounded ? 0 : static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16);
+  auto* staged = a_bytes + b_bytes > 0 ? static_cast<char*>(h.staging(a_bytes + b_bytes)) : nullptr;
+  bfloat16 const* a16 = a.rounded;
+  bfloat16 const* b16 = b.rounded;
+  std::int64_t lda16 = a.ld, ldb16 = b.ld;
+  if (a16 == nullptr) {
+    auto* dst = reinterpret_cast<bfloat16*>(staged);
+    round_to_bf16(h.backend(), a_rows, a_cols, a.values, a.ld, dst);
+    a16 = dst;
+    lda16 = a_cols;
+  }
+  if (b16 == nullptr) {
+    auto* dst = reinterpret_cast<bfloat16*>(staged + a_bytes);
+    round_to_bf16(h.backend(), b_rows, b_cols, b.values, b.ld, dst);
+    b16 = dst;
+    ldb16 = b_cols;
+  }
+  detail::gemm_ex(h, ta, tb, m, n, k, alpha, a16, lda16, b16, ldb16, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
+}
+
+//! The same product on float operands (bf16: both rounded into the handle's staging memory first).
+inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
+                 float alpha, float const* a, std::int64_t lda, float const* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc, gemm_precision precision = gemm_precision::fp32) {
+  gemm(h, ta, tb, m, n, k, alpha, gemm_operand{a, lda}, gemm_operand{b, ldb}, beta, c, ldc, precision);
 }
 
 //! The same product on operands already stored as bfloat16 (fp32 sums, fp32 C).

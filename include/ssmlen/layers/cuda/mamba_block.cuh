@@ -19,6 +19,7 @@
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/core/math.hpp>
@@ -109,8 +110,15 @@ struct mamba_block_cache {
   backends::device_buffer<float> checkpoints;  // [Σ ceil(len / interval), N, ED]: scan states
   backends::device_buffer<float> y;            // [T, ED]: SSM output, before gating
   backends::device_buffer<float> yg;           // [T, ED]: gated
+  // bf16 GEMMs only: the GEMM inputs that the backward reads again, rounded once (backends::round_to_bf16)
+  backends::device_buffer<bfloat16> u16;    // [T, D]
+  backends::device_buffer<bfloat16> xs16;   // [T, ED]
+  backends::device_buffer<bfloat16> dbc16;  // [T, R + 2N]
+  backends::device_buffer<bfloat16> yg16;   // [T, ED]
 
-  void reserve(mamba_block_shape const& s, std::int64_t rows, std::int64_t checkpoint_rows, cudaStream_t stream) {
+  //! rounded: also the bf16 copies (a block with bf16 GEMMs).
+  void reserve(mamba_block_shape const& s, std::int64_t rows, std::int64_t checkpoint_rows, bool rounded,
+               cudaStream_t stream) {
     auto const te = static_cast<std::size_t>(rows * s.d_inner);
     grow_buffer(xz, 2 * te, stream);
     grow_buffer(xc, te, stream);
@@ -122,10 +130,19 @@ struct mamba_block_cache {
     grow_buffer(checkpoints, static_cast<std::size_t>(checkpoint_rows * s.d_state * s.d_inner), stream);
     grow_buffer(y, te, stream);
     grow_buffer(yg, te, stream);
+    if (rounded) {
+      grow_buffer(u16, static_cast<std::size_t>(rows * s.d_model), stream);
+      grow_buffer(xs16, te, stream);
+      grow_buffer(dbc16, static_cast<std::size_t>(rows * s.bc_width()), stream);
+      grow_buffer(yg16, te, stream);
+    }
   }
 
   void poison(cudaStream_t stream) {
     for (auto* b : {&xz, &xc, &xs, &dbc, &dt_pre, &dt, &a, &checkpoints, &y, &yg}) {
+      poison_buffer(*b, stream);
+    }
+    for (auto* b : {&u16, &xs16, &dbc16, &yg16}) {
       poison_buffer(*b, stream);
     }
   }
@@ -142,11 +159,20 @@ struct mamba_block_scratch {
   backends::device_buffer<float> da;     // [N, ED]
   backends::device_buffer<float> ones;   // [T]: 1s, so that dt_proj's bias gradient is one GEMM
   backends::device_buffer<char> workspace;
+  // bf16 GEMMs only: gradients that two GEMMs each read, rounded once
+  backends::device_buffer<bfloat16> dout16;   // [T, D]
+  backends::device_buffer<bfloat16> ddt16;    // [T, ED]
+  backends::device_buffer<bfloat16> d_dbc16;  // [T, R + 2N]
+  backends::device_buffer<bfloat16> dxz16;    // [T, 2ED]
 
-  void reserve(mamba_block_shape const& s, device_sequences const& seqs, cudaStream_t stream);
+  //! rounded: also the bf16 copies (a block with bf16 GEMMs).
+  void reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded, cudaStream_t stream);
 
   void poison(cudaStream_t stream) {  // not `ones`: a constant, not an output
     for (auto* b : {&dyg, &dxz, &dy, &dxs, &ddt, &d_dbc, &da}) {
+      poison_buffer(*b, stream);
+    }
+    for (auto* b : {&dout16, &ddt16, &d_dbc16, &dxz16}) {
       poison_buffer(*b, stream);
     }
     poison_buffer(workspace, stream);
@@ -187,12 +213,16 @@ inline unsigned blocks_for(std::int64_t items) { return ops::cuda::grid_blocks(i
 // Elementwise kernels: grid-stride loops over a [rows, ED] activation (dense rows; xz has rows of 2ED).
 // Templates, so that the header may be included by several translation units.
 
-//! xs = silu(xc).
+//! xs = silu(xc), and its bf16 rounding into y16 unless null.
 template <class T>
-__global__ void __launch_bounds__(block_threads) silu_kernel(std::int64_t n, T const* x, T* y) {
+__global__ void __launch_bounds__(block_threads) silu_kernel(std::int64_t n, T const* x, T* y, bfloat16* y16) {
   for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
        i += std::int64_t{gridDim.x} * block_threads) {
-    y[i] = silu(x[i]);
+    T const v = silu(x[i]);
+    y[i] = v;
+    if (y16 != nullptr) {
+      y16[i] = bfloat16(static_cast<float>(v));
+    }
   }
 }
 
@@ -219,14 +249,18 @@ __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, 
   }
 }
 
-//! yg = y · silu(z), z = xz[:, ED:].
+//! yg = y · silu(z), z = xz[:, ED:], and its bf16 rounding into yg16 unless null.
 template <class T>
 __global__ void __launch_bounds__(block_threads)
-    gate_kernel(std::int64_t rows, std::int64_t ed, T const* y, T const* xz, T* yg) {
+    gate_kernel(std::int64_t rows, std::int64_t ed, T const* y, T const* xz, T* yg, bfloat16* yg16) {
   for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < rows * ed;
        i += std::int64_t{gridDim.x} * block_threads) {
     std::int64_t const r = i / ed, c = i % ed;
-    yg[i] = y[i] * silu(xz[r * 2 * ed + ed + c]);
+    T const v = y[i] * silu(xz[r * 2 * ed + ed + c]);
+    yg[i] = v;
+    if (yg16 != nullptr) {
+      yg16[i] = bfloat16(static_cast<float>(v));
+    }
   }
 }
 
@@ -244,12 +278,17 @@ __global__ void __launch_bounds__(block_threads)
   }
 }
 
-//! Through softplus: ddt *= sigmoid(dt_pre) (delta_min is a constant).
+//! Through softplus: ddt *= sigmoid(dt_pre) (delta_min is a constant), and its bf16 rounding into ddt16 unless null.
 template <class T>
-__global__ void __launch_bounds__(block_threads) softplus_backward_kernel(std::int64_t n, T const* dt_pre, T* ddt) {
+__global__ void __launch_bounds__(block_threads)
+    softplus_backward_kernel(std::int64_t n, T const* dt_pre, T* ddt, bfloat16* ddt16) {
   for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
        i += std::int64_t{gridDim.x} * block_threads) {
-    ddt[i] *= sigmoid(dt_pre[i]);
+    T const v = ddt[i] * sigmoid(dt_pre[i]);
+    ddt[i] = v;
+    if (ddt16 != nullptr) {
+      ddt16[i] = bfloat16(static_cast<float>(v));
+    }
   }
 }
 
@@ -283,7 +322,7 @@ __global__ void __launch_bounds__(block_threads) fill_kernel(std::int64_t n, T v
 
 }  // namespace detail
 
-inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequences const& seqs,
+inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded,
                                          cudaStream_t stream) {
   auto const rows = seqs.tokens, ed = s.d_inner;
   auto const te = static_cast<std::size_t>(rows * ed);
@@ -303,6 +342,12 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
                                       scan::cuda::backward_workspace_bytes(seqs, ed, s.d_state),
                                       conv1d_backward_workspace_bytes(rows, ed, s.d_conv)});
   grow_buffer(workspace, bytes, stream);
+  if (rounded) {
+    grow_buffer(dout16, static_cast<std::size_t>(rows * s.d_model), stream);
+    grow_buffer(ddt16, te, stream);
+    grow_buffer(d_dbc16, static_cast<std::size_t>(rows * s.bc_width()), stream);
+    grow_buffer(dxz16, 2 * te, stream);
+  }
 }
 
 //! One Mamba block whose parameters live at fixed device addresses (a model's parameter buffers). Work goes to
@@ -313,10 +358,13 @@ class mamba_block {
 public:
   using scan_policy = Scan;
 
+  //! rounded: with bf16 GEMMs, the weight matrices (in_proj, x_proj, dt_proj, out_proj) already rounded to
+  //! bfloat16 in their layouts, kept current by the owner (null: each GEMM rounds its weight itself).
   mamba_block(mamba_block_shape const& shape, mamba_block_params<float*> const& value,
               mamba_block_params<float*> const& grad,
-              backends::gemm_precision precision = backends::gemm_precision::fp32)
-      : s_(shape), value_(value), grad_(grad), precision_(precision) {
+              backends::gemm_precision precision = backends::gemm_precision::fp32,
+              mamba_block_params<bfloat16 const*> const& rounded = {})
+      : s_(shape), value_(value), grad_(grad), rounded_(rounded), precision_(precision) {
     s_.validate();
   }
 
@@ -337,8 +385,8 @@ public:
                   std::to_string(seqs.tokens) + " tokens) must describe the host sequences (" +
                   std::to_string(host_seqs.count()) + ", " + std::to_string(host_seqs.tokens()) + ")");
     }
-    k.reserve(s_, seqs.tokens, checkpoint_rows(host_seqs), stream);
-    ws.reserve(s_, seqs, stream);
+    k.reserve(s_, seqs.tokens, checkpoint_rows(host_seqs), bf16(), stream);
+    ws.reserve(s_, seqs, bf16(), stream);
   }
 
   //! u: [T, D] -> out: [T, D], device pointers; the batch is `seqs` (device offsets) laid out as `host_seqs`.
@@ -350,16 +398,19 @@ public:
     cudaStream_t const stream = h.backend().stream;
     reserve(host_seqs, seqs, k, ws, stream);
     std::int64_t const rows = seqs.tokens, d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, w = s_.bc_width();
-    backends::gemm(h, trans::n, trans::t, rows, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, k.xz.data(), 2 * ed,
-                   precision_);  // [T, 2ED]
+    // With bf16 GEMMs the inputs the backward reads again are rounded once, here, and kept in the cache.
+    bfloat16* const xs16 = bf16() ? k.xs16.data() : nullptr;
+    bfloat16* const yg16 = bf16() ? k.yg16.data() : nullptr;
+    gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u, d, round(h, rows, d, u, k.u16)},
+         {value_.in_proj, d, rounded_.in_proj}, 0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
     conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv);
-    detail::silu_kernel<float>
-        <<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(rows * ed, k.xc.data(), k.xs.data());
+    detail::silu_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
+        rows * ed, k.xc.data(), k.xs.data(), xs16);
     backends::cuda_check_launch("silu_kernel");
-    backends::gemm(h, trans::n, trans::t, rows, w, ed, 1.0f, k.xs.data(), ed, value_.x_proj, ed, 0.0f, k.dbc.data(), w,
-                   precision_);  // [T, R + 2N]
-    backends::gemm(h, trans::n, trans::t, rows, ed, r, 1.0f, k.dbc.data(), w, value_.dt_proj, r, 0.0f, k.dt_pre.data(),
-                   ed, precision_);  // [T, ED]
+    gemm(h, trans::n, trans::t, rows, w, ed, {k.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
+         k.dbc.data(), w);  // [T, R + 2N]
+    gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
+         {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, k.dt_pre.data(), ed);  // [T, ED]
     detail::delta_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
         rows, ed, value_.dt_bias, s_.delta_min, k.dt_pre.data(), k.dt.data());
     backends::cuda_check_launch("delta_kernel");
@@ -369,10 +420,10 @@ public:
     scan::cuda::selective_scan_forward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.y.data(),
                                        k.checkpoints.data(), final.ssm, ws.workspace.data());
     detail::gate_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows, ed, k.y.data(), k.xz.data(), k.yg.data());
+        rows, ed, k.y.data(), k.xz.data(), k.yg.data(), yg16);
     backends::cuda_check_launch("gate_kernel");
-    backends::gemm(h, trans::n, trans::t, rows, d, ed, 1.0f, k.yg.data(), ed, value_.out_proj, ed, 0.0f, out, d,
-                   precision_);  // [T, D]
+    gemm(h, trans::n, trans::t, rows, d, ed, {k.yg.data(), ed, yg16}, {value_.out_proj, ed, rounded_.out_proj}, 0.0f,
+         out, d);  // [T, D]
   }
 
   //! Adds every parameter gradient and writes du = ∂L/∂u ([T, D]; added to it when `accumulate`), given the
@@ -389,11 +440,13 @@ public:
     check(host_seqs.tokens() == rows && k.xz.size() >= static_cast<std::size_t>(rows * 2 * ed) &&
               k.checkpoints.size() >= static_cast<std::size_t>(checkpoint_rows(host_seqs) * ns * ed),
           "mamba block backward (cuda): the cache must come from a forward over the same batch");
-    ws.reserve(s_, seqs, stream);
-    backends::gemm(h, trans::t, trans::n, d, ed, rows, 1.0f, dout, d, k.yg.data(), ed, 1.0f, grad_.out_proj, ed,
-                   precision_);  // [D, ED]
-    backends::gemm(h, trans::n, trans::n, rows, ed, d, 1.0f, dout, d, value_.out_proj, ed, 0.0f, ws.dyg.data(), ed,
-                   precision_);  // [T, ED]
+    ws.reserve(s_, seqs, bf16(), stream);
+    auto const yg = k.yg.data();
+    backends::gemm_operand const dout_op{dout, d, round(h, rows, d, dout, ws.dout16)};
+    gemm(h, trans::t, trans::n, d, ed, rows, dout_op, {yg, ed, bf16() ? k.yg16.data() : nullptr}, 1.0f, grad_.out_proj,
+         ed);  // [D, ED]
+    gemm(h, trans::n, trans::n, rows, ed, d, dout_op, {value_.out_proj, ed, rounded_.out_proj}, 0.0f, ws.dyg.data(),
+         ed);  // [T, ED]
     detail::gate_backward_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
         rows, ed, ws.dyg.data(), k.y.data(), k.xz.data(), ws.dy.data(), ws.dxz.data());
     backends::cuda_check_launch("gate_backward_kernel");
@@ -409,31 +462,34 @@ public:
         ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
     backends::cuda_check_launch("a_log_backward_kernel");
     detail::softplus_backward_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows * ed, k.dt_pre.data(), ws.ddt.data());
+        rows * ed, k.dt_pre.data(), ws.ddt.data(), bf16() ? ws.ddt16.data() : nullptr);
     backends::cuda_check_launch("softplus_backward_kernel");
 
     // dt_proj: weight, bias (Σ over rows as a product with ones, exact fp32 products), and Δ_low's columns of d_dbc
-    backends::gemm(h, trans::t, trans::n, ed, r, rows, 1.0f, ws.ddt.data(), ed, k.dbc.data(), w, 1.0f, grad_.dt_proj, r,
-                   precision_);  // [ED, R]
+    backends::gemm_operand const ddt_op{ws.ddt.data(), ed, bf16() ? ws.ddt16.data() : nullptr};
+    gemm(h, trans::t, trans::n, ed, r, rows, ddt_op, {k.dbc.data(), w, bf16() ? k.dbc16.data() : nullptr}, 1.0f,
+         grad_.dt_proj, r);  // [ED, R]
     backends::gemm(h, trans::t, trans::n, ed, 1, rows, 1.0f, ws.ddt.data(), ed, ws.ones.data(), 1, 1.0f, grad_.dt_bias,
                    1);  // [ED]
-    backends::gemm(h, trans::n, trans::n, rows, r, ed, 1.0f, ws.ddt.data(), ed, value_.dt_proj, r, 0.0f,
-                   ws.d_dbc.data(), w, precision_);  // [T, R] of [T, R + 2N]
+    gemm(h, trans::n, trans::n, rows, r, ed, ddt_op, {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, ws.d_dbc.data(),
+         w);  // [T, R] of [T, R + 2N]
     // x_proj: weight, and dxs += d_dbc W (the scan wrote dxs)
-    backends::gemm(h, trans::t, trans::n, w, ed, rows, 1.0f, ws.d_dbc.data(), w, k.xs.data(), ed, 1.0f, grad_.x_proj,
-                   ed, precision_);  // [R + 2N, ED]
-    backends::gemm(h, trans::n, trans::n, rows, ed, w, 1.0f, ws.d_dbc.data(), w, value_.x_proj, ed, 1.0f, ws.dxs.data(),
-                   ed, precision_);  // [T, ED]
+    backends::gemm_operand const d_dbc_op{ws.d_dbc.data(), w, round(h, rows, w, ws.d_dbc.data(), ws.d_dbc16)};
+    gemm(h, trans::t, trans::n, w, ed, rows, d_dbc_op, {k.xs.data(), ed, bf16() ? k.xs16.data() : nullptr}, 1.0f,
+         grad_.x_proj, ed);  // [R + 2N, ED]
+    gemm(h, trans::n, trans::n, rows, ed, w, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 1.0f, ws.dxs.data(),
+         ed);  // [T, ED]
     detail::silu_backward_kernel<float>
         <<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(rows * ed, k.xc.data(), ws.dxs.data());
     backends::cuda_check_launch("silu_backward_kernel");
     conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), ws.dxz.data(), 2 * ed,
                     init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias,
                     ws.workspace.data());  // x's columns of dxz
-    backends::gemm(h, trans::t, trans::n, 2 * ed, d, rows, 1.0f, ws.dxz.data(), 2 * ed, u, d, 1.0f, grad_.in_proj, d,
-                   precision_);  // [2ED, D]
-    backends::gemm(h, trans::n, trans::n, rows, d, 2 * ed, 1.0f, ws.dxz.data(), 2 * ed, value_.in_proj, d,
-                   accumulate ? 1.0f : 0.0f, du, d, precision_);  // [T, D]
+    backends::gemm_operand const dxz_op{ws.dxz.data(), 2 * ed, round(h, rows, 2 * ed, ws.dxz.data(), ws.dxz16)};
+    gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, bf16() ? k.u16.data() : nullptr}, 1.0f, grad_.in_proj,
+         d);  // [2ED, D]
+    gemm(h, trans::n, trans::n, rows, d, 2 * ed, dxz_op, {value_.in_proj, d, rounded_.in_proj},
+         accumulate ? 1.0f : 0.0f, du, d);  // [T, D]
   }
 
   //! One token for each of B sequences, as the host block's step_row on every row: u [B, D] -> out [B, D], device
@@ -454,8 +510,8 @@ public:
     backends::gemm(h, trans::n, trans::t, batch, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, ws.xz.data(), 2 * ed,
                    precision_);  // [B, 2ED]
     conv1d_step(h.backend(), conv_weights(), ws.xz.data(), 2 * ed, ws.xc.data(), state.conv, batch);
-    detail::silu_kernel<float>
-        <<<detail::blocks_for(batch * ed), detail::block_threads, 0, stream>>>(batch * ed, ws.xc.data(), ws.xs.data());
+    detail::silu_kernel<float><<<detail::blocks_for(batch * ed), detail::block_threads, 0, stream>>>(
+        batch * ed, ws.xc.data(), ws.xs.data(), nullptr);
     backends::cuda_check_launch("silu_kernel");
     backends::gemm(h, trans::n, trans::t, batch, w, ed, 1.0f, ws.xs.data(), ed, value_.x_proj, ed, 0.0f, ws.dbc.data(),
                    w, precision_);  // [B, R + 2N]
@@ -495,8 +551,28 @@ private:
         s_.bc_width(), value_.d,   init};
   }
 
+  [[nodiscard]] bool bf16() const { return precision_ == backends::gemm_precision::bf16; }
+
+  //! With bf16 GEMMs: rounds src [rows, cols] (dense) into dst and returns it; otherwise null (GEMMs read floats).
+  [[nodiscard]] bfloat16 const* round(backends::blas_handle& h, std::int64_t rows, std::int64_t cols, float const* src,
+                                      backends::device_buffer<bfloat16>& dst) const {
+    if (!bf16()) {
+      return nullptr;
+    }
+    backends::round_to_bf16(h.backend(), rows, cols, src, cols, dst.data());
+    return dst.data();
+  }
+
+  //! C = op(A) op(B) (alpha 1) in the block's precision, reading rounded copies where the operands have them.
+  void gemm(backends::blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
+            backends::gemm_operand const& a, backends::gemm_operand const& b, float beta, float* c,
+            std::int64_t ldc) const {
+    backends::gemm(h, ta, tb, m, n, k, 1.0f, a, b, beta, c, ldc, precision_);
+  }
+
   mamba_block_shape s_;
   mamba_block_params<float*> value_, grad_;
+  mamba_block_params<bfloat16 const*> rounded_;  // with bf16 GEMMs: the weight matrices rounded, or null
   backends::gemm_precision precision_;
 };
 

@@ -4,11 +4,14 @@
 //! other in the order of the host model's named_params(), each starting on a 256-byte boundary (vector loads stay
 //! aligned). Tensors are found by their mamba_ssm names; values upload from the host parameters, values and
 //! gradients download back into them; the list of AdamW tensors points into moment buffers of the same layout, and
-//! those moments move to and from a host optimizer's tensors (training checkpoints).
+//! those moments move to and from a host optimizer's tensors (training checkpoints). For bf16 GEMMs a third flat
+//! buffer holds the values rounded to bfloat16 at the same offsets, remade by refresh_rounded().
 #pragma once
 
+#include <ssmlen/backends/cuda/blas.cuh>
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/core/tensor.hpp>
 #include <ssmlen/layers/param.hpp>
@@ -46,6 +49,8 @@ public:
     }
     values_ = backends::device_buffer<float>(static_cast<std::size_t>(offset));
     grads_ = backends::device_buffer<float>(static_cast<std::size_t>(offset));
+    // The padding between tensors is never written otherwise; zeros keep whole-buffer passes (rounding) defined.
+    backends::cuda_check(cudaMemset(values_.data(), 0, values_.bytes()), "cudaMemset (parameters)");
   }
 
   [[nodiscard]] std::vector<entry> const& entries() const { return entries_; }
@@ -72,6 +77,20 @@ public:
   [[nodiscard]] float* grad(std::string_view name) { return grads_.data() + find(name).offset; }
   [[nodiscard]] float* values() { return values_.data(); }
   [[nodiscard]] float* grads() { return grads_.data(); }
+
+  //! The values rounded to bfloat16, at the same offsets; allocated (unset) on first use, set by refresh_rounded().
+  [[nodiscard]] bfloat16 const* rounded(std::string_view name) {
+    if (rounded_.size() == 0) {
+      rounded_ = backends::device_buffer<bfloat16>(values_.size());
+    }
+    return rounded_.data() + find(name).offset;
+  }
+  //! Rounds every value into the bfloat16 copy on `stream` (after the values change: an optimizer step, upload).
+  void refresh_rounded(cudaStream_t stream) {
+    (void)rounded(entries_.front().name);
+    auto const n = static_cast<std::int64_t>(values_.size());
+    backends::round_to_bf16(backends::cuda{stream}, 1, n, values_.data(), n, rounded_.data());
+  }
 
   //! Copies the host values to the device on `stream` (the host memory may be reused on return).
   void upload(std::vector<layers::named_param<float>> const& host, cudaStream_t stream) {
@@ -161,6 +180,7 @@ private:
 
   std::vector<entry> entries_;
   backends::device_buffer<float> values_, grads_;
+  backends::device_buffer<bfloat16> rounded_;
 };
 
 }  // namespace ssmlen::models::cuda

@@ -145,8 +145,16 @@ public:
             get(m + "dt_proj.weight"), get(m + "dt_proj.bias"),  get(m + "A_log"),       get(m + "D"),
             get(m + "out_proj.weight")};
       };
+      layers::cuda::mamba_block_params<bfloat16 const*> rounded{};
+      if (bf16()) {  // the weight matrices' bf16 copies, remade by every forward
+        std::string const m = pre + "mixer.";
+        rounded.in_proj = params_.rounded(m + "in_proj.weight");
+        rounded.x_proj = params_.rounded(m + "x_proj.weight");
+        rounded.dt_proj = params_.rounded(m + "dt_proj.weight");
+        rounded.out_proj = params_.rounded(m + "out_proj.weight");
+      }
       blocks_.emplace_back(shape, pick([&](std::string const& n) { return params_.value(n); }),
-                           pick([&](std::string const& n) { return params_.grad(n); }), opt_.precision);
+                           pick([&](std::string const& n) { return params_.grad(n); }), opt_.precision, rounded);
       norms_.push_back({params_.value(pre + "norm.weight"), params_.grad(pre + "norm.weight")});
     }
     norms_.push_back({params_.value("backbone.norm_f.weight"), params_.grad("backbone.norm_f.weight")});
@@ -325,6 +333,9 @@ public:
     copy_to_device(tokens_.data(), tokens.data(), tokens.size());
     device_sequences const dseqs = device_seqs();
     auto const be = backend();
+    if (bf16()) {
+      params_.refresh_rounded(stream());  // the values changed since the last forward (optimizer step, upload)
+    }
     layers::cuda::embedding_forward(be, v, d, embedding_.value, tokens_.data(), rows, residual(0));
     layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, residual(0), nullptr, nullptr, norms_[0].value, normed(0),
                                   rstd(0));
@@ -420,6 +431,8 @@ private:
     float* value = nullptr;
     float* grad = nullptr;
   };
+
+  [[nodiscard]] bool bf16() const { return opt_.precision == backends::gemm_precision::bf16; }
 
   [[nodiscard]] cudaStream_t stream() const { return opt_.be.stream; }
 
