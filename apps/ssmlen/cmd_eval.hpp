@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <omp.h>
 
 #include "progress.hpp"
 
@@ -23,6 +24,7 @@ inline void add_eval_command(CLI::App& app) {
     std::vector<int> sizes;  // empty: the task preset's sweep sizes
     eval::sweep_config sweep;
     bool json = false;
+    int threads = 0;
   };
   auto o = std::make_shared<options>();
   cmd->add_option("--checkpoint", o->checkpoint, "Model file written by `ssmlen train` (.safetensors)")->required();
@@ -35,7 +37,11 @@ inline void add_eval_command(CLI::App& app) {
   cmd->add_option("--task", o->task, "Task (default: the one stored in the checkpoint)");
   cmd->add_option("--out", o->out, "Write <out>.json, .csv, .svg (and .png with gnuplot)");
   cmd->add_flag("--json", o->json, "Print one JSON object on stdout instead of the table");
+  cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->callback([o, cmd] {
+    if (o->threads > 0) {
+      omp_set_num_threads(o->threads);
+    }
     auto const file = io::load_safetensors(o->checkpoint);
     auto const meta_task = file.metadata.find("ssmlen.task");
     std::string const task_name =

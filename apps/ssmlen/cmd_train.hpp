@@ -49,7 +49,7 @@ inline void add_train_command(CLI::App& app) {
   cmd->add_option("--patience", c.patience, "Stop after this many consecutive perfect validations (0: never)");
   cmd->add_option("--out", c.out, "Run directory (config, model, checkpoint, metrics, log)");
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its last checkpoint");
-  cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)");
+  cmd->add_option("--threads", o->threads, "OpenMP threads (default: all cores)")->check(CLI::Range(0, 4096));
   cmd->callback([o, cmd] {
     // Layers, lowest first: the task's preset, then the --config file, then the flags given on the command line.
     nlohmann::json file = nlohmann::json::object();
