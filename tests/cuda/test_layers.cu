@@ -744,6 +744,14 @@ TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequ
   check_conv1d({ragged, 64, 4, 128, 68, true, false}, seed++);  // strided rows, still vectorized
   check_conv1d({ragged, 64, 4, 66, 65, false, true}, seed++);   // strides not a multiple of 4: scalar path
   check_conv1d({{1, 7, 130}, 37, 4, 40, 37, true, true}, seed++);
+  for (std::int64_t k : {2, 5, 9}) {  // 5: the 8-wide register window; 9: taps read from memory
+    check_conv1d({ragged, 64, k, 64, 64, true, true}, seed++);
+    check_conv1d({ragged, 37, k, 37, 37, true, false}, seed++);
+  }
+  // Sequences (empty ones too) starting and ending on the edges of the 16-token runs and the 128-token blocks.
+  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0};
+  check_conv1d({edges, 64, 4, 64, 64, true, true}, seed++);
+  check_conv1d({edges, 37, 4, 37, 37, false, true}, seed++);
 }
 
 TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {

@@ -7,10 +7,18 @@
 //! last K−1 inputs. The backward gives dx, d_init_state (gradients through both states) and adds dweight, dbias;
 //! step advances one token per sequence of a batch of recurrent states.
 //!
-//! Forward and dx: one thread per (token, 4 channels) with 16-byte loads and stores when the channel count, the row
-//! strides and the pointers allow it (one per channel otherwise); a binary search over the device offsets finds the
-//! token's sequence. dweight and dbias are deterministic without atomics: each block of 128 tokens writes one
-//! partial per (k, channel), and a second kernel adds the partials in block order.
+//! The kernels are memory-bound (a few flops per byte), so each reads every row once. Forward, dx and the dweight
+//! partials give a thread 4 channels (16-byte loads and stores when the channel count, the row strides and the
+//! pointers allow it; 1 channel otherwise) over a run of consecutive tokens, and the threads of a warp take
+//! neighbouring channel groups of the same run, so every row access is coalesced. The thread keeps its taps and a
+//! sliding window of the K-1 neighbouring rows in registers (right-aligned in 4 or 8 slots, so that every register
+//! index is a compile-time constant), loads a batch of its rows before using them (several loads in flight), and
+//! finds its sequence once per run (a binary search), stepping to the next one where the run crosses a start.
+//! Forward walks 16 tokens, refilling the window from the initial state (or zeros) at each sequence start; dx walks
+//! 16 tokens backwards with the next K-1 rows of dy, masking rows past the sequence end, where the final state's
+//! gradient enters. dweight and dbias are deterministic without atomics: a thread per (channel group, block of 128
+//! tokens) sums the K+1 products over the block in token order into one partial per (block, k, channel), and a
+//! second kernel adds the partials in block order. Widths past 8 take kernels that read every tap from memory.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -24,6 +32,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace ssmlen::layers::cuda {
 
@@ -37,7 +46,11 @@ struct conv1d_weights {
 namespace detail {
 
 inline constexpr int conv_threads = 256;
+inline constexpr int conv_partial_threads = 64;         // small blocks: the partials have few threads to spread
+inline constexpr std::int64_t conv_run_tokens = 16;     // tokens per forward and dx thread
+inline constexpr int conv_batch_tokens = 8;             // rows a thread loads before it uses them
 inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per dweight partial: fixed, so the sum order is too
+inline constexpr std::int64_t conv_max_window = 8;      // widest d_conv kept in registers
 
 template <class T>
 struct conv_params {
@@ -87,6 +100,15 @@ __device__ inline void store_vec(float* p, lanes_of<V> const& r) {
   }
 }
 
+//! acc += a · b per channel.
+template <int V>
+__device__ inline void multiply_add(lanes_of<V>& acc, lanes_of<V> const& a, lanes_of<V> const& b) {
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    acc.v[j] += a.v[j] * b.v[j];
+  }
+}
+
 //! The sequence holding token t: the last s with offsets[s] <= t (empty sequences are skipped that way).
 __device__ inline std::int64_t sequence_of(std::int64_t const* offsets, std::int64_t count, std::int64_t t) {
   std::int64_t lo = 0, hi = count;
@@ -115,8 +137,116 @@ __device__ inline lanes_of<V> input_at(conv_params<T> const& p, std::int64_t s, 
   return lanes_of<V>{};
 }
 
+//! A thread's place in the run-structured kernels: channels [c, c + V) of tokens [t_begin, t_end).
+struct conv_run {
+  std::int64_t c, t_begin, t_end;
+};
+
+//! Item i of `groups` channel groups × runs of `run_tokens`: consecutive items take consecutive channel groups.
 template <int V, class T>
+__device__ inline conv_run run_of(conv_params<T> const& p, std::int64_t i, std::int64_t run_tokens) {
+  std::int64_t const groups = p.channels / V, run = i / groups;
+  std::int64_t const t_begin = run * run_tokens;
+  return {(i - run * groups) * V, t_begin, t_begin + run_tokens < p.tokens ? t_begin + run_tokens : p.tokens};
+}
+
+//! The taps of channels [c, c + V), right-aligned in KMAX slots: tap[KMAX - K + k] = w[c, k] (reversed when
+//! `reversed`: tap[j] = w[c, K-1-j]). Slots outside the width stay zero and are never used.
+template <int V, int KMAX, bool reversed, class T>
+__device__ inline void load_taps(conv_params<T> const& p, std::int64_t c, lanes_of<V> (&tap)[KMAX]) {
+  int const width = static_cast<int>(p.width), lead = KMAX - width;
+#pragma unroll
+  for (int m = 0; m < KMAX; ++m) {
+    tap[m] = lanes_of<V>{};
+    int const k = reversed ? width - 1 - m : m - lead;
+    if (k >= 0 && k < width) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        tap[m].v[j] = p.weight[(c + j) * p.width + k];
+      }
+    }
+  }
+}
+
+//! win[m] (m in [KMAX-K, KMAX-1)) = input at position pos0 + m of sequence s: the K-1 inputs before a token whose
+//! position is pos0 + KMAX - 1. Slots before KMAX-K are unused.
+template <int V, int KMAX, class T>
+__device__ inline void fill_window(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos0,
+                                   std::int64_t c, lanes_of<V> (&win)[KMAX - 1]) {
+  int const lead = KMAX - static_cast<int>(p.width);
+#pragma unroll
+  for (int m = 0; m < KMAX - 1; ++m) {
+    win[m] = m >= lead ? input_at<V>(p, s, t0, pos0 + m, c) : lanes_of<V>{};
+  }
+}
+
+//! Drops the oldest window row and appends `newest`.
+template <int V, int N>
+__device__ inline void shift_in(lanes_of<V> (&win)[N], lanes_of<V> const& newest) {
+#pragma unroll
+  for (int m = 0; m + 1 < N; ++m) {
+    win[m] = win[m + 1];
+  }
+  win[N - 1] = newest;
+}
+
+//! Forward over runs of conv_run_tokens; the window holds the K-1 inputs before the current token, and is refilled
+//! from the initial state (or zeros) where a sequence starts. Sums in the host's order: bias, then k ascending.
+template <int V, int KMAX, class T>
 __global__ void __launch_bounds__(conv_threads) conv_forward_kernel(conv_params<T> p) {
+  std::int64_t const runs = (p.tokens + conv_run_tokens - 1) / conv_run_tokens, total = runs * (p.channels / V);
+  int const lead = KMAX - static_cast<int>(p.width);
+  for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * conv_threads) {
+    conv_run const r = run_of<V>(p, i, conv_run_tokens);
+    lanes_of<V> tap[KMAX], win[KMAX - 1];
+    load_taps<V, KMAX, false>(p, r.c, tap);
+    lanes_of<V> bias;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      bias.v[j] = p.bias[r.c + j];  // one at a time: the vector test does not cover the bias pointer
+    }
+    std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
+    fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
+    for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
+      lanes_of<V> xs[conv_batch_tokens];  // rows tb + u of x
+#pragma unroll
+      for (int u = 0; u < conv_batch_tokens; ++u) {
+        if (tb + u < r.t_end) {
+          xs[u] = load_vec<V>(p.x + (tb + u) * p.ldx + r.c);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < conv_batch_tokens; ++u) {
+        std::int64_t const t = tb + u;
+        if (t < r.t_end) {
+          if (t >= next) {  // a sequence starts at t (after any empty ones)
+            while (t >= p.offsets[s + 1]) {
+              ++s;
+            }
+            t0 = p.offsets[s];
+            next = p.offsets[s + 1];
+            fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
+          }
+          lanes_of<V> acc = bias;
+#pragma unroll
+          for (int m = 0; m < KMAX - 1; ++m) {
+            if (m >= lead) {
+              multiply_add(acc, tap[m], win[m]);
+            }
+          }
+          multiply_add(acc, tap[KMAX - 1], xs[u]);
+          store_vec<V>(p.y + t * p.channels + r.c, acc);
+          shift_in(win, xs[u]);
+        }
+      }
+    }
+  }
+}
+
+//! The forward for widths past conv_max_window: one thread per (token, channel group), every tap from memory.
+template <int V, class T>
+__global__ void __launch_bounds__(conv_threads) conv_forward_any_width_kernel(conv_params<T> p) {
   std::int64_t const groups = p.channels / V, total = p.tokens * groups;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -174,8 +304,70 @@ __device__ inline lanes_of<V> extended_grad(conv_params<T> const& p, std::int64_
   return acc;
 }
 
-template <int V, class T>
+//! dx over runs of conv_run_tokens walked backwards: `ahead` holds the dy rows t+1 .. t+KMAX-1, whichever sequence
+//! they belong to, and a row counts only when it lies before the end of t's sequence. The sum is extended_grad's:
+//! the final state's gradient (positions within K-1 of the sequence end), then dy[t], dy[t+1], ... in that order.
+template <int V, int KMAX, class T>
 __global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_params<T> p) {
+  std::int64_t const runs = (p.tokens + conv_run_tokens - 1) / conv_run_tokens, total = runs * (p.channels / V);
+  std::int64_t const width = p.width;
+  for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * conv_threads) {
+    conv_run const r = run_of<V>(p, i, conv_run_tokens);
+    lanes_of<V> tap[KMAX], ahead[KMAX - 1];  // tap[j] = w[c, K-1-j] meets dy[t + j]; ahead[m]: dy[t + 1 + m]
+    load_taps<V, KMAX, true>(p, r.c, tap);
+    std::int64_t s = sequence_of(p.offsets, p.count, r.t_end - 1), seq_begin = p.offsets[s], seq_end = p.offsets[s + 1];
+#pragma unroll
+    for (int m = 0; m < KMAX - 1; ++m) {
+      ahead[m] =
+          m + 1 < width && r.t_end + m < seq_end ? load_vec<V>(p.dy + (r.t_end + m) * p.channels + r.c) : lanes_of<V>{};
+    }
+    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= conv_batch_tokens) {
+      lanes_of<V> gs[conv_batch_tokens];  // rows tb - 1 - u of dy
+#pragma unroll
+      for (int u = 0; u < conv_batch_tokens; ++u) {
+        if (tb - 1 - u >= r.t_begin) {
+          gs[u] = load_vec<V>(p.dy + (tb - 1 - u) * p.channels + r.c);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < conv_batch_tokens; ++u) {
+        std::int64_t const t = tb - 1 - u;
+        if (t >= r.t_begin) {
+          if (t < seq_begin) {  // t is the last token of an earlier sequence (skipping empty ones)
+            while (t < p.offsets[s]) {
+              --s;
+            }
+            seq_begin = p.offsets[s];
+            seq_end = p.offsets[s + 1];
+          }
+          std::int64_t const rows_left = seq_end - t;  // t and the rows after it in its sequence
+          lanes_of<V> acc{};
+          if (rows_left < width && p.d_final != nullptr) {
+            acc = load_vec<V>(p.d_final + (s * (width - 1) + width - 1 - rows_left) * p.channels + r.c);
+          }
+          multiply_add(acc, tap[0], gs[u]);
+#pragma unroll
+          for (int j = 1; j < KMAX; ++j) {
+            if (j < width && j < rows_left) {
+              multiply_add(acc, tap[j], ahead[j - 1]);
+            }
+          }
+          store_vec<V>(p.dx + t * p.lddx + r.c, acc);
+#pragma unroll
+          for (int m = KMAX - 2; m > 0; --m) {
+            ahead[m] = ahead[m - 1];
+          }
+          ahead[0] = gs[u];
+        }
+      }
+    }
+  }
+}
+
+//! dx for widths past conv_max_window: one thread per (token, channel group), every tap from memory.
+template <int V, class T>
+__global__ void __launch_bounds__(conv_threads) conv_backward_dx_any_width_kernel(conv_params<T> p) {
   std::int64_t const groups = p.channels / V, total = p.tokens * groups;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -197,9 +389,69 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_init_kernel(conv_p
 }
 
 //! partial[b, k, c] = Σ over tokens of block b (in order) of dy[t, c] · input[t - (K-1) + k, c], and for k = K of
-//! dy[t, c] (the bias). blockIdx.x = token block; threads over the (K+1)·C columns.
+//! dy[t, c] (the bias). One thread per (channel group, block) reads each dy and x row once, with the window of the
+//! K-1 inputs before t (refilled where a sequence starts) and the K+1 sums in registers.
+template <int V, int KMAX, class T>
+__global__ void __launch_bounds__(conv_partial_threads) conv_dweight_partial_kernel(conv_params<T> p) {
+  std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
+  std::int64_t const total = blocks * (p.channels / V), cols = (p.width + 1) * p.channels;
+  int const lead = KMAX - static_cast<int>(p.width);
+  for (std::int64_t i = blockIdx.x * std::int64_t{conv_partial_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * conv_partial_threads) {
+    conv_run const r = run_of<V>(p, i, conv_block_tokens);
+    lanes_of<V> win[KMAX - 1], sum[KMAX] = {}, bias_sum{};  // sum[KMAX - K + k]: tap k
+    std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
+    fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
+    for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
+      lanes_of<V> xs[conv_batch_tokens], gs[conv_batch_tokens];  // rows tb + u of x and dy
+#pragma unroll
+      for (int u = 0; u < conv_batch_tokens; ++u) {
+        if (tb + u < r.t_end) {
+          xs[u] = load_vec<V>(p.x + (tb + u) * p.ldx + r.c);
+          gs[u] = load_vec<V>(p.dy + (tb + u) * p.channels + r.c);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < conv_batch_tokens; ++u) {
+        std::int64_t const t = tb + u;
+        if (t < r.t_end) {
+          if (t >= next) {  // a sequence starts at t (after any empty ones)
+            while (t >= p.offsets[s + 1]) {
+              ++s;
+            }
+            t0 = p.offsets[s];
+            next = p.offsets[s + 1];
+            fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
+          }
+#pragma unroll
+          for (int m = 0; m < KMAX - 1; ++m) {
+            if (m >= lead) {
+              multiply_add(sum[m], gs[u], win[m]);
+            }
+          }
+          multiply_add(sum[KMAX - 1], gs[u], xs[u]);
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            bias_sum.v[j] += gs[u].v[j];
+          }
+          shift_in(win, xs[u]);
+        }
+      }
+    }
+    T* out = p.partial + (r.t_begin / conv_block_tokens) * cols + r.c;  // [K+1, C] of block b, channels c..
+#pragma unroll
+    for (int m = 0; m < KMAX; ++m) {
+      if (m >= lead) {
+        store_vec<V>(out + (m - lead) * p.channels, sum[m]);
+      }
+    }
+    store_vec<V>(out + p.width * p.channels, bias_sum);
+  }
+}
+
+//! The partials for widths past conv_max_window: blockIdx.x = token block; threads over the (K+1)·C columns.
 template <class T>
-__global__ void __launch_bounds__(conv_threads) conv_dweight_partial_kernel(conv_params<T> p) {
+__global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_kernel(conv_params<T> p) {
   std::int64_t const cols = (p.width + 1) * p.channels;
   std::int64_t const t_begin = blockIdx.x * conv_block_tokens;
   std::int64_t const t_end = t_begin + conv_block_tokens < p.tokens ? t_begin + conv_block_tokens : p.tokens;
@@ -296,17 +548,93 @@ inline conv_params<float> input_params(device_sequences const& seqs, conv1d_weig
   return p;
 }
 
-template <class Kernel4, class Kernel1>
-void launch_by_width(bool vec4, std::int64_t tokens, std::int64_t channels, cudaStream_t stream,
-                     conv_params<float> const& p, Kernel4 k4, Kernel1 k1, char const* name) {
-  std::int64_t const items = tokens * (vec4 ? channels / 4 : channels);
-  unsigned const blocks = ops::cuda::grid_blocks(items, conv_threads);
-  if (vec4) {
-    k4<<<blocks, conv_threads, 0, stream>>>(p);
+//! Calls launch(V, KMAX) as std::integral_constants: V = 4 channels per thread when `vec4`, else 1; KMAX the
+//! narrowest register window that holds the width, or 0 past conv_max_window.
+template <class Launch>
+void by_shape(bool vec4, std::int64_t width, Launch&& launch) {
+  auto with_vector = [&](auto kmax) {
+    if (vec4) {
+      launch(std::integral_constant<int, 4>{}, kmax);
+    } else {
+      launch(std::integral_constant<int, 1>{}, kmax);
+    }
+  };
+  if (width <= 4) {
+    with_vector(std::integral_constant<int, 4>{});
+  } else if (width <= conv_max_window) {
+    with_vector(std::integral_constant<int, conv_max_window>{});
   } else {
-    k1<<<blocks, conv_threads, 0, stream>>>(p);
+    with_vector(std::integral_constant<int, 0>{});
   }
-  backends::cuda_check_launch(name);
+}
+
+//! Items of the run-structured kernels: channel groups × runs of `run_tokens`.
+inline std::int64_t run_items(conv_params<float> const& p, bool vec4, std::int64_t run_tokens) {
+  return (vec4 ? p.channels / 4 : p.channels) * ((p.tokens + run_tokens - 1) / run_tokens);
+}
+
+//! Vector forms need 16-byte rows and pointers: C and the strides multiples of 4, every vector pointer aligned.
+inline bool forward_vec4(conv_params<float> const& p) {
+  return p.channels % 4 == 0 && p.ldx % 4 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.init);
+}
+inline bool dx_vec4(conv_params<float> const& p) {
+  return p.channels % 4 == 0 && p.lddx % 4 == 0 && aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final);
+}
+inline bool dweight_vec4(conv_params<float> const& p) {
+  return p.channels % 4 == 0 && p.ldx % 4 == 0 && aligned16(p.x) && aligned16(p.dy) && aligned16(p.init) &&
+         aligned16(p.partial);
+}
+
+inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
+  bool const vec4 = forward_vec4(p);
+  by_shape(vec4, p.width, [&](auto v, auto kmax) {
+    constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
+    if constexpr (KMAX == 0) {
+      std::int64_t const items = p.tokens * (p.channels / V);
+      conv_forward_any_width_kernel<V, float>
+          <<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
+    } else {
+      conv_forward_kernel<V, KMAX, float>
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_threads), conv_threads, 0, stream>>>(p);
+    }
+  });
+  backends::cuda_check_launch("conv_forward_kernel");
+}
+
+inline void launch_backward_dx(conv_params<float> const& p, cudaStream_t stream) {
+  bool const vec4 = dx_vec4(p);
+  by_shape(vec4, p.width, [&](auto v, auto kmax) {
+    constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
+    if constexpr (KMAX == 0) {
+      std::int64_t const items = p.tokens * (p.channels / V);
+      conv_backward_dx_any_width_kernel<V, float>
+          <<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
+    } else {
+      conv_backward_dx_kernel<V, KMAX, float>
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_threads), conv_threads, 0, stream>>>(p);
+    }
+  });
+  backends::cuda_check_launch("conv_backward_dx_kernel");
+}
+
+//! The per-block partials of dweight and dbias (`blocks` token blocks), then their sum in block order.
+inline void launch_dweight(conv_params<float> const& p, std::int64_t blocks, cudaStream_t stream) {
+  bool const vec4 = dweight_vec4(p);
+  std::int64_t const cols = (p.width + 1) * p.channels;
+  by_shape(vec4, p.width, [&](auto v, auto kmax) {
+    constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
+    if constexpr (KMAX == 0) {
+      dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(cols, conv_threads, 64));
+      conv_dweight_partial_any_width_kernel<float><<<grid, conv_threads, 0, stream>>>(p);
+    } else {
+      conv_dweight_partial_kernel<V, KMAX, float>
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_partial_threads), conv_partial_threads,
+             0, stream>>>(p);
+    }
+  });
+  backends::cuda_check_launch("conv_dweight_partial_kernel");
+  conv_dweight_reduce_kernel<float><<<ops::cuda::grid_blocks(cols, conv_threads), conv_threads, 0, stream>>>(p, blocks);
+  backends::cuda_check_launch("conv_dweight_reduce_kernel");
 }
 
 }  // namespace detail
@@ -321,10 +649,7 @@ inline void conv1d_forward(backends::cuda const& be, device_sequences const& seq
   p.y = y;
   p.final_state = final_state;
   if (seqs.tokens > 0) {
-    bool const vec4 = w.channels % 4 == 0 && ldx % 4 == 0 && detail::aligned16(x) && detail::aligned16(y) &&
-                      detail::aligned16(init_state);
-    detail::launch_by_width(vec4, seqs.tokens, w.channels, be.stream, p, detail::conv_forward_kernel<4, float>,
-                            detail::conv_forward_kernel<1, float>, "conv_forward_kernel");
+    detail::launch_forward(p, be.stream);
   }
   std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
   if (final_state != nullptr && state_items > 0) {
@@ -365,17 +690,8 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   p.dbias = dbias;
   p.lddx = lddx;
   if (seqs.tokens > 0) {
-    bool const vec4 = w.channels % 4 == 0 && lddx % 4 == 0 && detail::aligned16(dy) && detail::aligned16(dx) &&
-                      detail::aligned16(d_final_state);
-    detail::launch_by_width(vec4, seqs.tokens, w.channels, be.stream, p, detail::conv_backward_dx_kernel<4, float>,
-                            detail::conv_backward_dx_kernel<1, float>, "conv_backward_dx_kernel");
-    std::int64_t const cols = (w.width + 1) * w.channels;
-    dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(cols, detail::conv_threads, 64));
-    detail::conv_dweight_partial_kernel<float><<<grid, detail::conv_threads, 0, be.stream>>>(p);
-    backends::cuda_check_launch("conv_dweight_partial_kernel");
-    detail::conv_dweight_reduce_kernel<float>
-        <<<ops::cuda::grid_blocks(cols, detail::conv_threads), detail::conv_threads, 0, be.stream>>>(p, blocks);
-    backends::cuda_check_launch("conv_dweight_reduce_kernel");
+    detail::launch_backward_dx(p, be.stream);
+    detail::launch_dweight(p, blocks, be.stream);
   }
   std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
   if (d_init_state != nullptr && state_items > 0) {
