@@ -23,7 +23,8 @@ for row in csv.reader(open(sys.argv[1])):
         header = row
     elif header and len(row) == len(header):
         d = dict(zip(header, row))
-        scale = {'nsecond': 1e-6, 'usecond': 1e-3, 'msecond': 1.0}[d['Metric Unit']]
+        unit = d['Metric Unit']
+        scale = {'ns': 1e-6, 'nsecond': 1e-6, 'us': 1e-3, 'usecond': 1e-3, 'ms': 1.0, 'msecond': 1.0}[unit]
         name = d['Kernel Name'].split('(')[0][:90]
         total[name] += float(d['Metric Value'].replace(',', '')) * scale
         count[name] += 1

@@ -5,9 +5,11 @@
 //! gradient is the same bits as the host's sequential scatter-add, on every run and without atomics.
 //!
 //! Backward: token positions are sorted by id with CUB's radix sort (stable: positions of one id stay in token
-//! order), then the first position of every run of equal ids owns that id's row: its block adds the run's dy rows
-//! one after another, threads over columns. Ids outside [0, vocab) cannot throw from the device: the forward writes
-//! NaN rows for them and the backward skips them.
+//! order), then the first position of every run of equal ids owns that id's row: blocks of that position (one per
+//! tile of columns, a thread per column) add the run's dy rows one after another, loading 8 rows ahead. A small
+//! vocabulary makes few long runs (addition: about 20 runs of 800 tokens), so the loads, not the adds, must overlap.
+//! Ids outside [0, vocab) cannot throw from the device: the forward writes NaN rows for them and the backward skips
+//! them.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -56,8 +58,13 @@ __global__ void __launch_bounds__(embedding_threads)
 }
 
 //! A block per sorted position; the first position of a run of equal ids adds the run's rows to dE, in order.
+inline constexpr int embedding_columns = 128;  // threads of an accumulate block: one column each
+inline constexpr int embedding_ahead = 8;      // rows of a run loaded before they are added
+
+//! blockIdx.x: a position of the sorted keys (blocks that are not the first of a run return); blockIdx.y: a tile
+//! of columns. dweight[id, d] += dy[positions[j], d] for j over the run, in order.
 template <class T>
-__global__ void __launch_bounds__(embedding_threads)
+__global__ void __launch_bounds__(embedding_columns)
     embedding_accumulate_kernel(std::int64_t vocab, std::int64_t dim, std::int32_t const* keys,
                                 std::int32_t const* positions, std::int64_t n, T const* dy, T* dweight) {
   for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x) {
@@ -66,10 +73,25 @@ __global__ void __launch_bounds__(embedding_threads)
       continue;  // out of range, or not the first of its run
     }
     T* row = dweight + std::int64_t{id} * dim;  // [D]
-    for (std::int64_t d = threadIdx.x; d < dim; d += embedding_threads) {
+    for (std::int64_t d = blockIdx.y * std::int64_t{embedding_columns} + threadIdx.x; d < dim;
+         d += std::int64_t{gridDim.y} * embedding_columns) {
       T acc = row[d];
-      for (std::int64_t j = i; j < n && keys[j] == id; ++j) {
-        acc += dy[std::int64_t{positions[j]} * dim + d];
+      bool more = true;
+      for (std::int64_t j = i; more; j += embedding_ahead) {
+        T v[embedding_ahead];
+        bool in_run[embedding_ahead];
+#pragma unroll
+        for (int u = 0; u < embedding_ahead; ++u) {  // keys are sorted: the run is a prefix of what follows i
+          in_run[u] = j + u < n && keys[j + u] == id;
+          v[u] = in_run[u] ? dy[std::int64_t{positions[j + u]} * dim + d] : T(0);
+        }
+#pragma unroll
+        for (int u = 0; u < embedding_ahead; ++u) {
+          if (in_run[u]) {
+            acc += v[u];
+          }
+        }
+        more = in_run[embedding_ahead - 1];
       }
       row[d] = acc;
     }
@@ -160,9 +182,9 @@ inline void embedding_backward(backends::cuda const& be, std::int64_t vocab, std
                                                        pos_out, static_cast<int>(n), 0, detail::key_bits(vocab),
                                                        be.stream),
                        "cub::DeviceRadixSort::SortPairs");
+  dim3 const grid(ops::cuda::grid_blocks(n, 1, 65536), ops::cuda::grid_blocks(dim, detail::embedding_columns, 64));
   detail::embedding_accumulate_kernel<float>
-      <<<ops::cuda::grid_blocks(n, 1, 65536), detail::embedding_threads, 0, be.stream>>>(vocab, dim, keys_out, pos_out,
-                                                                                         n, dy, dweight);
+      <<<grid, detail::embedding_columns, 0, be.stream>>>(vocab, dim, keys_out, pos_out, n, dy, dweight);
   backends::cuda_check_launch("embedding_accumulate_kernel");
 }
 

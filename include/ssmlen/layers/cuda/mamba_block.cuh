@@ -210,33 +210,96 @@ inline constexpr int block_threads = 256;
 
 inline unsigned blocks_for(std::int64_t items) { return ops::cuda::grid_blocks(items, block_threads); }
 
-// Elementwise kernels: grid-stride loops over a [rows, ED] activation (dense rows; xz has rows of 2ED).
-// Templates, so that the header may be included by several translation units.
+// Elementwise kernels over [rows, ED] activations (xz has rows of 2ED): rows over blockIdx.y, groups of V
+// columns over the threads of x, grid-stride both ways, so no thread divides; V = 4 moves 16-byte vectors (ED a
+// multiple of 4: every row then starts 16-byte aligned). Templates, so that the header may be included by several
+// translation units.
 
-//! xs = silu(xc), and its bf16 rounding into y16 unless null.
-template <class T>
-__global__ void __launch_bounds__(block_threads) silu_kernel(std::int64_t n, T const* x, T* y, bfloat16* y16) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    T const v = silu(x[i]);
-    y[i] = v;
-    if (y16 != nullptr) {
-      y16[i] = bfloat16(static_cast<float>(v));
+inline constexpr int rowwise_threads = 128;
+
+//! V consecutive floats of one row.
+template <int V>
+struct row_vec {
+  float v[V];
+};
+
+template <int V>
+__device__ inline row_vec<V> load_row(float const* p) {
+  row_vec<V> r;
+  if constexpr (V == 4) {
+    float4 const q = *reinterpret_cast<float4 const*>(p);
+    r.v[0] = q.x, r.v[1] = q.y, r.v[2] = q.z, r.v[3] = q.w;
+  } else {
+    r.v[0] = *p;
+  }
+  return r;
+}
+
+template <int V>
+__device__ inline void store_row(float* p, row_vec<V> const& r) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+  } else {
+    *p = r.v[0];
+  }
+}
+
+//! The bf16 rounding of r into p unless p is null (one 8-byte store for V = 4).
+template <int V>
+__device__ inline void store_rounded(bfloat16* p, row_vec<V> const& r) {
+  if (p == nullptr) {
+    return;
+  }
+  if constexpr (V == 4) {
+    *reinterpret_cast<ushort4*>(p) =
+        ushort4{bfloat16(r.v[0]).bits, bfloat16(r.v[1]).bits, bfloat16(r.v[2]).bits, bfloat16(r.v[3]).bits};
+  } else {
+    *p = bfloat16(r.v[0]);
+  }
+}
+
+//! f(row, first column) for every group of V columns of a [rows, cols] activation.
+template <int V, class F>
+__device__ inline void for_each_group(std::int64_t rows, std::int64_t cols, F const& f) {
+  for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    for (std::int64_t c = (blockIdx.x * std::int64_t{rowwise_threads} + threadIdx.x) * V; c < cols;
+         c += std::int64_t{gridDim.x} * rowwise_threads * V) {
+      f(r, c);
     }
   }
 }
 
+//! xs = silu(xc), and its bf16 rounding into xs16 unless null.
+template <int V>
+__global__ void __launch_bounds__(rowwise_threads)
+    silu_kernel(std::int64_t rows, std::int64_t ed, float const* xc, float* xs, bfloat16* xs16) {
+  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
+    auto v = load_row<V>(xc + r * ed + c);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      v.v[j] = silu(v.v[j]);
+    }
+    store_row<V>(xs + r * ed + c, v);
+    store_rounded<V>(xs16 == nullptr ? nullptr : xs16 + r * ed + c, v);
+  });
+}
+
 //! dt_pre += bias (the GEMM gave dt_proj(Δ_low)); dt = delta_min + softplus(dt_pre).
-template <class T>
-__global__ void __launch_bounds__(block_threads)
-    delta_kernel(std::int64_t rows, std::int64_t ed, T const* bias, T delta_min, T* dt_pre, T* dt) {
-  std::int64_t const n = rows * ed;
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    T const v = dt_pre[i] + bias[i % ed];
-    dt_pre[i] = v;
-    dt[i] = delta_min + softplus(v);
-  }
+template <int V>
+__global__ void __launch_bounds__(rowwise_threads)
+    delta_kernel(std::int64_t rows, std::int64_t ed, float const* bias, float delta_min, float* dt_pre, float* dt) {
+  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
+    auto pre = load_row<V>(dt_pre + r * ed + c);
+    auto const b = load_row<V>(bias + c);
+    row_vec<V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      pre.v[j] += b.v[j];
+      out.v[j] = delta_min + softplus(pre.v[j]);
+    }
+    store_row<V>(dt_pre + r * ed + c, pre);
+    store_row<V>(dt + r * ed + c, out);
+  });
 }
 
 //! a[n, c] = -exp(a_log[c, n]): A transposed to [N, ED] for the scan.
@@ -250,55 +313,88 @@ __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, 
 }
 
 //! yg = y · silu(z), z = xz[:, ED:], and its bf16 rounding into yg16 unless null.
-template <class T>
-__global__ void __launch_bounds__(block_threads)
-    gate_kernel(std::int64_t rows, std::int64_t ed, T const* y, T const* xz, T* yg, bfloat16* yg16) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < rows * ed;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    std::int64_t const r = i / ed, c = i % ed;
-    T const v = y[i] * silu(xz[r * 2 * ed + ed + c]);
-    yg[i] = v;
-    if (yg16 != nullptr) {
-      yg16[i] = bfloat16(static_cast<float>(v));
+template <int V>
+__global__ void __launch_bounds__(rowwise_threads)
+    gate_kernel(std::int64_t rows, std::int64_t ed, float const* y, float const* xz, float* yg, bfloat16* yg16) {
+  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
+    auto v = load_row<V>(y + r * ed + c);
+    auto const z = load_row<V>(xz + r * 2 * ed + ed + c);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      v.v[j] *= silu(z.v[j]);
     }
-  }
+    store_row<V>(yg + r * ed + c, v);
+    store_rounded<V>(yg16 == nullptr ? nullptr : yg16 + r * ed + c, v);
+  });
 }
 
 //! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:].
-template <class T>
-__global__ void __launch_bounds__(block_threads)
-    gate_backward_kernel(std::int64_t rows, std::int64_t ed, T const* dyg, T const* y, T const* xz, T* dy, T* dxz) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < rows * ed;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    std::int64_t const r = i / ed, c = i % ed;
-    T const z = xz[r * 2 * ed + ed + c];
-    T const g = dyg[i];
-    dy[i] = g * silu(z);
-    dxz[r * 2 * ed + ed + c] = g * y[i] * silu_grad(z);
-  }
+template <int V>
+__global__ void __launch_bounds__(rowwise_threads)
+    gate_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dyg, float const* y, float const* xz,
+                         float* dy, float* dxz) {
+  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
+    auto const g = load_row<V>(dyg + r * ed + c);
+    auto const yv = load_row<V>(y + r * ed + c);
+    auto const z = load_row<V>(xz + r * 2 * ed + ed + c);
+    row_vec<V> d_y, d_z;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      d_y.v[j] = g.v[j] * silu(z.v[j]);
+      d_z.v[j] = g.v[j] * yv.v[j] * silu_grad(z.v[j]);
+    }
+    store_row<V>(dy + r * ed + c, d_y);
+    store_row<V>(dxz + r * 2 * ed + ed + c, d_z);
+  });
 }
 
 //! Through softplus: ddt *= sigmoid(dt_pre) (delta_min is a constant), and its bf16 rounding into ddt16 unless null.
-template <class T>
-__global__ void __launch_bounds__(block_threads)
-    softplus_backward_kernel(std::int64_t n, T const* dt_pre, T* ddt, bfloat16* ddt16) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    T const v = ddt[i] * sigmoid(dt_pre[i]);
-    ddt[i] = v;
-    if (ddt16 != nullptr) {
-      ddt16[i] = bfloat16(static_cast<float>(v));
+template <int V>
+__global__ void __launch_bounds__(rowwise_threads)
+    softplus_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dt_pre, float* ddt, bfloat16* ddt16) {
+  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
+    auto v = load_row<V>(ddt + r * ed + c);
+    auto const pre = load_row<V>(dt_pre + r * ed + c);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      v.v[j] *= sigmoid(pre.v[j]);
     }
-  }
+    store_row<V>(ddt + r * ed + c, v);
+    store_rounded<V>(ddt16 == nullptr ? nullptr : ddt16 + r * ed + c, v);
+  });
 }
 
 //! Through xs = silu(xc): dxs *= silu'(xc).
-template <class T>
-__global__ void __launch_bounds__(block_threads) silu_backward_kernel(std::int64_t n, T const* xc, T* dxs) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    dxs[i] *= silu_grad(xc[i]);
+template <int V>
+__global__ void __launch_bounds__(rowwise_threads)
+    silu_backward_kernel(std::int64_t rows, std::int64_t ed, float const* xc, float* dxs) {
+  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
+    auto v = load_row<V>(dxs + r * ed + c);
+    auto const x = load_row<V>(xc + r * ed + c);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      v.v[j] *= silu_grad(x.v[j]);
+    }
+    store_row<V>(dxs + r * ed + c, v);
+  });
+}
+
+//! Launches kernel<4> when ED is a multiple of 4 (vector rows), else kernel<1>, over [rows, ED].
+template <class Kernel4, class Kernel1, class... Args>
+void launch_rowwise(Kernel4 k4, Kernel1 k1, char const* name, cudaStream_t stream, std::int64_t rows, std::int64_t ed,
+                    Args... args) {
+  if (rows == 0) {
+    return;
   }
+  int const v = ed % 4 == 0 ? 4 : 1;
+  dim3 const grid(ops::cuda::grid_blocks(ed / v, rowwise_threads, 64),
+                  static_cast<unsigned>(rows < 65535 ? rows : 65535));
+  if (v == 4) {
+    k4<<<grid, rowwise_threads, 0, stream>>>(rows, ed, args...);
+  } else {
+    k1<<<grid, rowwise_threads, 0, stream>>>(rows, ed, args...);
+  }
+  backends::cuda_check_launch(name);
 }
 
 //! Through A = -exp(A_log), ∂A/∂A_log = A: d_a_log[c, n] += da[n, c] · a[n, c].
@@ -404,24 +500,22 @@ public:
     gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u, d, round(h, rows, d, u, k.u16)},
          {value_.in_proj, d, rounded_.in_proj}, 0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
     conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv);
-    detail::silu_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows * ed, k.xc.data(), k.xs.data(), xs16);
-    backends::cuda_check_launch("silu_kernel");
+    detail::launch_rowwise(detail::silu_kernel<4>, detail::silu_kernel<1>, "silu_kernel", stream, rows, ed, k.xc.data(),
+                           k.xs.data(), xs16);
     gemm(h, trans::n, trans::t, rows, w, ed, {k.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
          k.dbc.data(), w);  // [T, R + 2N]
     gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
          {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, k.dt_pre.data(), ed);  // [T, ED]
-    detail::delta_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows, ed, value_.dt_bias, s_.delta_min, k.dt_pre.data(), k.dt.data());
-    backends::cuda_check_launch("delta_kernel");
+    detail::launch_rowwise(detail::delta_kernel<4>, detail::delta_kernel<1>, "delta_kernel", stream, rows, ed,
+                           static_cast<float const*>(value_.dt_bias), s_.delta_min, k.dt_pre.data(), k.dt.data());
     detail::make_a_kernel<float><<<detail::blocks_for(s_.d_state * ed), detail::block_threads, 0, stream>>>(
         ed, s_.d_state, value_.a_log, k.a.data());
     backends::cuda_check_launch("make_a_kernel");
     scan::cuda::selective_scan_forward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.y.data(),
                                        k.checkpoints.data(), final.ssm, ws.workspace.data());
-    detail::gate_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows, ed, k.y.data(), k.xz.data(), k.yg.data(), yg16);
-    backends::cuda_check_launch("gate_kernel");
+    detail::launch_rowwise(detail::gate_kernel<4>, detail::gate_kernel<1>, "gate_kernel", stream, rows, ed,
+                           static_cast<float const*>(k.y.data()), static_cast<float const*>(k.xz.data()), k.yg.data(),
+                           yg16);
     gemm(h, trans::n, trans::t, rows, d, ed, {k.yg.data(), ed, yg16}, {value_.out_proj, ed, rounded_.out_proj}, 0.0f,
          out, d);  // [T, D]
   }
@@ -447,9 +541,9 @@ public:
          ed);  // [D, ED]
     gemm(h, trans::n, trans::n, rows, ed, d, dout_op, {value_.out_proj, ed, rounded_.out_proj}, 0.0f, ws.dyg.data(),
          ed);  // [T, ED]
-    detail::gate_backward_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows, ed, ws.dyg.data(), k.y.data(), k.xz.data(), ws.dy.data(), ws.dxz.data());
-    backends::cuda_check_launch("gate_backward_kernel");
+    detail::launch_rowwise(detail::gate_backward_kernel<4>, detail::gate_backward_kernel<1>, "gate_backward_kernel",
+                           stream, rows, ed, static_cast<float const*>(ws.dyg.data()), k.y.data(), k.xz.data(),
+                           ws.dy.data(), ws.dxz.data());
 
     backends::cuda_check(cudaMemsetAsync(ws.da.data(), 0, static_cast<std::size_t>(ns * ed) * sizeof(float), stream),
                          "cudaMemsetAsync (dA)");  // the scan accumulates dA
@@ -461,9 +555,9 @@ public:
     detail::a_log_backward_kernel<float><<<detail::blocks_for(ed * ns), detail::block_threads, 0, stream>>>(
         ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
     backends::cuda_check_launch("a_log_backward_kernel");
-    detail::softplus_backward_kernel<float><<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(
-        rows * ed, k.dt_pre.data(), ws.ddt.data(), bf16() ? ws.ddt16.data() : nullptr);
-    backends::cuda_check_launch("softplus_backward_kernel");
+    detail::launch_rowwise(detail::softplus_backward_kernel<4>, detail::softplus_backward_kernel<1>,
+                           "softplus_backward_kernel", stream, rows, ed, k.dt_pre.data(), ws.ddt.data(),
+                           bf16() ? ws.ddt16.data() : nullptr);
 
     // dt_proj: weight, bias (Σ over rows as a product with ones, exact fp32 products), and Δ_low's columns of d_dbc
     backends::gemm_operand const ddt_op{ws.ddt.data(), ed, bf16() ? ws.ddt16.data() : nullptr};
@@ -479,9 +573,8 @@ public:
          grad_.x_proj, ed);  // [R + 2N, ED]
     gemm(h, trans::n, trans::n, rows, ed, w, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 1.0f, ws.dxs.data(),
          ed);  // [T, ED]
-    detail::silu_backward_kernel<float>
-        <<<detail::blocks_for(rows * ed), detail::block_threads, 0, stream>>>(rows * ed, k.xc.data(), ws.dxs.data());
-    backends::cuda_check_launch("silu_backward_kernel");
+    detail::launch_rowwise(detail::silu_backward_kernel<4>, detail::silu_backward_kernel<1>, "silu_backward_kernel",
+                           stream, rows, ed, k.xc.data(), ws.dxs.data());
     conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), ws.dxz.data(), 2 * ed,
                     init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias,
                     ws.workspace.data());  // x's columns of dxz
@@ -510,9 +603,8 @@ public:
     backends::gemm(h, trans::n, trans::t, batch, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, ws.xz.data(), 2 * ed,
                    precision_);  // [B, 2ED]
     conv1d_step(h.backend(), conv_weights(), ws.xz.data(), 2 * ed, ws.xc.data(), state.conv, batch);
-    detail::silu_kernel<float><<<detail::blocks_for(batch * ed), detail::block_threads, 0, stream>>>(
-        batch * ed, ws.xc.data(), ws.xs.data(), nullptr);
-    backends::cuda_check_launch("silu_kernel");
+    detail::launch_rowwise(detail::silu_kernel<4>, detail::silu_kernel<1>, "silu_kernel", stream, batch, ed,
+                           static_cast<float const*>(ws.xc.data()), ws.xs.data(), static_cast<bfloat16*>(nullptr));
     backends::gemm(h, trans::n, trans::t, batch, w, ed, 1.0f, ws.xs.data(), ed, value_.x_proj, ed, 0.0f, ws.dbc.data(),
                    w, precision_);  // [B, R + 2N]
     backends::gemm(h, trans::n, trans::t, batch, ed, r, 1.0f, ws.dbc.data(), w, value_.dt_proj, r, 0.0f, ws.dt.data(),
