@@ -64,45 +64,13 @@ struct conv_params {
   std::int64_t lddx;
 };
 
-//! V consecutive channels in registers; V = 4 moves them as one 16-byte vector.
-template <int V>
-struct lanes_of {
-  float v[V];
-};
-
-template <int V>
-__device__ inline lanes_of<V> load_vec(float const* p) {
-  lanes_of<V> r;
-  if constexpr (V == 4) {
-    float4 const q = *reinterpret_cast<float4 const*>(p);
-    r.v[0] = q.x;
-    r.v[1] = q.y;
-    r.v[2] = q.z;
-    r.v[3] = q.w;
-  } else {
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      r.v[j] = p[j];
-    }
-  }
-  return r;
-}
-
-template <int V>
-__device__ inline void store_vec(float* p, lanes_of<V> const& r) {
-  if constexpr (V == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-  } else {
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      p[j] = r.v[j];
-    }
-  }
-}
+using ops::cuda::float_vec;  // V consecutive channels in registers
+using ops::cuda::load_floats;
+using ops::cuda::store_floats;
 
 //! acc += a · b per channel.
 template <int V>
-__device__ inline void multiply_add(lanes_of<V>& acc, lanes_of<V> const& a, lanes_of<V> const& b) {
+__device__ inline void multiply_add(float_vec<V>& acc, float_vec<V> const& a, float_vec<V> const& b) {
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     acc.v[j] += a.v[j] * b.v[j];
@@ -123,18 +91,33 @@ __device__ inline std::int64_t sequence_of(std::int64_t const* offsets, std::int
   return lo;
 }
 
+//! When token t has reached `next` (the start of the sequence after s), moves s to the sequence holding t (skipping
+//! empty ones) and t0, next to its bounds; true when it moved, i.e. a sequence starts at t.
+__device__ inline bool enter_sequence(std::int64_t const* offsets, std::int64_t t, std::int64_t& s, std::int64_t& t0,
+                                      std::int64_t& next) {
+  if (t < next) {
+    return false;
+  }
+  while (t >= offsets[s + 1]) {
+    ++s;
+  }
+  t0 = offsets[s];
+  next = offsets[s + 1];
+  return true;
+}
+
 //! Input at position `pos` of sequence s (starting at token t0), channels [c, c + V): x for pos >= 0, else the
 //! initial state's row K-1+pos, or zeros.
 template <int V, class T>
-__device__ inline lanes_of<V> input_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
-                                       std::int64_t c) {
+__device__ inline float_vec<V> input_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
+                                        std::int64_t c) {
   if (pos >= 0) {
-    return load_vec<V>(p.x + (t0 + pos) * p.ldx + c);
+    return load_floats<V>(p.x + (t0 + pos) * p.ldx + c);
   }
   if (p.init != nullptr) {
-    return load_vec<V>(p.init + (s * (p.width - 1) + p.width - 1 + pos) * p.channels + c);
+    return load_floats<V>(p.init + (s * (p.width - 1) + p.width - 1 + pos) * p.channels + c);
   }
-  return lanes_of<V>{};
+  return float_vec<V>{};
 }
 
 //! A thread's place in the run-structured kernels: channels [c, c + V) of tokens [t_begin, t_end).
@@ -153,11 +136,11 @@ __device__ inline conv_run run_of(conv_params<T> const& p, std::int64_t i, std::
 //! The taps of channels [c, c + V), right-aligned in KMAX slots: tap[KMAX - K + k] = w[c, k] (reversed when
 //! `reversed`: tap[j] = w[c, K-1-j]). Slots outside the width stay zero and are never used.
 template <int V, int KMAX, bool reversed, class T>
-__device__ inline void load_taps(conv_params<T> const& p, std::int64_t c, lanes_of<V> (&tap)[KMAX]) {
+__device__ inline void load_taps(conv_params<T> const& p, std::int64_t c, float_vec<V> (&tap)[KMAX]) {
   int const width = static_cast<int>(p.width), lead = KMAX - width;
 #pragma unroll
   for (int m = 0; m < KMAX; ++m) {
-    tap[m] = lanes_of<V>{};
+    tap[m] = float_vec<V>{};
     int const k = reversed ? width - 1 - m : m - lead;
     if (k >= 0 && k < width) {
 #pragma unroll
@@ -172,17 +155,17 @@ __device__ inline void load_taps(conv_params<T> const& p, std::int64_t c, lanes_
 //! position is pos0 + KMAX - 1. Slots before KMAX-K are unused.
 template <int V, int KMAX, class T>
 __device__ inline void fill_window(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos0,
-                                   std::int64_t c, lanes_of<V> (&win)[KMAX - 1]) {
+                                   std::int64_t c, float_vec<V> (&win)[KMAX - 1]) {
   int const lead = KMAX - static_cast<int>(p.width);
 #pragma unroll
   for (int m = 0; m < KMAX - 1; ++m) {
-    win[m] = m >= lead ? input_at<V>(p, s, t0, pos0 + m, c) : lanes_of<V>{};
+    win[m] = m >= lead ? input_at<V>(p, s, t0, pos0 + m, c) : float_vec<V>{};
   }
 }
 
 //! Drops the oldest window row and appends `newest`.
 template <int V, int N>
-__device__ inline void shift_in(lanes_of<V> (&win)[N], lanes_of<V> const& newest) {
+__device__ inline void shift_in(float_vec<V> (&win)[N], float_vec<V> const& newest) {
 #pragma unroll
   for (int m = 0; m + 1 < N; ++m) {
     win[m] = win[m + 1];
@@ -199,9 +182,9 @@ __global__ void __launch_bounds__(conv_threads) conv_forward_kernel(conv_params<
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
     conv_run const r = run_of<V>(p, i, conv_run_tokens);
-    lanes_of<V> tap[KMAX], win[KMAX - 1];
+    float_vec<V> tap[KMAX], win[KMAX - 1];
     load_taps<V, KMAX, false>(p, r.c, tap);
-    lanes_of<V> bias;
+    float_vec<V> bias;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       bias.v[j] = p.bias[r.c + j];  // one at a time: the vector test does not cover the bias pointer
@@ -209,26 +192,21 @@ __global__ void __launch_bounds__(conv_threads) conv_forward_kernel(conv_params<
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
     fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
     for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
-      lanes_of<V> xs[conv_batch_tokens];  // rows tb + u of x
+      float_vec<V> xs[conv_batch_tokens];  // rows tb + u of x
 #pragma unroll
       for (int u = 0; u < conv_batch_tokens; ++u) {
         if (tb + u < r.t_end) {
-          xs[u] = load_vec<V>(p.x + (tb + u) * p.ldx + r.c);
+          xs[u] = load_floats<V>(p.x + (tb + u) * p.ldx + r.c);
         }
       }
 #pragma unroll
       for (int u = 0; u < conv_batch_tokens; ++u) {
         std::int64_t const t = tb + u;
         if (t < r.t_end) {
-          if (t >= next) {  // a sequence starts at t (after any empty ones)
-            while (t >= p.offsets[s + 1]) {
-              ++s;
-            }
-            t0 = p.offsets[s];
-            next = p.offsets[s + 1];
+          if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
             fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
           }
-          lanes_of<V> acc = bias;
+          float_vec<V> acc = bias;
 #pragma unroll
           for (int m = 0; m < KMAX - 1; ++m) {
             if (m >= lead) {
@@ -236,7 +214,7 @@ __global__ void __launch_bounds__(conv_threads) conv_forward_kernel(conv_params<
             }
           }
           multiply_add(acc, tap[KMAX - 1], xs[u]);
-          store_vec<V>(p.y + t * p.channels + r.c, acc);
+          store_floats<V>(p.y + t * p.channels + r.c, acc);
           shift_in(win, xs[u]);
         }
       }
@@ -252,19 +230,19 @@ __global__ void __launch_bounds__(conv_threads) conv_forward_any_width_kernel(co
        i += std::int64_t{gridDim.x} * conv_threads) {
     std::int64_t const t = i / groups, c = (i % groups) * V;
     std::int64_t const s = sequence_of(p.offsets, p.count, t), t0 = p.offsets[s];
-    lanes_of<V> acc;
+    float_vec<V> acc;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       acc.v[j] = p.bias[c + j];
     }
     for (std::int64_t k = 0; k < p.width; ++k) {
-      lanes_of<V> const xv = input_at<V>(p, s, t0, t - t0 - (p.width - 1) + k, c);
+      float_vec<V> const xv = input_at<V>(p, s, t0, t - t0 - (p.width - 1) + k, c);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         acc.v[j] += p.weight[(c + j) * p.width + k] * xv.v[j];
       }
     }
-    store_vec<V>(p.y + t * p.channels + c, acc);
+    store_floats<V>(p.y + t * p.channels + c, acc);
   }
 }
 
@@ -285,16 +263,16 @@ __global__ void __launch_bounds__(conv_threads) conv_final_state_kernel(conv_par
 //! Σ_k w[c, k] dy[e - k] over tokens e - k in [0, len), plus the final state's gradient for e >= len, summed in
 //! the host's order (the final state's gradient first, then tokens in increasing order).
 template <int V, class T>
-__device__ inline lanes_of<V> extended_grad(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t len,
-                                            std::int64_t e, std::int64_t c) {
-  lanes_of<V> acc{};
+__device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t len,
+                                             std::int64_t e, std::int64_t c) {
+  float_vec<V> acc{};
   if (e >= len && p.d_final != nullptr) {
-    acc = load_vec<V>(p.d_final + (s * (p.width - 1) + e - len) * p.channels + c);
+    acc = load_floats<V>(p.d_final + (s * (p.width - 1) + e - len) * p.channels + c);
   }
   for (std::int64_t k = p.width - 1; k >= 0; --k) {
     std::int64_t const tp = e - k;
     if (tp >= 0 && tp < len) {
-      lanes_of<V> const g = load_vec<V>(p.dy + (t0 + tp) * p.channels + c);
+      float_vec<V> const g = load_floats<V>(p.dy + (t0 + tp) * p.channels + c);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         acc.v[j] += p.weight[(c + j) * p.width + k] * g.v[j];
@@ -314,20 +292,20 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_par
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
     conv_run const r = run_of<V>(p, i, conv_run_tokens);
-    lanes_of<V> tap[KMAX], ahead[KMAX - 1];  // tap[j] = w[c, K-1-j] meets dy[t + j]; ahead[m]: dy[t + 1 + m]
+    float_vec<V> tap[KMAX], ahead[KMAX - 1];  // tap[j] = w[c, K-1-j] meets dy[t + j]; ahead[m]: dy[t + 1 + m]
     load_taps<V, KMAX, true>(p, r.c, tap);
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_end - 1), seq_begin = p.offsets[s], seq_end = p.offsets[s + 1];
 #pragma unroll
     for (int m = 0; m < KMAX - 1; ++m) {
-      ahead[m] =
-          m + 1 < width && r.t_end + m < seq_end ? load_vec<V>(p.dy + (r.t_end + m) * p.channels + r.c) : lanes_of<V>{};
+      ahead[m] = m + 1 < width && r.t_end + m < seq_end ? load_floats<V>(p.dy + (r.t_end + m) * p.channels + r.c)
+                                                        : float_vec<V>{};
     }
     for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= conv_batch_tokens) {
-      lanes_of<V> gs[conv_batch_tokens];  // rows tb - 1 - u of dy
+      float_vec<V> gs[conv_batch_tokens];  // rows tb - 1 - u of dy
 #pragma unroll
       for (int u = 0; u < conv_batch_tokens; ++u) {
         if (tb - 1 - u >= r.t_begin) {
-          gs[u] = load_vec<V>(p.dy + (tb - 1 - u) * p.channels + r.c);
+          gs[u] = load_floats<V>(p.dy + (tb - 1 - u) * p.channels + r.c);
         }
       }
 #pragma unroll
@@ -342,9 +320,9 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_par
             seq_end = p.offsets[s + 1];
           }
           std::int64_t const rows_left = seq_end - t;  // t and the rows after it in its sequence
-          lanes_of<V> acc{};
+          float_vec<V> acc{};
           if (rows_left < width && p.d_final != nullptr) {
-            acc = load_vec<V>(p.d_final + (s * (width - 1) + width - 1 - rows_left) * p.channels + r.c);
+            acc = load_floats<V>(p.d_final + (s * (width - 1) + width - 1 - rows_left) * p.channels + r.c);
           }
           multiply_add(acc, tap[0], gs[u]);
 #pragma unroll
@@ -353,7 +331,7 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_par
               multiply_add(acc, tap[j], ahead[j - 1]);
             }
           }
-          store_vec<V>(p.dx + t * p.lddx + r.c, acc);
+          store_floats<V>(p.dx + t * p.lddx + r.c, acc);
 #pragma unroll
           for (int m = KMAX - 2; m > 0; --m) {
             ahead[m] = ahead[m - 1];
@@ -373,7 +351,7 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_dx_any_width_kerne
        i += std::int64_t{gridDim.x} * conv_threads) {
     std::int64_t const t = i / groups, c = (i % groups) * V;
     std::int64_t const s = sequence_of(p.offsets, p.count, t), t0 = p.offsets[s], len = p.offsets[s + 1] - t0;
-    store_vec<V>(p.dx + t * p.lddx + c, extended_grad<V>(p, s, t0, len, p.width - 1 + t - t0, c));
+    store_floats<V>(p.dx + t * p.lddx + c, extended_grad<V>(p, s, t0, len, p.width - 1 + t - t0, c));
   }
 }
 
@@ -399,28 +377,23 @@ __global__ void __launch_bounds__(conv_partial_threads) conv_dweight_partial_ker
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_partial_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_partial_threads) {
     conv_run const r = run_of<V>(p, i, conv_block_tokens);
-    lanes_of<V> win[KMAX - 1], sum[KMAX] = {}, bias_sum{};  // sum[KMAX - K + k]: tap k
+    float_vec<V> win[KMAX - 1], sum[KMAX] = {}, bias_sum{};  // sum[KMAX - K + k]: tap k
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
     fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
     for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
-      lanes_of<V> xs[conv_batch_tokens], gs[conv_batch_tokens];  // rows tb + u of x and dy
+      float_vec<V> xs[conv_batch_tokens], gs[conv_batch_tokens];  // rows tb + u of x and dy
 #pragma unroll
       for (int u = 0; u < conv_batch_tokens; ++u) {
         if (tb + u < r.t_end) {
-          xs[u] = load_vec<V>(p.x + (tb + u) * p.ldx + r.c);
-          gs[u] = load_vec<V>(p.dy + (tb + u) * p.channels + r.c);
+          xs[u] = load_floats<V>(p.x + (tb + u) * p.ldx + r.c);
+          gs[u] = load_floats<V>(p.dy + (tb + u) * p.channels + r.c);
         }
       }
 #pragma unroll
       for (int u = 0; u < conv_batch_tokens; ++u) {
         std::int64_t const t = tb + u;
         if (t < r.t_end) {
-          if (t >= next) {  // a sequence starts at t (after any empty ones)
-            while (t >= p.offsets[s + 1]) {
-              ++s;
-            }
-            t0 = p.offsets[s];
-            next = p.offsets[s + 1];
+          if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
             fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
           }
 #pragma unroll
@@ -442,10 +415,10 @@ __global__ void __launch_bounds__(conv_partial_threads) conv_dweight_partial_ker
 #pragma unroll
     for (int m = 0; m < KMAX; ++m) {
       if (m >= lead) {
-        store_vec<V>(out + (m - lead) * p.channels, sum[m]);
+        store_floats<V>(out + (m - lead) * p.channels, sum[m]);
       }
     }
-    store_vec<V>(out + p.width * p.channels, bias_sum);
+    store_floats<V>(out + p.width * p.channels, bias_sum);
   }
 }
 

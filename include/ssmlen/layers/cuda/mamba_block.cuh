@@ -217,36 +217,13 @@ inline unsigned blocks_for(std::int64_t items) { return ops::cuda::grid_blocks(i
 
 inline constexpr int rowwise_threads = 128;
 
-//! V consecutive floats of one row.
-template <int V>
-struct row_vec {
-  float v[V];
-};
-
-template <int V>
-__device__ inline row_vec<V> load_row(float const* p) {
-  row_vec<V> r;
-  if constexpr (V == 4) {
-    float4 const q = *reinterpret_cast<float4 const*>(p);
-    r.v[0] = q.x, r.v[1] = q.y, r.v[2] = q.z, r.v[3] = q.w;
-  } else {
-    r.v[0] = *p;
-  }
-  return r;
-}
-
-template <int V>
-__device__ inline void store_row(float* p, row_vec<V> const& r) {
-  if constexpr (V == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-  } else {
-    *p = r.v[0];
-  }
-}
+using ops::cuda::float_vec;  // V consecutive floats of one row
+using ops::cuda::load_floats;
+using ops::cuda::store_floats;
 
 //! The bf16 rounding of r into p unless p is null (one 8-byte store for V = 4).
 template <int V>
-__device__ inline void store_rounded(bfloat16* p, row_vec<V> const& r) {
+__device__ inline void store_rounded(bfloat16* p, float_vec<V> const& r) {
   if (p == nullptr) {
     return;
   }
@@ -274,12 +251,12 @@ template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     silu_kernel(std::int64_t rows, std::int64_t ed, float const* xc, float* xs, bfloat16* xs16) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_row<V>(xc + r * ed + c);
+    auto v = load_floats<V>(xc + r * ed + c);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       v.v[j] = silu(v.v[j]);
     }
-    store_row<V>(xs + r * ed + c, v);
+    store_floats<V>(xs + r * ed + c, v);
     store_rounded<V>(xs16 == nullptr ? nullptr : xs16 + r * ed + c, v);
   });
 }
@@ -289,16 +266,16 @@ template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     delta_kernel(std::int64_t rows, std::int64_t ed, float const* bias, float delta_min, float* dt_pre, float* dt) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto pre = load_row<V>(dt_pre + r * ed + c);
-    auto const b = load_row<V>(bias + c);
-    row_vec<V> out;
+    auto pre = load_floats<V>(dt_pre + r * ed + c);
+    auto const b = load_floats<V>(bias + c);
+    float_vec<V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       pre.v[j] += b.v[j];
       out.v[j] = delta_min + softplus(pre.v[j]);
     }
-    store_row<V>(dt_pre + r * ed + c, pre);
-    store_row<V>(dt + r * ed + c, out);
+    store_floats<V>(dt_pre + r * ed + c, pre);
+    store_floats<V>(dt + r * ed + c, out);
   });
 }
 
@@ -317,13 +294,13 @@ template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     gate_kernel(std::int64_t rows, std::int64_t ed, float const* y, float const* xz, float* yg, bfloat16* yg16) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_row<V>(y + r * ed + c);
-    auto const z = load_row<V>(xz + r * 2 * ed + ed + c);
+    auto v = load_floats<V>(y + r * ed + c);
+    auto const z = load_floats<V>(xz + r * 2 * ed + ed + c);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       v.v[j] *= silu(z.v[j]);
     }
-    store_row<V>(yg + r * ed + c, v);
+    store_floats<V>(yg + r * ed + c, v);
     store_rounded<V>(yg16 == nullptr ? nullptr : yg16 + r * ed + c, v);
   });
 }
@@ -334,17 +311,17 @@ __global__ void __launch_bounds__(rowwise_threads)
     gate_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dyg, float const* y, float const* xz,
                          float* dy, float* dxz) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto const g = load_row<V>(dyg + r * ed + c);
-    auto const yv = load_row<V>(y + r * ed + c);
-    auto const z = load_row<V>(xz + r * 2 * ed + ed + c);
-    row_vec<V> d_y, d_z;
+    auto const g = load_floats<V>(dyg + r * ed + c);
+    auto const yv = load_floats<V>(y + r * ed + c);
+    auto const z = load_floats<V>(xz + r * 2 * ed + ed + c);
+    float_vec<V> d_y, d_z;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       d_y.v[j] = g.v[j] * silu(z.v[j]);
       d_z.v[j] = g.v[j] * yv.v[j] * silu_grad(z.v[j]);
     }
-    store_row<V>(dy + r * ed + c, d_y);
-    store_row<V>(dxz + r * 2 * ed + ed + c, d_z);
+    store_floats<V>(dy + r * ed + c, d_y);
+    store_floats<V>(dxz + r * 2 * ed + ed + c, d_z);
   });
 }
 
@@ -353,13 +330,13 @@ template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     softplus_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dt_pre, float* ddt, bfloat16* ddt16) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_row<V>(ddt + r * ed + c);
-    auto const pre = load_row<V>(dt_pre + r * ed + c);
+    auto v = load_floats<V>(ddt + r * ed + c);
+    auto const pre = load_floats<V>(dt_pre + r * ed + c);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       v.v[j] *= sigmoid(pre.v[j]);
     }
-    store_row<V>(ddt + r * ed + c, v);
+    store_floats<V>(ddt + r * ed + c, v);
     store_rounded<V>(ddt16 == nullptr ? nullptr : ddt16 + r * ed + c, v);
   });
 }
@@ -369,13 +346,13 @@ template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     silu_backward_kernel(std::int64_t rows, std::int64_t ed, float const* xc, float* dxs) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_row<V>(dxs + r * ed + c);
-    auto const x = load_row<V>(xc + r * ed + c);
+    auto v = load_floats<V>(dxs + r * ed + c);
+    auto const x = load_floats<V>(xc + r * ed + c);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       v.v[j] *= silu_grad(x.v[j]);
     }
-    store_row<V>(dxs + r * ed + c, v);
+    store_floats<V>(dxs + r * ed + c, v);
   });
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file kernel_support.cuh
 //! What the layer, loss and optimizer kernels share: a stream-ordered workspace (the caller's, or one allocated for
-//! the call), grid sizes for grid-stride loops, and warp and block sums whose results are the same bits on every run.
+//! the call), grid sizes for grid-stride loops, vector loads and stores of float rows, and warp and block sums whose
+//! results are the same bits on every run.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -23,6 +24,42 @@ inline constexpr std::size_t align_bytes(std::size_t n) { return (n + 255) / 256
 inline unsigned grid_blocks(std::int64_t items, int threads, std::int64_t cap = 8192) {
   std::int64_t const blocks = (items + threads - 1) / threads;
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks < cap ? blocks : cap));
+}
+
+//! V consecutive floats in registers; V = 4 moves them as one 16-byte vector (the address must be 16-byte aligned).
+template <int V>
+struct float_vec {
+  float v[V];
+};
+
+template <int V>
+__device__ inline float_vec<V> load_floats(float const* p) {
+  float_vec<V> r;
+  if constexpr (V == 4) {
+    float4 const q = *reinterpret_cast<float4 const*>(p);
+    r.v[0] = q.x;
+    r.v[1] = q.y;
+    r.v[2] = q.z;
+    r.v[3] = q.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      r.v[j] = p[j];
+    }
+  }
+  return r;
+}
+
+template <int V>
+__device__ inline void store_floats(float* p, float_vec<V> const& r) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      p[j] = r.v[j];
+    }
+  }
 }
 
 //! Sum over the 32 lanes by an xor butterfly: every lane adds the same pairs in the same order, so all lanes end

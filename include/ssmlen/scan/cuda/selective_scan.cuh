@@ -805,6 +805,29 @@ inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t
   cuda_check_launch("checkpoint_offsets_kernel");
 }
 
+//! What every backward kernel gets: the forward's parameters (blocks of `channels_per_block` channels), the
+//! gradients, and its pieces of `ws` (laid out as `layout`), with the checkpoint offsets for `interval` computed
+//! into them on `stream`.
+inline backward_params make_backward_params(device_sequences const& seqs, selective_scan_args<float> const& a,
+                                            float const* checkpoints, selective_scan_grads<float> const& g,
+                                            workspace_layout const& layout, ops::cuda::scratch& ws,
+                                            std::int64_t interval, std::int64_t channels_per_block,
+                                            cudaStream_t stream) {
+  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
+  launch_checkpoint_offsets(seqs, interval, ck_offsets, stream);
+  return {make_forward_params(seqs, a, ck_offsets, channels_per_block, nullptr, nullptr, nullptr),
+          seqs.tokens,
+          checkpoints,
+          g.dy,
+          g.d_final_state,
+          g.dx,
+          g.ddt,
+          g.d_init_state,
+          ws.at<float>(layout.partial_bc),
+          ws.at<float>(layout.partial_da),
+          ws.at<float>(layout.partial_dd)};
+}
+
 inline void launch_reductions(backward_params const& p, selective_scan_grads<float> const& g, std::int64_t bc_groups,
                               std::int64_t seqs, cudaStream_t stream) {
   std::int64_t const bc_total = 2 * p.f.ns * p.tokens;
@@ -881,19 +904,8 @@ void selective_scan_backward(block_parallel<W, I>, backends::cuda const& be, dev
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  detail::launch_checkpoint_offsets(seqs, block_parallel<W, I>::chunk, ck_offsets, be.stream);
-  detail::backward_params p{detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, nullptr, nullptr, nullptr),
-                            seqs.tokens,
-                            checkpoints,
-                            g.dy,
-                            g.d_final_state,
-                            g.dx,
-                            g.ddt,
-                            g.d_init_state,
-                            ws.at<float>(layout.partial_bc),
-                            ws.at<float>(layout.partial_da),
-                            ws.at<float>(layout.partial_dd)};
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, layout, ws, block_parallel<W, I>::chunk,
+                                              detail::lanes, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
     std::size_t const shared = 2 * static_cast<std::size_t>(a.states) * detail::lanes * sizeof(float);
@@ -937,20 +949,8 @@ inline void selective_scan_backward(recurrent, backends::cuda const& be, device_
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  detail::launch_checkpoint_offsets(seqs, recurrent::checkpoint_interval, ck_offsets, be.stream);
-  detail::backward_params p{
-      detail::make_forward_params(seqs, a, ck_offsets, detail::recurrent_threads, nullptr, nullptr, nullptr),
-      seqs.tokens,
-      checkpoints,
-      g.dy,
-      g.d_final_state,
-      g.dx,
-      g.ddt,
-      g.d_init_state,
-      ws.at<float>(layout.partial_bc),
-      ws.at<float>(layout.partial_da),
-      ws.at<float>(layout.partial_dd)};
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, layout, ws, recurrent::checkpoint_interval,
+                                              detail::recurrent_threads, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
     detail::dispatch_state_tile(a.states, [&]<int NT>() {

@@ -420,19 +420,8 @@ void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_s
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  detail::launch_checkpoint_offsets(seqs, state_split<NT>::checkpoint_interval, ck_offsets, be.stream);
-  detail::backward_params p{detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, nullptr, nullptr, nullptr),
-                            seqs.tokens,
-                            checkpoints,
-                            g.dy,
-                            g.d_final_state,
-                            g.dx,
-                            g.ddt,
-                            g.d_init_state,
-                            ws.at<float>(layout.partial_bc),
-                            ws.at<float>(layout.partial_da),
-                            ws.at<float>(layout.partial_dd)};
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, layout, ws, state_split<NT>::checkpoint_interval,
+                                              detail::lanes, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
     constexpr int bnt = detail::split_backward_states;
