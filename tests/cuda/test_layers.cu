@@ -14,6 +14,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/backends/host.hpp>
 #include <ssmlen/core/bfloat16.hpp>
+#include <ssmlen/core/math.hpp>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/core/sequences.hpp>
 #include <ssmlen/layers/conv1d.hpp>
@@ -779,9 +780,16 @@ TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
         auto const wx = widen(x);
         std::vector<double> y_ref(static_cast<std::size_t>(batch * c));
         ref.step(be, wx.data(), ldx, y_ref.data(), state_ref.data(), batch);
+        bool const with_silu = step == 2;  // the Mamba block's form: the activation of the convolution
+        if (with_silu) {
+          for (auto& v : y_ref) {
+            v = ssmlen::silu(v);
+          }
+        }
         auto dx = on_device(x);
         auto dy = poisoned(y_ref.size());
-        lc::conv1d_step(stream.backend(), w, dx.data(), ldx, dy.data(), dstate.data(), batch);
+        lc::conv1d_step(stream.backend(), w, dx.data(), ldx, dy.data(), dstate.data(), batch,
+                        with_silu ? lc::conv_activation::silu : lc::conv_activation::none);
         stream.synchronize();
         CHECK(rel_error(dy.to_host(), y_ref) < fp32_tol);
         CHECK(rel_error(dstate.to_host(), state_ref) < fp32_tol);

@@ -70,10 +70,27 @@ void upload(ssmlen::backends::cuda_stream const& stream, device_buffer<std::int3
 // ---------------------------------------------------------------------------------------------------------------
 // Kernels
 
-void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float delta_min, std::uint64_t seed) {
+//! dt_rank > 0: the kernel applies dt_proj itself, from Δ_low [B, R] (inside wider rows) and the weight [ED, R].
+void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float delta_min, std::uint64_t seed,
+                     std::int64_t dt_rank = 0) {
   std::int64_t const ld_bc = 2 * ns + 3, ld_z = ed + 5;  // B, C and z live inside wider rows, as in the block
+  std::int64_t const ld_low = dt_rank + 2;
   auto const x = normal(static_cast<std::size_t>(batch * ed), 1.0, seed);
-  auto const dt_pre = normal(x.size(), 1.0, seed + 1);
+  auto dt_pre = normal(x.size(), 1.0, seed + 1);
+  auto const dt_low = normal(static_cast<std::size_t>(batch * ld_low), 1.0, seed + 8);
+  auto const dt_weight = normal(static_cast<std::size_t>(ed * dt_rank), 0.5, seed + 9);
+  if (dt_rank > 0) {  // dt_pre = Δ_low dt_projᵀ, in double
+    for (std::int64_t r = 0; r < batch; ++r) {
+      for (std::int64_t c = 0; c < ed; ++c) {
+        double v = 0;
+        for (std::int64_t k = 0; k < dt_rank; ++k) {
+          v += double(dt_low[static_cast<std::size_t>(r * ld_low + k)]) *
+               dt_weight[static_cast<std::size_t>(c * dt_rank + k)];
+        }
+        dt_pre[static_cast<std::size_t>(r * ed + c)] = static_cast<float>(v);
+      }
+    }
+  }
   auto const bias = normal(static_cast<std::size_t>(ed), 0.5, seed + 2);
   auto a_log = normal(static_cast<std::size_t>(ed * ns), 0.5, seed + 3);
   auto const bc = normal(static_cast<std::size_t>(batch * ld_bc), 1.0, seed + 4);
@@ -102,7 +119,8 @@ void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float
   }
 
   auto dx = on_device(x), ddt = on_device(dt_pre), dbias = on_device(bias), dalog = on_device(a_log),
-       dbc = on_device(bc), dd = on_device(d), dz = on_device(z), dh = on_device(h0);
+       dbc = on_device(bc), dd = on_device(d), dz = on_device(z), dh = on_device(h0), dlow = on_device(dt_low),
+       dw = on_device(dt_weight);
   device_buffer<float> dy(x.size());
   dy.fill_bytes(0xFF);
   ssmlen::scan::cuda::selective_scan_step_args p;
@@ -110,7 +128,14 @@ void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float
   p.channels = ed;
   p.states = ns;
   p.x = dx.data();
-  p.dt_pre = ddt.data();
+  if (dt_rank > 0) {
+    p.dt_low = dlow.data();
+    p.ld_dt_low = ld_low;
+    p.dt_rank = dt_rank;
+    p.dt_weight = dw.data();
+  } else {
+    p.dt_pre = ddt.data();
+  }
   p.dt_bias = dbias.data();
   p.delta_min = delta_min;
   p.a_log = dalog.data();
@@ -126,8 +151,9 @@ void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float
   double const ey = rel_error(dy.to_host(), y_ref), eh = rel_error(dh.to_host(), h);
   CHECK(ey < tol);
   CHECK(eh < tol);
-  std::printf("scan step B=%lld ED=%lld N=%lld delta_min=%.2f: y error %.2e, state error %.2e\n",
-              static_cast<long long>(batch), static_cast<long long>(ed), static_cast<long long>(ns), delta_min, ey, eh);
+  std::printf("scan step B=%lld ED=%lld N=%lld delta_min=%.2f dt_rank=%lld: y error %.2e, state error %.2e\n",
+              static_cast<long long>(batch), static_cast<long long>(ed), static_cast<long long>(ns), delta_min,
+              static_cast<long long>(dt_rank), ey, eh);
 }
 
 TEST_CASE("cuda selective scan step: one fused token matches the host row step") {
@@ -135,7 +161,9 @@ TEST_CASE("cuda selective scan step: one fused token matches the host row step")
     return;
   }
   check_scan_step(45, 74, 5, 0.0f, 1);
-  check_scan_step(3, 300, 16, 0.02f, 2);  // channels over several blocks
+  check_scan_step(3, 300, 16, 0.02f, 2);      // channels over several blocks
+  check_scan_step(45, 74, 5, 0.0f, 3, 3);     // dt_proj inside the kernel
+  check_scan_step(3, 300, 16, 0.02f, 4, 48);  // the 130M model's rank
 }
 
 TEST_CASE("cuda row argmax: the first largest index of every row, as the host's") {

@@ -25,6 +25,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
+#include <ssmlen/core/math.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 
 #include <cuda_runtime.h>
@@ -35,6 +36,10 @@
 #include <type_traits>
 
 namespace ssmlen::layers::cuda {
+
+//! What the step writes: the convolution, or its SiLU (the Mamba block's step needs only the activation, so the
+//! fused form saves a launch and a [B, C] round trip per layer and token).
+enum class conv_activation { none, silu };
 
 //! The layer's parameters as device pointers.
 struct conv1d_weights {
@@ -469,7 +474,7 @@ __global__ void __launch_bounds__(conv_threads) conv_dweight_reduce_kernel(conv_
 template <class T>
 __global__ void __launch_bounds__(conv_threads)
     conv_step_kernel(std::int64_t batch, std::int64_t channels, std::int64_t width, T const* weight, T const* bias,
-                     T const* x, std::int64_t ldx, T* y, T* state) {
+                     T const* x, std::int64_t ldx, T* y, T* state, conv_activation act) {
   std::int64_t const total = batch * channels, km1 = width - 1;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -481,7 +486,7 @@ __global__ void __launch_bounds__(conv_threads)
     for (std::int64_t k = 0; k < km1; ++k) {
       v += w[k] * st[k * channels];
     }
-    y[b * channels + c] = v;
+    y[b * channels + c] = act == conv_activation::silu ? silu(v) : v;
     for (std::int64_t k = 0; k + 1 < km1; ++k) {
       st[k * channels] = st[(k + 1) * channels];
     }
@@ -674,10 +679,10 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   }
 }
 
-//! One token per sequence on `be.stream`: x [B, C] (row stride ldx) -> y [B, C]; state [B, K-1, C] (oldest row
-//! first) shifts in place, as conv1d::step on the host.
+//! One token per sequence on `be.stream`: x [B, C] (row stride ldx) -> y [B, C] (or silu of it, per `act`);
+//! state [B, K-1, C] (oldest row first) shifts in place, as conv1d::step on the host.
 inline void conv1d_step(backends::cuda const& be, conv1d_weights const& w, float const* x, std::int64_t ldx, float* y,
-                        float* state, std::int64_t batch) {
+                        float* state, std::int64_t batch, conv_activation act = conv_activation::none) {
   check_arg(batch >= 0, "conv1d step batch", batch, "must be non-negative");
   check_arg(w.channels >= 1, "conv1d channels", w.channels, "must be positive");
   check_arg(w.width >= 1, "d_conv", w.width, "must be at least 1");
@@ -690,7 +695,7 @@ inline void conv1d_step(backends::cuda const& be, conv1d_weights const& w, float
   }
   detail::conv_step_kernel<float>
       <<<ops::cuda::grid_blocks(batch * w.channels, detail::conv_threads), detail::conv_threads, 0, be.stream>>>(
-          batch, w.channels, w.width, w.weight, w.bias, x, ldx, y, state);
+          batch, w.channels, w.width, w.weight, w.bias, x, ldx, y, state, act);
   backends::cuda_check_launch("conv_step_kernel");
 }
 

@@ -11,8 +11,8 @@
 //! activations are the host's up to GEMM summation order. The activations kept for the backward are the host's
 //! (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers live in a scratch that
 //! every block of a model shares, since blocks run one after another on one stream. `step` advances B sequences by
-//! one token each (the host block's step_row on every row), through the same GEMMs, the conv's step kernel and a
-//! fused SSM step (scan/cuda/selective_scan_step.cuh).
+//! one token each (the host block's step_row on every row): in_proj, the conv's step kernel with SiLU fused, x_proj,
+//! then one fused SSM step that applies dt_proj itself (scan/cuda/selective_scan_step.cuh), and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -182,23 +182,21 @@ struct mamba_block_scratch {
 //! The buffers of one recurrent step of B rows; one scratch serves every block of a model.
 struct mamba_block_step_scratch {
   backends::device_buffer<float> xz;   // [B, 2ED]: conv input x, then gate z
-  backends::device_buffer<float> xc;   // [B, ED]: conv output, before SiLU
-  backends::device_buffer<float> xs;   // [B, ED]: SSM input
+  backends::device_buffer<float> xs;   // [B, ED]: SSM input, silu of the conv (the step keeps no pre-activation)
   backends::device_buffer<float> dbc;  // [B, R + 2N]: Δ_low, B, C
-  backends::device_buffer<float> dt;   // [B, ED]: dt_proj(Δ_low), before the bias and softplus
   backends::device_buffer<float> y;    // [B, ED]: the gated SSM output
 
   void reserve(mamba_block_shape const& s, std::int64_t batch, cudaStream_t stream) {
     auto const be = static_cast<std::size_t>(batch * s.d_inner);
     grow_buffer(xz, 2 * be, stream);
-    for (auto* b : {&xc, &xs, &dt, &y}) {
+    for (auto* b : {&xs, &y}) {
       grow_buffer(*b, be, stream);
     }
     grow_buffer(dbc, static_cast<std::size_t>(batch * s.bc_width()), stream);
   }
 
   void poison(cudaStream_t stream) {
-    for (auto* b : {&xz, &xc, &xs, &dbc, &dt, &y}) {
+    for (auto* b : {&xz, &xs, &dbc, &y}) {
       poison_buffer(*b, stream);
     }
   }
@@ -579,19 +577,19 @@ public:
     std::int64_t const d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, ns = s_.d_state, w = s_.bc_width();
     backends::gemm(h, trans::n, trans::t, batch, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, ws.xz.data(), 2 * ed,
                    precision_);  // [B, 2ED]
-    conv1d_step(h.backend(), conv_weights(), ws.xz.data(), 2 * ed, ws.xc.data(), state.conv, batch);
-    detail::launch_rowwise(detail::silu_kernel<4>, detail::silu_kernel<1>, "silu_kernel", stream, batch, ed,
-                           static_cast<float const*>(ws.xc.data()), ws.xs.data(), static_cast<bfloat16*>(nullptr));
+    conv1d_step(h.backend(), conv_weights(), ws.xz.data(), 2 * ed, ws.xs.data(), state.conv, batch,
+                conv_activation::silu);  // [B, ED]: silu of the conv
     backends::gemm(h, trans::n, trans::t, batch, w, ed, 1.0f, ws.xs.data(), ed, value_.x_proj, ed, 0.0f, ws.dbc.data(),
-                   w, precision_);  // [B, R + 2N]
-    backends::gemm(h, trans::n, trans::t, batch, ed, r, 1.0f, ws.dbc.data(), w, value_.dt_proj, r, 0.0f, ws.dt.data(),
-                   ed, precision_);  // [B, ED]
-    scan::cuda::selective_scan_step_args a;
+                   w, precision_);           // [B, R + 2N]
+    scan::cuda::selective_scan_step_args a;  // dt_proj inside: fp32 products
     a.batch = batch;
     a.channels = ed;
     a.states = ns;
     a.x = ws.xs.data();
-    a.dt_pre = ws.dt.data();
+    a.dt_low = ws.dbc.data();
+    a.ld_dt_low = w;
+    a.dt_rank = r;
+    a.dt_weight = value_.dt_proj;
     a.dt_bias = value_.dt_bias;
     a.delta_min = s_.delta_min;
     a.a_log = value_.a_log;

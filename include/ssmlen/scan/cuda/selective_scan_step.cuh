@@ -2,6 +2,8 @@
 //! @file selective_scan_step.cuh
 //! One token of the Mamba-1 selective SSM for each of B independent sequences on a CUDA device, float32, fused with
 //! what surrounds the scan in the block's step (layers/mamba_block.hpp, `step_row`):
+//!   dt_pre = dt_proj(Δ_low) (given, or computed here from Δ_low and dt_proj's weight: a dot product of length R per
+//!            thread, which saves the block's step a GEMM launch and a [B, ED] round trip per layer and token)
 //!   Δ = delta_min + softplus(dt_pre + dt_bias), A = -exp(A_log)
 //!   h[n] = exp(Δ A[n]) h[n] + Δ B[n] x,   y = (Σ_n C[n] h[n] + D x) · silu(z)
 //! with the host's scalar functions (core/math.hpp) and its order of summation over states, so a row matches
@@ -27,7 +29,10 @@ namespace ssmlen::scan::cuda {
 struct selective_scan_step_args {
   std::int64_t batch = 0, channels = 0, states = 0;  // B, ED, N
   float const* x = nullptr;                          // [B, ED]: the SSM input (after the conv and SiLU)
-  float const* dt_pre = nullptr;                     // [B, ED]: dt_proj(Δ_low), the bias not yet added
+  float const* dt_pre = nullptr;                     // [B, ED]: dt_proj(Δ_low), the bias not yet added; or null and:
+  float const* dt_low = nullptr;                     // [B, R], row stride ld_dt_low: Δ_low
+  std::int64_t ld_dt_low = 0, dt_rank = 0;           // R
+  float const* dt_weight = nullptr;                  // [ED, R]: dt_proj's weight
   float const* dt_bias = nullptr;                    // [ED]
   float delta_min = 0;                               // the floor of Δ
   float const* a_log = nullptr;                      // [ED, N]: A = -exp(A_log)
@@ -54,7 +59,17 @@ __global__ void __launch_bounds__(step_threads) selective_scan_step_kernel(selec
   }
   std::int64_t const ed = p.channels;
   T const x = p.x[row * ed + ch];
-  T const dt = T(p.delta_min) + softplus(p.dt_pre[row * ed + ch] + p.dt_bias[ch]);
+  T pre = 0;
+  if (p.dt_pre != nullptr) {
+    pre = p.dt_pre[row * ed + ch];
+  } else {  // dt_proj here: Δ_low's row is the same for the block (broadcast), the weight row this channel's
+    T const* low = p.dt_low + row * p.ld_dt_low;  // [R]
+    T const* w = p.dt_weight + ch * p.dt_rank;    // [R]
+    for (std::int64_t r = 0; r < p.dt_rank; ++r) {
+      pre += low[r] * w[r];
+    }
+  }
+  T const dt = T(p.delta_min) + softplus(pre + p.dt_bias[ch]);
   T const* a_log = p.a_log + ch * p.states;   // [N]: this channel's row
   T const* b = p.b + row * p.ld_bc;           // [N]
   T const* c = p.c + row * p.ld_bc;           // [N]
@@ -79,10 +94,16 @@ inline void selective_scan_step(backends::cuda const& be, selective_scan_step_ar
   check_arg(a.states >= 1, "selective scan step states", a.states, "must be positive");
   check_arg(a.ld_bc >= a.states, "selective scan step ld_bc", a.ld_bc, "must be at least the state count");
   check_arg(a.ld_z >= a.channels, "selective scan step ld_z", a.ld_z, "must be at least the channel count");
-  check(a.batch == 0 ||
-            (a.x != nullptr && a.dt_pre != nullptr && a.dt_bias != nullptr && a.a_log != nullptr && a.b != nullptr &&
-             a.c != nullptr && a.d != nullptr && a.z != nullptr && a.state != nullptr && a.y != nullptr),
-        "selective scan step (cuda): every input, the state and y must be device pointers, not null");
+  bool const fused_dt = a.dt_pre == nullptr;
+  if (fused_dt) {
+    check_arg(a.dt_rank >= 1, "selective scan step dt_rank", a.dt_rank, "must be positive (dt_pre is null)");
+    check_arg(a.ld_dt_low >= a.dt_rank, "selective scan step ld_dt_low", a.ld_dt_low, "must be at least dt_rank");
+  }
+  check(a.batch == 0 || (a.x != nullptr && (!fused_dt || (a.dt_low != nullptr && a.dt_weight != nullptr)) &&
+                         a.dt_bias != nullptr && a.a_log != nullptr && a.b != nullptr && a.c != nullptr &&
+                         a.d != nullptr && a.z != nullptr && a.state != nullptr && a.y != nullptr),
+        "selective scan step (cuda): every input (dt_pre, or dt_low and dt_weight), the state and y must be device "
+        "pointers, not null");
   if (a.batch == 0) {
     return;
   }
