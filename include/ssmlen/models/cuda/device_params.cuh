@@ -49,8 +49,6 @@ public:
     }
     values_ = backends::device_buffer<float>(static_cast<std::size_t>(offset));
     grads_ = backends::device_buffer<float>(static_cast<std::size_t>(offset));
-    // The padding between tensors is never written otherwise; zeros keep whole-buffer passes (rounding) defined.
-    backends::cuda_check(cudaMemset(values_.data(), 0, values_.bytes()), "cudaMemset (parameters)");
   }
 
   [[nodiscard]] std::vector<entry> const& entries() const { return entries_; }
@@ -95,6 +93,8 @@ public:
   //! Copies the host values to the device on `stream` (the host memory may be reused on return).
   void upload(std::vector<layers::named_param<float>> const& host, cudaStream_t stream) {
     check_layout(host);
+    // Zeros in the padding between tensors too, so that whole-buffer passes (bf16 rounding) read defined values.
+    backends::cuda_check(cudaMemsetAsync(values_.data(), 0, values_.bytes(), stream), "cudaMemsetAsync (parameters)");
     for (std::size_t i = 0; i < host.size(); ++i) {
       copy(values_.data() + entries_[i].offset, host[i].p->value.data(), entries_[i].size, cudaMemcpyHostToDevice,
            stream);
