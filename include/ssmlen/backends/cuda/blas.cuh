@@ -13,6 +13,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/error.hpp>
+#include <ssmlen/ops/cuda/kernel_support.cuh>
 #include <ssmlen/ops/gemm_problem.hpp>
 
 #include <cuda_runtime.h>
@@ -111,22 +112,16 @@ __global__ void gemm_scale_c_kernel(std::int64_t m, std::int64_t n, T beta, T* c
 //! Packs a row-major [rows, cols] float matrix with row stride ld into dense bfloat16 (round to nearest even).
 //! V = 4: four columns per thread, one 16-byte load and one 8-byte store (cols, ld and src 16-byte aligned, dst
 //! 8-byte aligned); rows on blockIdx.y so that no thread divides.
-template <int V, class T>
-__global__ void round_to_bf16_kernel(std::int64_t rows, std::int64_t cols, T const* src, std::int64_t ld,
+template <int V>
+__global__ void round_to_bf16_kernel(std::int64_t rows, std::int64_t cols, float const* src, std::int64_t ld,
                                      bfloat16* dst) {
   std::int64_t const groups = cols / V;
   for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    T const* in = src + r * ld;
+    float const* in = src + r * ld;
     bfloat16* out = dst + r * cols;
     for (std::int64_t g = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; g < groups;
          g += std::int64_t{gridDim.x} * blockDim.x) {
-      if constexpr (V == 4) {
-        float4 const q = *reinterpret_cast<float4 const*>(in + 4 * g);
-        ushort4 const b{bfloat16(q.x).bits, bfloat16(q.y).bits, bfloat16(q.z).bits, bfloat16(q.w).bits};
-        *reinterpret_cast<ushort4*>(out + 4 * g) = b;
-      } else {
-        out[g] = bfloat16(static_cast<float>(in[g]));
-      }
+      ops::cuda::store_rounded<V>(out + V * g, ops::cuda::load_floats<V>(in + V * g));
     }
   }
 }
@@ -184,12 +179,13 @@ inline void round_to_bf16(cuda const& be, std::int64_t rows, std::int64_t cols, 
   auto const addr = [](void const* p) { return reinterpret_cast<std::uintptr_t>(p); };
   bool const vec4 = cols % 4 == 0 && ld % 4 == 0 && addr(src) % 16 == 0 && addr(dst) % 8 == 0;
   std::int64_t const groups = vec4 ? cols / 4 : cols;
-  unsigned const x = static_cast<unsigned>(std::min<std::int64_t>((groups + 255) / 256, 64));
+  // Rows on y; few rows (a whole flat parameter buffer is one) get more blocks on x, so the grid still fills the GPU.
   unsigned const y = static_cast<unsigned>(std::min<std::int64_t>(rows, 65535));
+  unsigned const x = static_cast<unsigned>(std::min<std::int64_t>((groups + 255) / 256, std::max(64U, 8192U / y)));
   if (vec4) {
-    detail::round_to_bf16_kernel<4, float><<<dim3(x, y), 256, 0, be.stream>>>(rows, cols, src, ld, dst);
+    detail::round_to_bf16_kernel<4><<<dim3(x, y), 256, 0, be.stream>>>(rows, cols, src, ld, dst);
   } else {
-    detail::round_to_bf16_kernel<1, float><<<dim3(x, y), 256, 0, be.stream>>>(rows, cols, src, ld, dst);
+    detail::round_to_bf16_kernel<1><<<dim3(x, y), 256, 0, be.stream>>>(rows, cols, src, ld, dst);
   }
   cuda_check_launch("round_to_bf16_kernel");
 }

@@ -218,20 +218,7 @@ inline constexpr int rowwise_threads = 128;
 using ops::cuda::float_vec;  // V consecutive floats of one row
 using ops::cuda::load_floats;
 using ops::cuda::store_floats;
-
-//! The bf16 rounding of r into p unless p is null (one 8-byte store for V = 4).
-template <int V>
-__device__ inline void store_rounded(bfloat16* p, float_vec<V> const& r) {
-  if (p == nullptr) {
-    return;
-  }
-  if constexpr (V == 4) {
-    *reinterpret_cast<ushort4*>(p) =
-        ushort4{bfloat16(r.v[0]).bits, bfloat16(r.v[1]).bits, bfloat16(r.v[2]).bits, bfloat16(r.v[3]).bits};
-  } else {
-    *p = bfloat16(r.v[0]);
-  }
-}
+using ops::cuda::store_rounded;
 
 //! f(row, first column) for every group of V columns of a [rows, cols] activation.
 template <int V, class F>
@@ -255,7 +242,9 @@ __global__ void __launch_bounds__(rowwise_threads)
       v.v[j] = silu(v.v[j]);
     }
     store_floats<V>(xs + r * ed + c, v);
-    store_rounded<V>(xs16 == nullptr ? nullptr : xs16 + r * ed + c, v);
+    if (xs16 != nullptr) {
+      store_rounded<V>(xs16 + r * ed + c, v);
+    }
   });
 }
 
@@ -299,7 +288,9 @@ __global__ void __launch_bounds__(rowwise_threads)
       v.v[j] *= silu(z.v[j]);
     }
     store_floats<V>(yg + r * ed + c, v);
-    store_rounded<V>(yg16 == nullptr ? nullptr : yg16 + r * ed + c, v);
+    if (yg16 != nullptr) {
+      store_rounded<V>(yg16 + r * ed + c, v);
+    }
   });
 }
 
@@ -335,7 +326,9 @@ __global__ void __launch_bounds__(rowwise_threads)
       v.v[j] *= sigmoid(pre.v[j]);
     }
     store_floats<V>(ddt + r * ed + c, v);
-    store_rounded<V>(ddt16 == nullptr ? nullptr : ddt16 + r * ed + c, v);
+    if (ddt16 != nullptr) {
+      store_rounded<V>(ddt16 + r * ed + c, v);
+    }
   });
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 
 #include <cuda_runtime.h>
 
@@ -58,6 +59,20 @@ __device__ inline void store_floats(float* p, float_vec<V> const& r) {
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       p[j] = r.v[j];
+    }
+  }
+}
+
+//! The bfloat16 rounding (nearest even) of r into p: one 8-byte store for V = 4 (p 8-byte aligned).
+template <int V>
+__device__ inline void store_rounded(bfloat16* p, float_vec<V> const& r) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<ushort4*>(p) =
+        ushort4{bfloat16(r.v[0]).bits, bfloat16(r.v[1]).bits, bfloat16(r.v[2]).bits, bfloat16(r.v[3]).bits};
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      p[j] = bfloat16(r.v[j]);
     }
   }
 }
