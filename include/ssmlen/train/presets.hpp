@@ -63,6 +63,7 @@ inline task_preset preset_for(std::string_view task) {
       r.traces_per_sequence = 4;
       r.eval_every = 100;
       r.patience = 0;
+      p.note = "first operands of <= 10 digits (paper: <= 20)";
     }
   } else if (task == "logic_graph") {
     r.max_n = 10;  // the paper's training size (≤ 10 variables)
@@ -73,29 +74,25 @@ inline task_preset preset_for(std::string_view task) {
     r.steps = 3000;
     r.eval_every = 150;
     p.sweep_sizes = {10, 20, 50, 100, 200, 500, 1000};
-  } else if (task == "hanoi_recursive") {
-    // The paper's training size (≤ 7 disks); a 7-disk recursive trace is ~5.7k tokens, a 10-disk one ~47k.
-    r.max_n = 7;
-    r.batch = 32;
-    r.val_n = 9;
-    r.val_episodes = 8;
-    r.eval_every = 100;
-    r.patience = 2;
-    p.sweep_sizes = {8, 10, 12};
-    p.sweep_episodes = 8;
   } else if (task.starts_with("hanoi")) {
-    // Iterative: the paper's training size (≤ 8 disks). Traces grow as n·2^n (an 8-disk trace is ~30k tokens, a
-    // 10-disk episode 141k), so a run is 86 M tokens: about 30 minutes on 2 cores. Validation at 9 disks (other
-    // instances than any sweep's); the sweep reports 10 and 11 (docs/results.md).
-    r.max_n = 8;
+    // The paper's training sizes: ≤ 7 disks recursive, ≤ 8 iterative. Validation at 9 disks (other instances than
+    // any sweep's), 8 episodes each, every 100 steps; stop after 2 perfect validations.
     r.batch = 32;
-    r.steps = 400;
-    r.eval_every = 100;
     r.val_n = 9;
     r.val_episodes = 8;
+    r.eval_every = 100;
     r.patience = 2;
-    p.sweep_sizes = {10, 11};
-    p.sweep_episodes = 8;  // an 11-disk iterative episode is ~300k tokens
+    p.sweep_episodes = 8;
+    if (task == "hanoi_recursive") {  // a 7-disk recursive trace is ~5.7k tokens, a 10-disk one ~47k
+      r.max_n = 7;
+      p.sweep_sizes = {8, 10, 12};
+    } else {
+      // Iterative traces grow as n·2^n (an 8-disk trace is ~30k tokens, a 10-disk episode 141k, an 11-disk one
+      // ~300k), so a run is 86 M tokens: about 30 minutes on 2 cores (docs/results.md).
+      r.max_n = 8;
+      r.steps = 400;
+      p.sweep_sizes = {10, 11};
+    }
   }
   return p;
 }
