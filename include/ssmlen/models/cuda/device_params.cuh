@@ -77,17 +77,11 @@ public:
   [[nodiscard]] float* grads() { return grads_.data(); }
 
   //! The values rounded to bfloat16, at the same offsets; allocated (unset) on first use, set by refresh_rounded().
-  [[nodiscard]] bfloat16 const* rounded(std::string_view name) {
-    if (rounded_.size() == 0) {
-      rounded_ = backends::device_buffer<bfloat16>(values_.size());
-    }
-    return rounded_.data() + find(name).offset;
-  }
+  [[nodiscard]] bfloat16 const* rounded(std::string_view name) { return rounded_values() + find(name).offset; }
   //! Rounds every value into the bfloat16 copy on `stream` (after the values change: an optimizer step, upload).
   void refresh_rounded(cudaStream_t stream) {
-    (void)rounded(entries_.front().name);
     auto const n = static_cast<std::int64_t>(values_.size());
-    backends::round_to_bf16(backends::cuda{stream}, 1, n, values_.data(), n, rounded_.data());
+    backends::round_to_bf16(backends::cuda{stream}, 1, n, values_.data(), n, rounded_values());
   }
 
   //! Copies the host values to the device on `stream` (the host memory may be reused on return).
@@ -161,6 +155,14 @@ public:
   }
 
 private:
+  //! The bfloat16 copy, allocated on first use.
+  bfloat16* rounded_values() {
+    if (rounded_.size() == 0) {
+      rounded_ = backends::device_buffer<bfloat16>(values_.size());
+    }
+    return rounded_.data();
+  }
+
   void check_sizes(std::vector<tensor<float>> const& host) const {
     check_arg(host.size() == entries_.size(), "host tensor count", host.size(),
               "must equal the device's " + std::to_string(entries_.size()));
