@@ -164,6 +164,7 @@ TEST_CASE("cuda selective scan step: one fused token matches the host row step")
   check_scan_step(3, 300, 16, 0.02f, 2);      // channels over several blocks
   check_scan_step(45, 74, 5, 0.0f, 3, 3);     // dt_proj inside the kernel
   check_scan_step(3, 300, 16, 0.02f, 4, 48);  // the 130M model's rank
+  check_scan_step(19, 130, 7, 0.01f, 5, 70);  // rows over several blocks, a rank of three staged tiles
 }
 
 TEST_CASE("cuda row argmax: the first largest index of every row, as the host's") {

@@ -9,9 +9,11 @@
 //! with the host's scalar functions (core/math.hpp) and its order of summation over states, so a row matches
 //! scan::selective_scan_step_row up to the rounding of exp(A_log).
 //!
-//! One thread per (row, channel), the states of its channel in a loop: state [B, N, ED] is read and written once,
-//! a warp touching 32 consecutive channels of one state row (coalesced); B, C and the row's scalars are the same
-//! across a block (broadcast loads). Rows run in blockIdx.y, so B is at most 65,535.
+//! One thread per (row, channel), the states of its channel in a loop: state [B, N, ED] is read and written once, a
+//! warp touching 32 consecutive channels of one state row (coalesced); B, C, Δ_low and the row's scalars are the
+//! same across a warp (broadcast loads). A block is 32 channels × 8 rows. With dt_proj fused, the block stages its
+//! 32 rows of dt_proj's weight in shared memory, 32 columns at a time, for its 8 rows to share: a thread reading
+//! its own weight row straight from memory had a warp touch 32 rows at a stride of R floats (uncoalesced).
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -48,27 +50,42 @@ struct selective_scan_step_args {
 
 namespace detail {
 
-inline constexpr int step_threads = 128;
+inline constexpr int step_lanes = 32;      // channels per block (threadIdx.x)
+inline constexpr int step_rows = 8;        // rows per block (threadIdx.y): each staged weight tile serves 8 rows
+inline constexpr int step_rank_tile = 32;  // dt_proj columns staged at a time
 
 template <class T>
-__global__ void __launch_bounds__(step_threads) selective_scan_step_kernel(selective_scan_step_args p) {
-  std::int64_t const ch = blockIdx.x * std::int64_t{step_threads} + threadIdx.x;
-  std::int64_t const row = blockIdx.y;
-  if (ch >= p.channels) {
-    return;
-  }
-  std::int64_t const ed = p.channels;
-  T const x = p.x[row * ed + ch];
-  T pre = 0;
+__global__ void __launch_bounds__(step_lanes* step_rows) selective_scan_step_kernel(selective_scan_step_args p) {
+  __shared__ T w_tile[step_lanes][step_rank_tile + 1];  // [channel, rank]: +1 keeps a warp's reads conflict-free
+  std::int64_t const ed = p.channels, ch0 = blockIdx.x * std::int64_t{step_lanes};
+  std::int64_t const ch = ch0 + threadIdx.x, row = blockIdx.y * std::int64_t{step_rows} + threadIdx.y;
+  bool const live = ch < ed && row < p.batch;
+  T pre = 0;  // dt_proj(Δ_low)
   if (p.dt_pre != nullptr) {
-    pre = p.dt_pre[row * ed + ch];
-  } else {  // dt_proj here: Δ_low's row is the same for the block (broadcast), the weight row this channel's
-    T const* low = p.dt_low + row * p.ld_dt_low;  // [R]
-    T const* w = p.dt_weight + ch * p.dt_rank;    // [R]
-    for (std::int64_t r = 0; r < p.dt_rank; ++r) {
-      pre += low[r] * w[r];
+    pre = live ? p.dt_pre[row * ed + ch] : T(0);
+  } else {
+    int const tid = static_cast<int>(threadIdx.y * step_lanes + threadIdx.x);
+    for (std::int64_t r0 = 0; r0 < p.dt_rank; r0 += step_rank_tile) {  // every thread joins the barriers
+      __syncthreads();                                                 // the previous tile's readers are done
+      for (int e = tid; e < step_lanes * step_rank_tile; e += step_lanes * step_rows) {
+        int const c = e / step_rank_tile, r = e % step_rank_tile;  // consecutive threads: one weight row's columns
+        bool const ok = ch0 + c < ed && r0 + r < p.dt_rank;
+        w_tile[c][r] = ok ? p.dt_weight[(ch0 + c) * p.dt_rank + r0 + r] : T(0);
+      }
+      __syncthreads();
+      if (live) {
+        int const width = static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
+        T const* low = p.dt_low + row * p.ld_dt_low + r0;  // [width]: the same across the warp (broadcast)
+        for (int r = 0; r < width; ++r) {
+          pre += low[r] * w_tile[threadIdx.x][r];
+        }
+      }
     }
   }
+  if (!live) {
+    return;
+  }
+  T const x = p.x[row * ed + ch];
   T const dt = T(p.delta_min) + softplus(pre + p.dt_bias[ch]);
   T const* a_log = p.a_log + ch * p.states;   // [N]: this channel's row
   T const* b = p.b + row * p.ld_bc;           // [N]
@@ -107,9 +124,9 @@ inline void selective_scan_step(backends::cuda const& be, selective_scan_step_ar
   if (a.batch == 0) {
     return;
   }
-  dim3 const grid(static_cast<unsigned>((a.channels + detail::step_threads - 1) / detail::step_threads),
-                  static_cast<unsigned>(a.batch));
-  detail::selective_scan_step_kernel<float><<<grid, detail::step_threads, 0, be.stream>>>(a);
+  dim3 const grid(static_cast<unsigned>((a.channels + detail::step_lanes - 1) / detail::step_lanes),
+                  static_cast<unsigned>((a.batch + detail::step_rows - 1) / detail::step_rows));
+  detail::selective_scan_step_kernel<float><<<grid, dim3(detail::step_lanes, detail::step_rows), 0, be.stream>>>(a);
   backends::cuda_check_launch("selective_scan_step_kernel");
 }
 
