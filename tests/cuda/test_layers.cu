@@ -627,11 +627,24 @@ TEST_CASE("cuda embedding: ids out of range give NaN rows forward and nothing ba
 // ---------------------------------------------------------------------------------------------------------------
 // Conv1d
 
+//! fused: the forward also writes silu(y) and its bf16 rounding, and the backward takes dy as the gradient of
+//! silu(y) and also writes dx rounded to bf16. misaligned: those new pointers one element off alignment (the
+//! other pointers stay aligned), which must select the one-channel kernels.
 struct conv_shape {
   std::vector<std::int64_t> lengths;
   std::int64_t channels = 0, width = 0, ldx = 0, lddx = 0;
   bool init = false, d_final = false;
+  bool fused = false, misaligned = false;
 };
+
+constexpr std::uint16_t bf16_poison = 0xFFFF;  // what fill_nan leaves in a bfloat16
+
+//! A device buffer of n bfloat16, every one NaN.
+device_buffer<ssmlen::bfloat16> poisoned_bf16(std::size_t n) {
+  device_buffer<ssmlen::bfloat16> b(n);
+  fill_nan(b);
+  return b;
+}
 
 void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   CAPTURE(sh.channels);
@@ -640,6 +653,8 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   CAPTURE(sh.lddx);
   CAPTURE(sh.init);
   CAPTURE(sh.d_final);
+  CAPTURE(sh.fused);
+  CAPTURE(sh.misaligned);
   auto const seqs = ssmlen::sequences::from_lengths(sh.lengths);
   std::int64_t const tokens = seqs.tokens(), c = sh.channels, k = sh.width;
   auto const state = static_cast<std::size_t>(seqs.count() * (k - 1) * c);
@@ -661,11 +676,19 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   std::copy(bias.begin(), bias.end(), ref.bias.value.data());
   std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
   std::copy(db0.begin(), db0.end(), ref.bias.grad.data());
-  auto const wx = widen(x), winit = widen(init), wdy = widen(dy), wdf = widen(d_final);
+  auto const wx = widen(x), winit = widen(init), wdf = widen(d_final);
+  auto wdy = widen(dy);
   std::vector<double> y_ref(static_cast<std::size_t>(tokens * c)), final_ref(state), d_init_ref(state);
   std::vector<double> dx_ref(static_cast<std::size_t>(tokens * sh.lddx));
   ssmlen::backends::host const be;
   ref.forward(be, seqs, wx.data(), sh.ldx, y_ref.data(), sh.init ? winit.data() : nullptr, final_ref.data());
+  std::vector<double> silu_ref(y_ref.size());
+  if (sh.fused) {  // dy is the gradient of silu(y): the host goes through the activation first
+    for (std::size_t i = 0; i < y_ref.size(); ++i) {
+      silu_ref[i] = ssmlen::silu(y_ref[i]);
+      wdy[i] *= ssmlen::silu_grad(y_ref[i]);
+    }
+  }
   ref.backward(be, seqs, wx.data(), sh.ldx, wdy.data(), dx_ref.data(), sh.lddx, sh.init ? winit.data() : nullptr,
                sh.d_final ? wdf.data() : nullptr, d_init_ref.data());
 
@@ -681,14 +704,42 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   ssmlen::device_sequences const ps{doff.data(), seqs.count(), tokens};
   lc::conv1d_weights const w{c, k, dweight.data(), dbias.data()};
   ssmlen::backends::cuda_stream stream;
+  // The fused outputs, one element longer than they need: the misaligned pointers start one element in.
+  std::size_t const off = sh.misaligned ? 1 : 0;
+  auto dsilu = poisoned(y_ref.size() + 1);
+  auto dsilu16 = poisoned_bf16(y_ref.size() + 1);
+  auto ddx16 = poisoned_bf16(dx_ref.size() + 1);
+  lc::conv_silu_out const silu_out{sh.fused ? dsilu.data() + off : nullptr, sh.fused ? dsilu16.data() + off : nullptr};
   lc::conv1d_forward(stream.backend(), ps, w, dx_in.data(), sh.ldx, dyout.data(), sh.init ? dinit.data() : nullptr,
-                     dfinal.data());
+                     dfinal.data(), silu_out);
+  stream.synchronize();
+  auto const y = dyout.to_host();
+  CHECK(rel_error(y, y_ref) < fp32_tol);
+  CHECK(rel_error(dfinal.to_host(), final_ref) < fp32_tol);
+  // The backward's silu_pre is the forward's y; misaligned, a copy of it one element in.
+  std::vector<float> y_shifted{nan_f};
+  y_shifted.insert(y_shifted.end(), y.begin(), y.end());
+  auto dy_shifted = on_device(y_shifted);
+  lc::conv_backward_fused fused{};
+  if (sh.fused) {
+    fused = {sh.misaligned ? dy_shifted.data() + 1 : dyout.data(), ddx16.data() + off};
+    auto const act = dsilu.to_host();
+    auto const act16 = dsilu16.to_host();
+    std::vector<float> const act_valid(act.begin() + static_cast<std::ptrdiff_t>(off),
+                                       act.end() - static_cast<std::ptrdiff_t>(1 - off));
+    CHECK(rel_error(act_valid, silu_ref) < fp32_tol);
+    // bf16: the rounding of the fp32 activation written beside it, bit for bit; the spare element keeps its poison.
+    bool rounded_exactly = true;
+    for (std::size_t i = 0; i < act_valid.size(); ++i) {
+      rounded_exactly = rounded_exactly && act16[i + off].bits == ssmlen::bfloat16(act_valid[i]).bits;
+    }
+    CHECK(rounded_exactly);
+    CHECK(act16[sh.misaligned ? 0 : act16.size() - 1].bits == bf16_poison);
+  }
   lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
                       sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, ddinit.data(), ddw.data(),
-                      ddb.data());
+                      ddb.data(), nullptr, fused);
   stream.synchronize();
-  CHECK(rel_error(dyout.to_host(), y_ref) < fp32_tol);
-  CHECK(rel_error(dfinal.to_host(), final_ref) < fp32_tol);
   // dx: the valid columns match; the row padding keeps its poison.
   auto const dx = ddx.to_host();
   std::vector<float> dx_valid;
@@ -706,6 +757,16 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
     }
   }
   CHECK(padding_untouched);
+  if (sh.fused) {  // dx16: dx's rounding bit for bit in the valid columns, poison in the padding
+    auto const dx16 = ddx16.to_host();
+    bool rounded_exactly = true;
+    for (std::size_t e = 0; e < dx.size(); ++e) {
+      bool const valid = static_cast<std::int64_t>(e) % sh.lddx < c;
+      std::uint16_t const want = valid ? ssmlen::bfloat16(dx[e]).bits : bf16_poison;
+      rounded_exactly = rounded_exactly && dx16[e + off].bits == want;
+    }
+    CHECK(rounded_exactly);
+  }
   double const e_dx = rel_error(dx_valid, dx_ref_valid);
   CHECK(e_dx < fp32_tol);
   CHECK(rel_error(ddinit.to_host(), d_init_ref) < fp32_tol);
@@ -714,15 +775,15 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   double const e_dw = rel_error(ddw.to_host(), dw_ref);
   CHECK(e_dw < fp32_tol);
   CHECK(rel_error(ddb.to_host(), db_ref) < fp32_tol);
-  std::printf("conv1d C=%lld K=%lld ldx=%lld init=%d d_final=%d: dx %.2e, dweight %.2e\n", static_cast<long long>(c),
-              static_cast<long long>(k), static_cast<long long>(sh.ldx), sh.init ? 1 : 0, sh.d_final ? 1 : 0, e_dx,
-              e_dw);
+  std::printf("conv1d C=%lld K=%lld ldx=%lld init=%d d_final=%d fused=%d: dx %.2e, dweight %.2e\n",
+              static_cast<long long>(c), static_cast<long long>(k), static_cast<long long>(sh.ldx), sh.init ? 1 : 0,
+              sh.d_final ? 1 : 0, sh.fused ? 1 : 0, e_dx, e_dw);
 
   // dweight, dbias: the same bits when recomputed from the same start.
   auto ddw2 = on_device(dw0), ddb2 = on_device(db0);
   lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
                       sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, nullptr, ddw2.data(),
-                      ddb2.data());
+                      ddb2.data(), nullptr, fused);
   stream.synchronize();
   CHECK(same_bits(ddw2.to_host(), ddw.to_host()));
   CHECK(same_bits(ddb2.to_host(), ddb.to_host()));
@@ -753,6 +814,32 @@ TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequ
   std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0};
   check_conv1d({edges, 64, 4, 64, 64, true, true}, seed++);
   check_conv1d({edges, 37, 4, 37, 37, false, true}, seed++);
+}
+
+TEST_CASE("cuda conv1d: the fused silu, silu-gradient and bf16 options match the host layer and the roundings") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  std::vector<std::int64_t> const ragged{1, 7, 0, 130, 2, 300};
+  std::uint64_t seed = 200;
+  for (std::int64_t c : {37, 64}) {  // 37: one channel per thread; 64: 16-byte vectors (8-byte bf16 stores)
+    for (std::int64_t k : {4, 1}) {
+      for (bool states : {false, true}) {
+        check_conv1d({ragged, c, k, c, c, states, states, true}, seed++);
+      }
+    }
+  }
+  check_conv1d({ragged, 64, 4, 128, 68, true, false, true}, seed++);  // strided rows, still vectorized
+  check_conv1d({ragged, 64, 4, 66, 65, false, true, true}, seed++);   // strides not a multiple of 4: scalar path
+  // 5: the 8-wide register window; 9: taps read from memory. Last: only the new pointers misaligned.
+  for (std::int64_t k : {3, 5, 9}) {
+    check_conv1d({ragged, 64, k, 64, 64, true, true, true}, seed++);
+    check_conv1d({ragged, 37, k, 37, 37, true, false, true}, seed++);
+    check_conv1d({ragged, 64, k, 64, 64, true, true, true, true}, seed++);
+  }
+  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0};
+  check_conv1d({edges, 64, 4, 64, 64, true, true, true}, seed++);
+  check_conv1d({edges, 37, 4, 37, 37, false, true, true}, seed++);
 }
 
 TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
@@ -824,6 +911,8 @@ TEST_CASE("cuda layers: small shapes of every kernel") {
   check_embedding(37, 8, 100, 7);
   check_conv1d({{1, 7, 0, 130, 2}, 64, 4, 64, 64, true, true}, 8);
   check_conv1d({{1, 7, 0, 130, 2}, 37, 3, 37, 37, true, true}, 9);
+  check_conv1d({{1, 7, 0, 130, 2}, 64, 4, 64, 64, true, true, true}, 12);
+  check_conv1d({{1, 7, 0, 130, 2}, 37, 9, 37, 37, true, true, true}, 13);
   std::int64_t const n = 5000;
   auto value = on_device(normal(n, 1.0, 10)), grad = on_device(normal(n, 1.0, 11));
   auto m = on_device(std::vector<float>(n, 0.0f)), v = on_device(std::vector<float>(n, 0.0f));
@@ -856,6 +945,15 @@ TEST_CASE("cuda layers: bad arguments throw before any launch") {
   CHECK_THROWS_AS(
       lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &out, 7, nullptr, nullptr, nullptr, &out, &out),
       ssmlen::error);
+  float y = 0;  // the fused outputs must not overwrite what the backward reads, nor silu_pre be dy or dx
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, &f, 8, &y, nullptr, nullptr, {&y, nullptr}),
+                  ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &y, 8, nullptr, nullptr, nullptr, &out, &out,
+                                      nullptr, {&y, nullptr}),
+                  ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &y, 8, nullptr, nullptr, nullptr, &out, &out,
+                                      nullptr, {&f, nullptr}),
+                  ssmlen::error);
   CHECK_THROWS_AS(lc::conv1d_step(be, {8, 4, &f, &f}, &f, 8, &out, nullptr, 2), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({.lr = -1.0}, {}, be), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({}, {{nullptr, nullptr, nullptr, nullptr, 3, false}}, be), ssmlen::error);
