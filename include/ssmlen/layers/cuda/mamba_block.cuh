@@ -8,11 +8,15 @@
 //! zeros and reporting its final state; the backward gives ∂L/∂u, adds every parameter gradient, and carries
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
-//! activations are the host's up to GEMM summation order. The activations kept for the backward are the host's
-//! (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers live in a scratch that
-//! every block of a model shares, since blocks run one after another on one stream. `step` advances B sequences by
-//! one token each (the host block's step_row on every row): in_proj, the conv's step kernel with SiLU fused, x_proj,
-//! then one fused SSM step that applies dt_proj itself (scan/cuda/selective_scan_step.cuh), and out_proj.
+//! activations are the host's up to GEMM summation order. The conv writes SiLU of its output beside it, and the
+//! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each. (Δ's softplus and
+//! the gate stay kernels of their own: folded into the scan, whose time the exponential unit sets, their
+//! exponentials and divisions cost more than the memory passes they save: docs/perf.md.) The activations kept for the
+//! backward are the host's (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers
+//! live in a scratch that every block of a model shares, since blocks run one after another on one stream. `step`
+//! advances B sequences by one token each (the host block's step_row on every row): in_proj, the conv's step kernel
+//! with SiLU fused, x_proj, then one fused SSM step that applies dt_proj itself (scan/cuda/selective_scan_step.cuh),
+//! and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -231,23 +235,6 @@ __device__ inline void for_each_group(std::int64_t rows, std::int64_t cols, F co
   }
 }
 
-//! xs = silu(xc), and its bf16 rounding into xs16 unless null.
-template <int V>
-__global__ void __launch_bounds__(rowwise_threads)
-    silu_kernel(std::int64_t rows, std::int64_t ed, float const* xc, float* xs, bfloat16* xs16) {
-  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_floats<V>(xc + r * ed + c);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      v.v[j] = silu(v.v[j]);
-    }
-    store_floats<V>(xs + r * ed + c, v);
-    if (xs16 != nullptr) {
-      store_rounded<V>(xs16 + r * ed + c, v);
-    }
-  });
-}
-
 //! dt_pre += bias (the GEMM gave dt_proj(Δ_low)); dt = delta_min + softplus(dt_pre).
 template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
@@ -294,11 +281,12 @@ __global__ void __launch_bounds__(rowwise_threads)
   });
 }
 
-//! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:].
+//! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:] (and its bf16 rounding into
+//! dxz16[:, ED:] unless null).
 template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     gate_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dyg, float const* y, float const* xz,
-                         float* dy, float* dxz) {
+                         float* dy, float* dxz, bfloat16* dxz16) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
     auto const g = load_floats<V>(dyg + r * ed + c);
     auto const yv = load_floats<V>(y + r * ed + c);
@@ -311,6 +299,9 @@ __global__ void __launch_bounds__(rowwise_threads)
     }
     store_floats<V>(dy + r * ed + c, d_y);
     store_floats<V>(dxz + r * 2 * ed + ed + c, d_z);
+    if (dxz16 != nullptr) {
+      store_rounded<V>(dxz16 + r * 2 * ed + ed + c, d_z);
+    }
   });
 }
 
@@ -467,9 +458,8 @@ public:
     bfloat16* const yg16 = bf16() ? k.yg16.data() : nullptr;
     gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u, d, round(h, rows, d, u, k.u16)},
          {value_.in_proj, d, rounded_.in_proj}, 0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
-    conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv);
-    detail::launch_rowwise(detail::silu_kernel<4>, detail::silu_kernel<1>, "silu_kernel", stream, rows, ed, k.xc.data(),
-                           k.xs.data(), xs16);
+    conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv,
+                   {.y = k.xs.data(), .y16 = xs16});  // [T, ED]: xc, and xs = silu(xc)
     gemm(h, trans::n, trans::t, rows, w, ed, {k.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
          k.dbc.data(), w);  // [T, R + 2N]
     gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
@@ -511,8 +501,7 @@ public:
          ed);  // [T, ED]
     detail::launch_rowwise(detail::gate_backward_kernel<4>, detail::gate_backward_kernel<1>, "gate_backward_kernel",
                            stream, rows, ed, static_cast<float const*>(ws.dyg.data()), k.y.data(), k.xz.data(),
-                           ws.dy.data(), ws.dxz.data());
-
+                           ws.dy.data(), ws.dxz.data(), bf16() ? ws.dxz16.data() : nullptr);  // z's columns
     backends::cuda_check(cudaMemsetAsync(ws.da.data(), 0, static_cast<std::size_t>(ns * ed) * sizeof(float), stream),
                          "cudaMemsetAsync (dA)");  // the scan accumulates dA
     scan::selective_scan_grads<float> const g{
@@ -544,9 +533,10 @@ public:
     detail::launch_rowwise(detail::silu_backward_kernel<4>, detail::silu_backward_kernel<1>, "silu_backward_kernel",
                            stream, rows, ed, k.xc.data(), ws.dxs.data());
     conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), ws.dxz.data(), 2 * ed,
-                    init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias,
-                    ws.workspace.data());  // x's columns of dxz
-    backends::gemm_operand const dxz_op{ws.dxz.data(), 2 * ed, round(h, rows, 2 * ed, ws.dxz.data(), ws.dxz16)};
+                    init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(),
+                    {.dx16 = bf16() ? ws.dxz16.data() : nullptr});  // x's columns of dxz (and of dxz16)
+    // dxz16: x's columns from the conv, z's from the gate's backward
+    backends::gemm_operand const dxz_op{ws.dxz.data(), 2 * ed, bf16() ? ws.dxz16.data() : nullptr};
     gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, bf16() ? k.u16.data() : nullptr}, 1.0f, grad_.in_proj,
          d);  // [2ED, D]
     gemm(h, trans::n, trans::n, rows, d, 2 * ed, dxz_op, {value_.in_proj, d, rounded_.in_proj},
