@@ -194,6 +194,8 @@ inline void round_to_bf16(cuda const& be, std::int64_t rows, std::int64_t cols, 
 //! rounded to bfloat16 in the same layout (round_to_bf16 of the whole [rows, ld] matrix). A bf16 GEMM reads the
 //! rounded copy when there is one and rounds the float values into the handle's staging memory when there is not;
 //! other precisions read the floats.
+//! With bf16 GEMMs an operand may be given by its rounded copy alone (values null): a tensor that is only ever a
+//! GEMM operand need not be kept in fp32.
 struct gemm_operand {
   float const* values = nullptr;
   std::int64_t ld = 0;
@@ -207,7 +209,11 @@ struct gemm_operand {
 inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                  float alpha, gemm_operand const& a, gemm_operand const& b, float beta, float* c, std::int64_t ldc,
                  gemm_precision precision = gemm_precision::fp32) {
-  ops::detail::check_gemm_args(ta, tb, m, n, k, a.values, a.ld, b.values, b.ld, c, ldc);
+  auto given = [&](gemm_operand const& o) {  // for the null checks: the values, or in bf16 the rounded copy
+    bool const rounded_only = precision == gemm_precision::bf16 && o.values == nullptr && o.rounded != nullptr;
+    return rounded_only ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
+  };
+  ops::detail::check_gemm_args(ta, tb, m, n, k, given(a), a.ld, given(b), b.ld, static_cast<void const*>(c), ldc);
   if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
     return;
   }

@@ -108,12 +108,12 @@ struct mamba_block_cache {
   backends::device_buffer<float> xc;           // [T, ED]: conv output, before SiLU
   backends::device_buffer<float> xs;           // [T, ED]: SSM input
   backends::device_buffer<float> dbc;          // [T, R + 2N]: Δ_low, B, C
-  backends::device_buffer<float> dt_pre;       // [T, ED]: before softplus (bias included)
+  backends::device_buffer<float> dt_pre;       // [T, ED]: dt_proj(Δ_low), before the bias and softplus
   backends::device_buffer<float> dt;           // [T, ED]
   backends::device_buffer<float> a;            // [N, ED]: -exp(A_log), transposed
   backends::device_buffer<float> checkpoints;  // [Σ ceil(len / interval), N, ED]: scan states
   backends::device_buffer<float> y;            // [T, ED]: SSM output, before gating
-  backends::device_buffer<float> yg;           // [T, ED]: gated
+  backends::device_buffer<float> yg;           // [T, ED]: gated (fp32 GEMMs only; bf16 ones keep yg16)
   // bf16 GEMMs only: the GEMM inputs that the backward reads again, rounded once (backends::round_to_bf16)
   backends::device_buffer<bfloat16> u16;    // [T, D]
   backends::device_buffer<bfloat16> xs16;   // [T, ED]
@@ -133,12 +133,13 @@ struct mamba_block_cache {
     grow_buffer(a, static_cast<std::size_t>(s.d_state * s.d_inner), stream);
     grow_buffer(checkpoints, static_cast<std::size_t>(checkpoint_rows * s.d_state * s.d_inner), stream);
     grow_buffer(y, te, stream);
-    grow_buffer(yg, te, stream);
     if (rounded) {
       grow_buffer(u16, static_cast<std::size_t>(rows * s.d_model), stream);
       grow_buffer(xs16, te, stream);
       grow_buffer(dbc16, static_cast<std::size_t>(rows * s.bc_width()), stream);
       grow_buffer(yg16, te, stream);
+    } else {
+      grow_buffer(yg, te, stream);
     }
   }
 
@@ -235,20 +236,19 @@ __device__ inline void for_each_group(std::int64_t rows, std::int64_t cols, F co
   }
 }
 
-//! dt_pre += bias (the GEMM gave dt_proj(Δ_low)); dt = delta_min + softplus(dt_pre).
+//! dt = delta_min + softplus(dt_pre + bias) (the GEMM gave dt_pre = dt_proj(Δ_low); the backward adds the bias
+//! again rather than this pass writing it back).
 template <int V>
-__global__ void __launch_bounds__(rowwise_threads)
-    delta_kernel(std::int64_t rows, std::int64_t ed, float const* bias, float delta_min, float* dt_pre, float* dt) {
+__global__ void __launch_bounds__(rowwise_threads) delta_kernel(std::int64_t rows, std::int64_t ed, float const* bias,
+                                                                float delta_min, float const* dt_pre, float* dt) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto pre = load_floats<V>(dt_pre + r * ed + c);
+    auto const pre = load_floats<V>(dt_pre + r * ed + c);
     auto const b = load_floats<V>(bias + c);
     float_vec<V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      pre.v[j] += b.v[j];
-      out.v[j] = delta_min + softplus(pre.v[j]);
+      out.v[j] = delta_min + softplus(pre.v[j] + b.v[j]);
     }
-    store_floats<V>(dt_pre + r * ed + c, pre);
     store_floats<V>(dt + r * ed + c, out);
   });
 }
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, 
   }
 }
 
-//! yg = y · silu(z), z = xz[:, ED:], and its bf16 rounding into yg16 unless null.
+//! yg = y · silu(z), z = xz[:, ED:], into yg and/or (its bf16 rounding) yg16, whichever is not null.
 template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     gate_kernel(std::int64_t rows, std::int64_t ed, float const* y, float const* xz, float* yg, bfloat16* yg16) {
@@ -274,7 +274,9 @@ __global__ void __launch_bounds__(rowwise_threads)
     for (int j = 0; j < V; ++j) {
       v.v[j] *= silu(z.v[j]);
     }
-    store_floats<V>(yg + r * ed + c, v);
+    if (yg != nullptr) {
+      store_floats<V>(yg + r * ed + c, v);
+    }
     if (yg16 != nullptr) {
       store_rounded<V>(yg16 + r * ed + c, v);
     }
@@ -305,16 +307,19 @@ __global__ void __launch_bounds__(rowwise_threads)
   });
 }
 
-//! Through softplus: ddt *= sigmoid(dt_pre) (delta_min is a constant), and its bf16 rounding into ddt16 unless null.
+//! Through softplus: ddt *= sigmoid(dt_pre + bias) (delta_min is a constant), and its bf16 rounding into ddt16
+//! unless null.
 template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
-    softplus_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dt_pre, float* ddt, bfloat16* ddt16) {
+    softplus_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dt_pre, float const* bias, float* ddt,
+                             bfloat16* ddt16) {
   for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
     auto v = load_floats<V>(ddt + r * ed + c);
     auto const pre = load_floats<V>(dt_pre + r * ed + c);
+    auto const b = load_floats<V>(bias + c);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      v.v[j] *= sigmoid(pre.v[j]);
+      v.v[j] *= sigmoid(pre.v[j] + b.v[j]);
     }
     store_floats<V>(ddt + r * ed + c, v);
     if (ddt16 != nullptr) {
@@ -465,15 +470,16 @@ public:
     gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
          {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, k.dt_pre.data(), ed);  // [T, ED]
     detail::launch_rowwise(detail::delta_kernel<4>, detail::delta_kernel<1>, "delta_kernel", stream, rows, ed,
-                           static_cast<float const*>(value_.dt_bias), s_.delta_min, k.dt_pre.data(), k.dt.data());
+                           static_cast<float const*>(value_.dt_bias), s_.delta_min,
+                           static_cast<float const*>(k.dt_pre.data()), k.dt.data());
     detail::make_a_kernel<float><<<detail::blocks_for(s_.d_state * ed), detail::block_threads, 0, stream>>>(
         ed, s_.d_state, value_.a_log, k.a.data());
     backends::cuda_check_launch("make_a_kernel");
     scan::cuda::selective_scan_forward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.y.data(),
                                        k.checkpoints.data(), final.ssm, ws.workspace.data());
     detail::launch_rowwise(detail::gate_kernel<4>, detail::gate_kernel<1>, "gate_kernel", stream, rows, ed,
-                           static_cast<float const*>(k.y.data()), static_cast<float const*>(k.xz.data()), k.yg.data(),
-                           yg16);
+                           static_cast<float const*>(k.y.data()), static_cast<float const*>(k.xz.data()),
+                           bf16() ? nullptr : k.yg.data(), yg16);  // bf16 GEMMs read only yg16
     gemm(h, trans::n, trans::t, rows, d, ed, {k.yg.data(), ed, yg16}, {value_.out_proj, ed, rounded_.out_proj}, 0.0f,
          out, d);  // [T, D]
   }
@@ -513,7 +519,8 @@ public:
         ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
     backends::cuda_check_launch("a_log_backward_kernel");
     detail::launch_rowwise(detail::softplus_backward_kernel<4>, detail::softplus_backward_kernel<1>,
-                           "softplus_backward_kernel", stream, rows, ed, k.dt_pre.data(), ws.ddt.data(),
+                           "softplus_backward_kernel", stream, rows, ed, static_cast<float const*>(k.dt_pre.data()),
+                           static_cast<float const*>(value_.dt_bias), ws.ddt.data(),
                            bf16() ? ws.ddt16.data() : nullptr);
 
     // dt_proj: weight, bias (Σ over rows as a product with ones, exact fp32 products), and Δ_low's columns of d_dbc
