@@ -627,8 +627,8 @@ TEST_CASE("cuda embedding: ids out of range give NaN rows forward and nothing ba
 // ---------------------------------------------------------------------------------------------------------------
 // Conv1d
 
-//! fused: the forward also writes silu(y) and its bf16 rounding, and the backward takes dy as the gradient of
-//! silu(y) and also writes dx rounded to bf16. misaligned: those new pointers one element off alignment (the
+//! fused: the forward also writes silu(y) and its bf16 rounding, and the backward also writes dx rounded to bf16.
+//! misaligned: those new pointers one element off alignment (the
 //! other pointers stay aligned), which must select the one-channel kernels.
 struct conv_shape {
   std::vector<std::int64_t> lengths;
@@ -677,17 +677,14 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
   std::copy(db0.begin(), db0.end(), ref.bias.grad.data());
   auto const wx = widen(x), winit = widen(init), wdf = widen(d_final);
-  auto wdy = widen(dy);
+  auto const wdy = widen(dy);
   std::vector<double> y_ref(static_cast<std::size_t>(tokens * c)), final_ref(state), d_init_ref(state);
   std::vector<double> dx_ref(static_cast<std::size_t>(tokens * sh.lddx));
   ssmlen::backends::host const be;
   ref.forward(be, seqs, wx.data(), sh.ldx, y_ref.data(), sh.init ? winit.data() : nullptr, final_ref.data());
   std::vector<double> silu_ref(y_ref.size());
-  if (sh.fused) {  // dy is the gradient of silu(y): the host goes through the activation first
-    for (std::size_t i = 0; i < y_ref.size(); ++i) {
-      silu_ref[i] = ssmlen::silu(y_ref[i]);
-      wdy[i] *= ssmlen::silu_grad(y_ref[i]);
-    }
+  for (std::size_t i = 0; i < y_ref.size(); ++i) {
+    silu_ref[i] = ssmlen::silu(y_ref[i]);
   }
   ref.backward(be, seqs, wx.data(), sh.ldx, wdy.data(), dx_ref.data(), sh.lddx, sh.init ? winit.data() : nullptr,
                sh.d_final ? wdf.data() : nullptr, d_init_ref.data());
@@ -716,13 +713,8 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   auto const y = dyout.to_host();
   CHECK(rel_error(y, y_ref) < fp32_tol);
   CHECK(rel_error(dfinal.to_host(), final_ref) < fp32_tol);
-  // The backward's silu_pre is the forward's y; misaligned, a copy of it one element in.
-  std::vector<float> y_shifted{nan_f};
-  y_shifted.insert(y_shifted.end(), y.begin(), y.end());
-  auto dy_shifted = on_device(y_shifted);
-  lc::conv_backward_fused fused{};
+  ssmlen::bfloat16* const dx16_out = sh.fused ? ddx16.data() + off : nullptr;
   if (sh.fused) {
-    fused = {sh.misaligned ? dy_shifted.data() + 1 : dyout.data(), ddx16.data() + off};
     auto const act = dsilu.to_host();
     auto const act16 = dsilu16.to_host();
     std::vector<float> const act_valid(act.begin() + static_cast<std::ptrdiff_t>(off),
@@ -738,7 +730,7 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   }
   lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
                       sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, ddinit.data(), ddw.data(),
-                      ddb.data(), nullptr, fused);
+                      ddb.data(), nullptr, dx16_out);
   stream.synchronize();
   // dx: the valid columns match; the row padding keeps its poison.
   auto const dx = ddx.to_host();
@@ -783,7 +775,7 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   auto ddw2 = on_device(dw0), ddb2 = on_device(db0);
   lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
                       sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, nullptr, ddw2.data(),
-                      ddb2.data(), nullptr, fused);
+                      ddb2.data(), nullptr, dx16_out);
   stream.synchronize();
   CHECK(same_bits(ddw2.to_host(), ddw.to_host()));
   CHECK(same_bits(ddb2.to_host(), ddb.to_host()));
@@ -816,7 +808,7 @@ TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequ
   check_conv1d({edges, 37, 4, 37, 37, false, true}, seed++);
 }
 
-TEST_CASE("cuda conv1d: the fused silu, silu-gradient and bf16 options match the host layer and the roundings") {
+TEST_CASE("cuda conv1d: the fused silu and bf16 outputs match the host layer and the roundings") {
   if (!gpu_or_skip()) {
     return;
   }
@@ -945,14 +937,11 @@ TEST_CASE("cuda layers: bad arguments throw before any launch") {
   CHECK_THROWS_AS(
       lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &out, 7, nullptr, nullptr, nullptr, &out, &out),
       ssmlen::error);
-  float y = 0;  // the fused outputs must not overwrite what the backward reads, nor silu_pre be dy or dx
+  float y = 0;  // the fused outputs must not overwrite what the backward reads, nor dx16 dx
   CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, &f, 8, &y, nullptr, nullptr, {&y, nullptr}),
                   ssmlen::error);
   CHECK_THROWS_AS(lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &y, 8, nullptr, nullptr, nullptr, &out, &out,
-                                      nullptr, {&y, nullptr}),
-                  ssmlen::error);
-  CHECK_THROWS_AS(lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &y, 8, nullptr, nullptr, nullptr, &out, &out,
-                                      nullptr, {&f, nullptr}),
+                                      nullptr, reinterpret_cast<ssmlen::bfloat16*>(&y)),
                   ssmlen::error);
   CHECK_THROWS_AS(lc::conv1d_step(be, {8, 4, &f, &f}, &f, 8, &out, nullptr, 2), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({.lr = -1.0}, {}, be), ssmlen::error);

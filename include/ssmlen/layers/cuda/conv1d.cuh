@@ -20,12 +20,11 @@
 //! tokens) sums the K+1 products over the block in token order into one partial per (block, k, channel), and a
 //! second kernel adds the partials in block order. Widths past 8 take kernels that read every tap from memory.
 //!
-//! Fused elementwise options, each saving the Mamba block a pass over [T, C]: the forward can also write silu(y)
-//! and its bf16 rounding (the SSM input and its copy for bf16 GEMMs) from the registers that hold y; the backward
-//! can take dy as the gradient of silu(y), reading the forward's y beside it and using dy · silu'(y), and can also
-//! write dx rounded to bf16 (the input of the in_proj GEMMs). The results are those of the separate passes. The
-//! silu gradient is computed where dy is read, in both the dx and the dweight kernels: it saves the separate pass's
-//! traffic, not its arithmetic (those kernels get a template form for it, so the plain form keeps its registers).
+//! Fused outputs, each saving the Mamba block a pass over [T, C]: the forward can also write silu(y) and its bf16
+//! rounding (the SSM input and its copy for bf16 GEMMs) from the registers that hold y, and the backward can also
+//! write dx rounded to bf16 (an operand of the in_proj GEMMs). The results are those of the separate passes. (Taking
+//! dy through silu' inside the backward was tried and is slower: both the dx and the dweight kernels read dy, so
+//! silu' would be computed twice; docs/perf.md.)
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -62,7 +61,6 @@ inline constexpr int conv_threads = 256;
 inline constexpr int conv_partial_threads = 64;         // small blocks: the partials have few threads to spread
 inline constexpr std::int64_t conv_run_tokens = 16;     // tokens per forward and dx thread
 inline constexpr int conv_batch_tokens = 8;             // rows a thread loads before it uses them
-inline constexpr int conv_silu_batch_tokens = 4;        // the same through silu (two rows each: dy, silu_pre)
 inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per dweight partial: fixed, so the sum order is too
 inline constexpr std::int64_t conv_max_window = 8;      // widest d_conv kept in registers
 
@@ -76,7 +74,6 @@ struct conv_params {
   T* y_silu;                                   // forward, or null: silu(y), [T, C]
   bfloat16* y_silu16;                          // forward, or null: silu(y) rounded, [T, C]
   T const *dy, *d_final;                       // backward
-  T const* silu_pre;                           // backward, or null: dy is the gradient of silu(silu_pre), [T, C]
   T *dx, *d_init, *partial, *dweight, *dbias;  // backward
   bfloat16* dx16;                              // backward, or null: dx rounded, row stride lddx
   std::int64_t lddx;
@@ -158,26 +155,6 @@ __device__ inline void store_output(conv_params<T> const& p, std::int64_t t, std
       store_rounded<V>(p.y_silu16 + at, a);
     }
   }
-}
-
-//! g *= silu'(pre) per channel: the formula of the block's separate silu backward pass, so the same bits.
-template <int V>
-__device__ inline void times_silu_grad(float_vec<V>& g, float_vec<V> const& pre) {
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    g.v[j] *= silu_grad(pre.v[j]);
-  }
-}
-
-//! The gradient the backward kernels sum at token t, channels [c, c + V): dy, or dy · silu'(silu_pre) when dy is
-//! the gradient of silu(silu_pre). Where the kernels below say dy, they mean this.
-template <int V, class T>
-__device__ inline float_vec<V> grad_at(conv_params<T> const& p, std::int64_t t, std::int64_t c) {
-  float_vec<V> g = load_floats<V>(p.dy + t * p.channels + c);
-  if (p.silu_pre != nullptr) {
-    times_silu_grad(g, load_floats<V>(p.silu_pre + t * p.channels + c));
-  }
-  return g;
 }
 
 //! Writes dx's channels [c, c + V) of token t (its final value: the kernels overwrite dx) and, where asked, its
@@ -342,7 +319,7 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
   for (std::int64_t k = p.width - 1; k >= 0; --k) {
     std::int64_t const tp = e - k;
     if (tp >= 0 && tp < len) {
-      float_vec<V> const g = grad_at<V>(p, t0 + tp, c);
+      float_vec<V> const g = load_floats<V>(p.dy + (t0 + tp) * p.channels + c);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         acc.v[j] += p.weight[(c + j) * p.width + k] * g.v[j];
@@ -355,10 +332,8 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
 //! dx over runs of conv_run_tokens walked backwards: `ahead` holds the dy rows t+1 .. t+KMAX-1, whichever sequence
 //! they belong to, and a row counts only when it lies before the end of t's sequence. The sum is extended_grad's:
 //! the final state's gradient (positions within K-1 of the sequence end), then dy[t], dy[t+1], ... in that order.
-//! With Silu, dy comes through silu' as it is loaded, in smaller batches (two rows each): no more registers.
-template <int V, int KMAX, bool Silu, class T>
+template <int V, int KMAX, class T>
 __global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_params<T> p) {
-  constexpr int batch = Silu ? conv_silu_batch_tokens : conv_batch_tokens;
   std::int64_t const runs = (p.tokens + conv_run_tokens - 1) / conv_run_tokens, total = runs * (p.channels / V);
   std::int64_t const width = p.width;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
@@ -369,26 +344,21 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_par
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_end - 1), seq_begin = p.offsets[s], seq_end = p.offsets[s + 1];
 #pragma unroll
     for (int m = 0; m < KMAX - 1; ++m) {
-      ahead[m] = m + 1 < width && r.t_end + m < seq_end ? grad_at<V>(p, r.t_end + m, r.c) : float_vec<V>{};
+      ahead[m] = m + 1 < width && r.t_end + m < seq_end ? load_floats<V>(p.dy + (r.t_end + m) * p.channels + r.c)
+                                                        : float_vec<V>{};
     }
-    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= batch) {
-      float_vec<V> gs[batch], pre[Silu ? batch : 1];  // rows tb - 1 - u of dy and silu_pre
+    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= conv_batch_tokens) {
+      float_vec<V> gs[conv_batch_tokens];  // rows tb - 1 - u of dy
 #pragma unroll
-      for (int u = 0; u < batch; ++u) {
+      for (int u = 0; u < conv_batch_tokens; ++u) {
         if (tb - 1 - u >= r.t_begin) {
           gs[u] = load_floats<V>(p.dy + (tb - 1 - u) * p.channels + r.c);
-          if constexpr (Silu) {
-            pre[u] = load_floats<V>(p.silu_pre + (tb - 1 - u) * p.channels + r.c);
-          }
         }
       }
 #pragma unroll
-      for (int u = 0; u < batch; ++u) {
+      for (int u = 0; u < conv_batch_tokens; ++u) {
         std::int64_t const t = tb - 1 - u;
         if (t >= r.t_begin) {
-          if constexpr (Silu) {
-            times_silu_grad(gs[u], pre[u]);
-          }
           if (t < seq_begin) {  // t is the last token of an earlier sequence (skipping empty ones)
             while (t < p.offsets[s]) {
               --s;
@@ -445,11 +415,9 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_init_kernel(conv_p
 
 //! partial[b, k, c] = Σ over tokens of block b (in order) of dy[t, c] · input[t - (K-1) + k, c], and for k = K of
 //! dy[t, c] (the bias). One thread per (channel group, block) reads each dy and x row once, with the window of the
-//! K-1 inputs before t (refilled where a sequence starts) and the K+1 sums in registers. With Silu, dy comes
-//! through silu' as it is loaded, in smaller batches.
-template <int V, int KMAX, bool Silu, class T>
+//! K-1 inputs before t (refilled where a sequence starts) and the K+1 sums in registers.
+template <int V, int KMAX, class T>
 __global__ void __launch_bounds__(conv_partial_threads) conv_dweight_partial_kernel(conv_params<T> p) {
-  constexpr int batch = Silu ? conv_silu_batch_tokens : conv_batch_tokens;
   std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
   std::int64_t const total = blocks * (p.channels / V), cols = (p.width + 1) * p.channels;
   int const lead = KMAX - static_cast<int>(p.width);
@@ -459,25 +427,19 @@ __global__ void __launch_bounds__(conv_partial_threads) conv_dweight_partial_ker
     float_vec<V> win[KMAX - 1], sum[KMAX] = {}, bias_sum{};  // sum[KMAX - K + k]: tap k
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
     fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
-    for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += batch) {
-      float_vec<V> xs[batch], gs[batch], pre[Silu ? batch : 1];  // rows tb + u of x, dy and silu_pre
+    for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
+      float_vec<V> xs[conv_batch_tokens], gs[conv_batch_tokens];  // rows tb + u of x and dy
 #pragma unroll
-      for (int u = 0; u < batch; ++u) {
+      for (int u = 0; u < conv_batch_tokens; ++u) {
         if (tb + u < r.t_end) {
           xs[u] = load_floats<V>(p.x + (tb + u) * p.ldx + r.c);
           gs[u] = load_floats<V>(p.dy + (tb + u) * p.channels + r.c);
-          if constexpr (Silu) {
-            pre[u] = load_floats<V>(p.silu_pre + (tb + u) * p.channels + r.c);
-          }
         }
       }
 #pragma unroll
-      for (int u = 0; u < batch; ++u) {
+      for (int u = 0; u < conv_batch_tokens; ++u) {
         std::int64_t const t = tb + u;
         if (t < r.t_end) {
-          if constexpr (Silu) {
-            times_silu_grad(gs[u], pre[u]);
-          }
           if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
             fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
           }
@@ -523,7 +485,7 @@ __global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_k
       while (t >= p.offsets[s + 1]) {
         ++s;
       }
-      T const g = grad_at<1>(p, t, c).v[0];
+      T const g = p.dy[t * p.channels + c];
       std::int64_t const t0 = p.offsets[s];
       acc += k == p.width ? g : g * input_at<1>(p, s, t0, t - t0 - (p.width - 1) + k, c).v[0];
     }
@@ -640,11 +602,11 @@ inline bool forward_vec4(conv_params<float> const& p) {
 }
 inline bool dx_vec4(conv_params<float> const& p) {
   return p.channels % 4 == 0 && p.lddx % 4 == 0 && aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final) &&
-         aligned16(p.silu_pre) && aligned8(p.dx16);
+         aligned8(p.dx16);
 }
 inline bool dweight_vec4(conv_params<float> const& p) {
   return p.channels % 4 == 0 && p.ldx % 4 == 0 && aligned16(p.x) && aligned16(p.dy) && aligned16(p.init) &&
-         aligned16(p.partial) && aligned16(p.silu_pre);
+         aligned16(p.partial);
 }
 
 inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
@@ -672,12 +634,8 @@ inline void launch_backward_dx(conv_params<float> const& p, cudaStream_t stream)
       conv_backward_dx_any_width_kernel<V, float>
           <<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
     } else {
-      unsigned const grid = ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_threads);
-      if (p.silu_pre != nullptr) {
-        conv_backward_dx_kernel<V, KMAX, true, float><<<grid, conv_threads, 0, stream>>>(p);
-      } else {
-        conv_backward_dx_kernel<V, KMAX, false, float><<<grid, conv_threads, 0, stream>>>(p);
-      }
+      conv_backward_dx_kernel<V, KMAX, float>
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_threads), conv_threads, 0, stream>>>(p);
     }
   });
   backends::cuda_check_launch("conv_backward_dx_kernel");
@@ -693,12 +651,9 @@ inline void launch_dweight(conv_params<float> const& p, std::int64_t blocks, cud
       dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(cols, conv_threads, 64));
       conv_dweight_partial_any_width_kernel<float><<<grid, conv_threads, 0, stream>>>(p);
     } else {
-      unsigned const grid = ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_partial_threads);
-      if (p.silu_pre != nullptr) {
-        conv_dweight_partial_kernel<V, KMAX, true, float><<<grid, conv_partial_threads, 0, stream>>>(p);
-      } else {
-        conv_dweight_partial_kernel<V, KMAX, false, float><<<grid, conv_partial_threads, 0, stream>>>(p);
-      }
+      conv_dweight_partial_kernel<V, KMAX, float>
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_partial_threads), conv_partial_threads,
+             0, stream>>>(p);
     }
   });
   backends::cuda_check_launch("conv_dweight_partial_kernel");
@@ -748,41 +703,28 @@ inline std::size_t conv1d_backward_workspace_bytes(std::int64_t tokens, std::int
   return static_cast<std::size_t>(blocks * (width + 1) * channels) * sizeof(float);
 }
 
-//! The backward's optional fused elementwise work (device pointers, null: off). silu_pre: dy is the gradient with
-//! respect to silu(silu_pre), silu_pre the forward's y, and the backward goes through the activation first (uses
-//! dy · silu'(silu_pre) for dy everywhere: dx, d_init_state, dweight, dbias). dx16: also receives dx rounded to
-//! bf16 (nearest even, as backends::round_to_bf16 of dx), with dx's row stride lddx.
-struct conv_backward_fused {
-  float const* silu_pre = nullptr;  // [T, C]
-  bfloat16* dx16 = nullptr;         // [T, C], row stride lddx
-};
-
 //! Backward on `be.stream`, device pointers: writes dx [T, C] (row stride lddx) and, when not null, d_init_state
 //! [S, K-1, C]; adds to dweight [C, K] and dbias [C]. dy is [T, C]; init_state (the forward's) and d_final_state
-//! (the gradient arriving at the final state) are [S, K-1, C] or null; `fused` as conv_backward_fused says.
+//! (the gradient arriving at the final state) are [S, K-1, C] or null. dx16 (null: not written) also receives dx
+//! rounded to bf16 (nearest even, as backends::round_to_bf16 of dx), with dx's row stride.
 inline void conv1d_backward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
                             float const* x, std::int64_t ldx, float const* dy, float* dx, std::int64_t lddx,
                             float const* init_state, float const* d_final_state, float* d_init_state, float* dweight,
-                            float* dbias, void* workspace = nullptr, conv_backward_fused const& fused = {}) {
+                            float* dbias, void* workspace = nullptr, bfloat16* dx16 = nullptr) {
   detail::check_conv(seqs, w, ldx);
   check_arg(lddx >= w.channels, "conv1d lddx", lddx, "must be at least the channel count");
   check(dweight != nullptr && dbias != nullptr, "conv1d backward (cuda): dweight and dbias must not be null");
   check(seqs.tokens == 0 || (x != nullptr && dy != nullptr && dx != nullptr),
         "conv1d backward (cuda): x, dy and dx must not be null");
-  check(fused.silu_pre == nullptr || (fused.silu_pre != dx && fused.silu_pre != dy),
-        "conv1d backward (cuda): silu_pre must be the forward's output, neither dy nor dx (dx is written while "
-        "neighbouring rows of silu_pre are read)");
-  check(fused.dx16 == nullptr || static_cast<void const*>(fused.dx16) != dx,
-        "conv1d backward (cuda): dx16 must not overwrite dx");
+  check(dx16 == nullptr || static_cast<void const*>(dx16) != dx, "conv1d backward (cuda): dx16 must not overwrite dx");
   std::int64_t const blocks = (seqs.tokens + detail::conv_block_tokens - 1) / detail::conv_block_tokens;
   check_arg(blocks <= INT_MAX, "token count", seqs.tokens, "must be at most (2^31 - 1) · 128");
   ops::cuda::scratch ws(workspace, conv1d_backward_workspace_bytes(seqs.tokens, w.channels, w.width), be.stream);
   auto p = detail::input_params(seqs, w, x, ldx, init_state);
   p.dy = dy;
   p.d_final = d_final_state;
-  p.silu_pre = fused.silu_pre;
   p.dx = dx;
-  p.dx16 = fused.dx16;
+  p.dx16 = dx16;
   p.d_init = d_init_state;
   p.partial = ws.at<float>(0);
   p.dweight = dweight;

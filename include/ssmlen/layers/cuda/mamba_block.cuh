@@ -541,7 +541,7 @@ public:
                            stream, rows, ed, k.xc.data(), ws.dxs.data());
     conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), ws.dxz.data(), 2 * ed,
                     init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(),
-                    {.dx16 = bf16() ? ws.dxz16.data() : nullptr});  // x's columns of dxz (and of dxz16)
+                    bf16() ? ws.dxz16.data() : nullptr);  // x's columns of dxz (and of dxz16)
     // dxz16: x's columns from the conv, z's from the gate's backward
     backends::gemm_operand const dxz_op{ws.dxz.data(), 2 * ed, bf16() ? ws.dxz16.data() : nullptr};
     gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, bf16() ? k.u16.data() : nullptr}, 1.0f, grad_.in_proj,
