@@ -106,6 +106,11 @@ TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {
     s.results.push_back(r);
   }
   CHECK(s.summary() == "5->1000 (50%)");
+  s.results[2].exact_match = 255.0 / 256;  // 99.61 %: cut to one decimal, never rounded up to 100
+  CHECK(s.summary() == "5->1000 (99.6%)");
+  s.results[2].exact_match = 0.9999;
+  CHECK(s.summary() == "5->1000 (99.9%)");
+  s.results[2].exact_match = 0.5;
   // Token accuracy is reported only where teacher forcing scored something: never as a made-up 0 %.
   s.results[0].token_accuracy = 0.75;
   auto const j = s.to_json();

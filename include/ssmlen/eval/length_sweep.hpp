@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -88,8 +89,13 @@ struct sweep_result {
         p = r.exact_match;
       }
     }
+    // Whole percentages print bare; others are cut (not rounded) to one decimal, so 255 / 256 reads 99.6 %, never 100.
+    double const percent = 100 * p;
+    bool const whole = percent == std::floor(percent);
     char buf[96];
-    std::snprintf(buf, sizeof buf, "%s->%d (%.0f%%)", train_n > 0 ? std::to_string(train_n).c_str() : "?", m, 100 * p);
+    std::snprintf(buf, sizeof buf, whole ? "%s->%d (%.0f%%)" : "%s->%d (%.1f%%)",
+                  train_n > 0 ? std::to_string(train_n).c_str() : "?", m,
+                  whole ? percent : std::floor(percent * 10) / 10);
     return buf;
   }
 
