@@ -77,6 +77,7 @@ using backends::cuda_check;
 using backends::cuda_check_launch;
 
 inline constexpr float log2e = 1.44269504088896341f;  // exp(x) = exp2(x log2 e)
+inline constexpr float ln2 = 0.693147180559945309f;   // 1 / log2 e
 inline constexpr std::int64_t max_states = 256;
 inline constexpr int lanes = 32;
 

@@ -50,6 +50,14 @@ inline constexpr int split_interval = 64;    // tokens whose B, C are staged tog
 inline constexpr int split_batch = 16;       // tokens whose x, Δ are loaded together
 inline constexpr int split_max_states = 16;  // states per launch: B, C, the warps' shares and x, Δ fit 48 KB
 
+//! Streaming multiprocessors of the current device.
+inline int sm_count() {
+  int device = 0, count = 0;
+  cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  return count;
+}
+
 //! NT consecutive floats of a shared-memory row, as vector loads where NT allows.
 template <int NT>
 __device__ inline void load_states(float const* row, float (&out)[NT]) {
@@ -67,8 +75,44 @@ __device__ inline void load_states(float const* row, float (&out)[NT]) {
   }
 }
 
-template <int NT, int WG>
-__global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_params p, std::int64_t n0) {
+//! B, C of `Rows` tokens and one launch's S states ([Rows, S], element e = threadIdx.x + k · Threads), carried in
+//! registers from their loads to their shared-memory stores. A scan loads the next interval's rows while it still
+//! reads the current ones and stores them once a barrier has freed those rows, so the loads' latency hides behind a
+//! batch of the scan instead of stalling every warp at the start of each interval.
+template <int Rows, int S, int Threads>
+struct bc_rows {
+  static constexpr int count = (Rows * S + Threads - 1) / Threads;
+  float b[count], c[count];
+
+  //! Rows of tokens [t_first, t_first + Rows) and states [n0, n0 + S); zeros past t1 and past N.
+  __device__ void load(forward_params const& p, std::int64_t t_first, std::int64_t t1, std::int64_t n0) {
+#pragma unroll
+    for (int k = 0; k < count; ++k) {
+      int const e = static_cast<int>(threadIdx.x) + k * Threads;
+      std::int64_t const t = t_first + e / S, n = n0 + e % S;
+      bool const ok = (Rows * S % Threads == 0 || e < Rows * S) && t < t1 && n < p.ns;
+      b[k] = load_or_zero(p.b, t * p.ld_bc + n, ok);
+      c[k] = load_or_zero(p.c, t * p.ld_bc + n, ok);
+    }
+  }
+  //! Into rows [row0, row0 + Rows) of the [interval, S] tiles.
+  __device__ void store(float (*sb)[S], float (*sc)[S], int row0) const {
+#pragma unroll
+    for (int k = 0; k < count; ++k) {
+      int const e = static_cast<int>(threadIdx.x) + k * Threads;
+      if (Rows * S % Threads == 0 || e < Rows * S) {
+        sb[row0 + e / S][e % S] = b[k];
+        sc[row0 + e / S][e % S] = c[k];
+      }
+    }
+  }
+};
+
+// With 8 warps, MinBlocks 3 or 4 caps the registers at 80 or 64: 3 or 4 blocks per SM. The launch takes 4 for grids
+// of more than 3 blocks per SM (then one wave instead of 1.3 at the headline's shape) and 3 otherwise (more
+// registers, faster at the 130M shape). 2 or 4 warps cap at 128 registers (MinBlocks 16 / WG); one warp, none.
+template <int NT, int WG, int MinBlocks>
+__global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kernel(forward_params p, std::int64_t n0) {
   constexpr int L = split_interval, NB = split_batch, S = WG * NT;
   static_assert(NB % WG == 0, "each warp finishes NB / WG tokens of a batch");
   __shared__ __align__(16) float sb[L][S], sc[L][S];  // [interval, S]: B, C of this launch's states
@@ -94,9 +138,9 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
     h[j] = p.init != nullptr ? load_or_zero(p.init, s * size + at, ok) : 0.0f;
     a2[j] = load_or_zero(p.a, at, ok) * log2e;
   }
-  // x, Δ of a batch are loaded once per block: warp w reads tokens [w·NB/WG, (w + 1)·NB/WG) of the next batch
-  // while the current one is scanned, and leaves them in shared memory for every warp. Masked tokens (past the
-  // sequence, dead lanes) get x = Δ = 0, an identity step.
+  // x, Δ of a batch are loaded once per block: warp w reads tokens [w·NB/WG, (w + 1)·NB/WG) of the batch after next
+  // while the current one is scanned (one batch ahead left the loads' latency exposed), and leaves them in shared
+  // memory for every warp. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
   constexpr int mine_count = NB / WG;
   int const mine_first = w * mine_count;
   auto load_mine = [&](std::int64_t t, float2(&v)[mine_count]) {
@@ -115,12 +159,19 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
       xdt[b][mine_first + r][lane] = v[r];
     }
   };
-  float2 next[mine_count];  // [NB / WG]: this warp's tokens of the next batch
+  float2 next[mine_count], after[mine_count];  // [NB / WG]: this warp's tokens of the next batch and the one after
   load_mine(t0, next);
-  store_mine(0, next);  // visible after the first interval's barriers
+  store_mine(0, next);  // visible after the first barrier
+  if (t0 + NB < t1) {
+    load_mine(t0 + NB, next);
+  }
+  stage_bc<L, S, WG * lanes>(sb, sc, p, t0, t1, n0);  // the first interval's B, C; later ones come row by row
+  __syncthreads();
+  bc_rows<NB, S, WG * lanes> coming;  // the next interval's B, C for the rows of this batch
   int buf = 0;
   for (std::int64_t k = 0; k < n_intervals; ++k) {
     std::int64_t const tc = t0 + k * L;
+    bool const ahead = k + 1 < n_intervals;  // then this interval is whole: every batch below runs
     if (p.ck != nullptr && live) {
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
@@ -129,15 +180,14 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
         }
       }
     }
-    __syncthreads();                                    // every warp is done with the previous interval's B, C
-    stage_bc<L, S, WG * lanes>(sb, sc, p, tc, t1, n0);  // zeros past the sequence and past N
-    __syncthreads();
     int const len = t1 - tc < L ? static_cast<int>(t1 - tc) : L;
     for (int tb = 0; tb < len; tb += NB) {
       std::int64_t const t = tc + tb;
-      bool const more = t + NB < t1;
-      if (more) {
-        load_mine(t + NB, next);  // in flight while this batch is scanned
+      if (t + 2 * NB < t1) {
+        load_mine(t + 2 * NB, after);  // in flight for two batches
+      }
+      if (ahead) {
+        coming.load(p, t + L, t1, n0);  // the same rows of the next interval
       }
       float* const share = &partial[buf][w][0][lane];
 #pragma unroll
@@ -155,10 +205,17 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
         }
         share[i * lanes] = y;
       }
-      if (more) {
+      if (t + NB < t1) {
         store_mine(buf ^ 1, next);  // that buffer's last readers finished before the previous barrier
+#pragma unroll
+        for (int r = 0; r < mine_count; ++r) {
+          next[r] = after[r];
+        }
       }
       __syncthreads();  // every warp's share of this batch, and the next batch's x, Δ, are in
+      if (ahead) {
+        coming.store(sb, sc, tb);  // every warp has read this batch's rows; the next interval reads them after
+      }                            // at least one more barrier
       int const valid = live ? tokens_before<NB>(t, t1) : 0;
       float* const yr = p.y + t * p.ed + ch;
 #pragma unroll
@@ -202,22 +259,26 @@ __global__ void __launch_bounds__(WG* lanes) forward_state_split_kernel(forward_
 inline constexpr int split_backward_states = 4;  // states per thread in the backward
 inline constexpr int split_backward_batch = 8;   // tokens whose states and decays a thread holds in registers
 
-template <int WG>
+template <int WG, int NT>
 struct backward_split_smem {
-  static constexpr int L = split_interval, S = WG * split_backward_states, SB = split_backward_batch;
+  static constexpr int L = split_interval, S = WG * NT, SB = split_backward_batch;
   alignas(16) float b[L][S];  // [interval, S]: B, C of this launch's states
   alignas(16) float c[L][S];
   float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]
   float h_batch[L / SB][S][lanes];                    // [batch, state, lane]: the states entering each batch
   float dx[2][WG][SB][lanes], ddt[2][WG][SB][lanes];  // [buffer, warp, token, lane]: each warp's share
+  // [warp, lane, value]: one state's dB, dC of a batch, summed over the lanes by reading the columns; rows padded
+  // to 20 floats so that the 16-byte row stores and the column reads (upper half-warp rotated by 4 rows) are free
+  // of bank conflicts.
+  alignas(16) float bc[WG][lanes][2 * SB + 4];
 };
 
-template <int WG>
+template <int WG, int NT>
 __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(backward_params p, std::int64_t n0) {
-  constexpr int NT = split_backward_states, L = split_interval, SB = split_backward_batch, S = WG * NT;
+  constexpr int L = split_interval, SB = split_backward_batch, S = WG * NT;
   static_assert(SB % WG == 0, "each warp finishes SB / WG tokens of a batch");
   extern __shared__ __align__(16) unsigned char raw_smem[];
-  auto& sm = *reinterpret_cast<backward_split_smem<WG>*>(raw_smem);
+  auto& sm = *reinterpret_cast<backward_split_smem<WG, NT>*>(raw_smem);
   forward_params const& f = p.f;
   int const lane = static_cast<int>(threadIdx.x) % lanes, w = static_cast<int>(threadIdx.x) / lanes;
   std::int64_t const s = blockIdx.x / f.groups, group = blockIdx.x % f.groups;
@@ -230,36 +291,92 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   std::int64_t const my_n0 = n0 + std::int64_t{w} * NT;  // this warp's first state
   // D·dy joins warp 0's share of dx in the first launch; later launches add to dx and dΔ.
   float const dskip = n0 == 0 && w == 0 ? load_or_zero(f.d, ch, live) : 0.0f;
-  float an[NT], a2[NT], u[NT], da[NT];  // [NT]; states past N: A = 0, B = C = 0, nothing written
+  float a2[NT], u[NT], da[NT];  // [NT]: A log2(e); states past N: A = 0, B = C = 0, nothing written
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
     bool const ok = live && my_n0 + j < f.ns;
     std::int64_t const at = (my_n0 + j) * f.ed + ch;
-    an[j] = load_or_zero(f.a, at, ok);
-    a2[j] = an[j] * log2e;
+    a2[j] = load_or_zero(f.a, at, ok) * log2e;
     u[j] = p.d_final != nullptr ? load_or_zero(p.d_final, s * size + at, ok) : 0.0f;
     da[j] = 0.0f;
   }
   float dd = 0.0f;
+  // x, Δ, dy of SB tokens (this thread's lane; tokens w, w + WG, ...) carried in registers like bc_rows' B, C.
+  constexpr int XR = SB / WG;
+  float cx[XR], cdt[XR], cdy[XR];
+  auto load_xs = [&](std::int64_t t_first) {
+#pragma unroll
+    for (int r = 0; r < XR; ++r) {
+      std::int64_t const t = t_first + r * WG + w;
+      bool const ok = live && t < t1;  // masked tokens: x = Δ = dy = 0, an identity step
+      cx[r] = load_or_zero(f.x, t * f.ed + ch, ok);
+      cdt[r] = load_or_zero(f.dt, t * f.ed + ch, ok);
+      cdy[r] = load_or_zero(p.dy, t * f.ed + ch, ok);
+    }
+  };
+  auto store_xs = [&](int row0) {
+#pragma unroll
+    for (int r = 0; r < XR; ++r) {
+      sm.x[row0 + r * WG + w][lane] = cx[r], sm.dt[row0 + r * WG + w][lane] = cdt[r];
+      sm.dy[row0 + r * WG + w][lane] = cdy[r];
+    }
+  };
+  auto load_checkpoint = [&](std::int64_t k, float(&h)[NT]) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      h[j] = load_or_zero(p.ck, (ck0 + k) * size + (my_n0 + j) * f.ed + ch, live && my_n0 + j < f.ns);
+    }
+  };
+  // The last interval is staged here; each earlier one is loaded batch by batch while the later one is walked, into
+  // the rows that batch has just freed (the same token offsets), and its checkpoint with the last batch.
+  float h_ck[NT];  // [NT]: the checkpoint of the interval about to be walked
+  {
+    std::int64_t const tc = t0 + (n_intervals - 1) * L;
+    stage_bc<L, S, WG * lanes>(sm.b, sm.c, f, tc, t1, n0);
+    for (int row0 = 0; row0 < L; row0 += SB) {
+      load_xs(tc + row0);
+      store_xs(row0);
+    }
+    load_checkpoint(n_intervals - 1, h_ck);
+  }
+  bc_rows<SB, S, WG * lanes> coming;  // the earlier interval's B, C for the rows of the batch being walked
+  // dB, dC go to partial_bc[group, kind, n, t]: lanes 0 .. SB - 1 write dB of tokens first + lane, lanes SB .. 2 SB - 1
+  // dC; this lane's row of the first state, advanced by `tokens` per state.
+  bool const bc_lane = lane < 2 * SB;
+  // Σ over the 32 lanes of red[v], left in lanes v and v + 16 (2 SB = 16 values): each lane stores its row, then
+  // sums half a column (16 rows, in a fixed order) and adds the other half's sum. About 40 instructions per state
+  // and batch against 62 for a shuffle reduce-scatter, whose selects cost as much as its shuffles and adds.
+  static_assert(2 * SB == 16, "the column sums assume 16 values");
+  auto sum_over_lanes = [&](float const(&red)[2 * SB]) {
+    float(&rows)[lanes][2 * SB + 4] = sm.bc[w];
+#pragma unroll
+    for (int v = 0; v < 2 * SB; v += 4) {
+      *reinterpret_cast<float4*>(&rows[lane][v]) = make_float4(red[v], red[v + 1], red[v + 2], red[v + 3]);
+    }
+    __syncwarp();
+    int const col = lane % 16, half = lane / 16;
+    float part[4] = {};
+#pragma unroll
+    for (int m = 0; m < 16; ++m) {
+      part[m % 4] += rows[half * 16 + (m + 4 * half) % 16][col];
+    }
+    float total = (part[0] + part[1]) + (part[2] + part[3]);
+    total += __shfl_xor_sync(0xffffffffu, total, 16);  // a + b == b + a: both halves hold the same bits
+    __syncwarp();                                      // every lane has read the rows before the next state's stores
+    return total;
+  };
+  float* const bc_row = p.partial_bc + ((group * 2 + (bc_lane ? lane / SB : 0)) * f.ns + my_n0) * p.tokens + lane % SB;
+  int const my_states = static_cast<int>(std::clamp<std::int64_t>(f.ns - my_n0, 0, NT));  // states < N
   int buf = 0;
   for (std::int64_t k = n_intervals - 1; k >= 0; --k) {
     std::int64_t const tc = t0 + k * L;
-    __syncthreads();  // every warp is done with the later interval
-    stage_bc<L, S, WG * lanes>(sm.b, sm.c, f, tc, t1, n0);
-    for (int e = static_cast<int>(threadIdx.x); e < L * lanes; e += WG * lanes) {
-      int const tok = e / lanes;  // e % lanes is this thread's lane: the block is whole warps
-      bool const ok = live && tc + tok < t1;
-      std::int64_t const at = (tc + tok) * f.ed + ch;
-      sm.x[tok][lane] = load_or_zero(f.x, at, ok);  // masked tokens: x = Δ = dy = 0, an identity step
-      sm.dt[tok][lane] = load_or_zero(f.dt, at, ok);
-      sm.dy[tok][lane] = load_or_zero(p.dy, at, ok);
-    }
-    __syncthreads();
+    bool const ahead = k > 0;  // an earlier interval (whole) is loaded during this one's walk
+    __syncthreads();           // this interval's rows are in; every warp is done with the later interval
     {  // the states entering each batch, from the interval's checkpoint (each thread reads back only its own)
       float h[NT];
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        h[j] = load_or_zero(p.ck, (ck0 + k) * size + (my_n0 + j) * f.ed + ch, live && my_n0 + j < f.ns);
+        h[j] = h_ck[j];
       }
       for (int q = 0; q < L / SB; ++q) {
 #pragma unroll
@@ -280,7 +397,11 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       }
     }
     for (int q = L / SB - 1; q >= 0; --q) {
-      int const first = q * SB;                                       // the batch's first token in the interval
+      int const first = q * SB;  // the batch's first token in the interval
+      if (ahead) {
+        coming.load(f, tc - L + first, t1, n0);
+        load_xs(tc - L + first);
+      }
       float xv[SB], dtv[SB], dyv[SB], hs[SB + 1][NT], decay[SB][NT];  // hs[i] = h_{t-1}, hs[i + 1] = h_t
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
@@ -294,14 +415,16 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
           decay[i][j] = exp2_approx(dtv[i] * a2[j]);
-          hs[i + 1][j] = fmaf(decay[i][j], hs[i][j], dtv[i] * xv[i] * bv[j]);
+          hs[i + 1][j] = fmaf(decay[i][j], hs[i][j], (dtv[i] * xv[i]) * bv[j]);
         }
       }
-      float dx_share[SB], ddt_share[SB];  // [SB]: this warp's Σ over its states
+      float gb[SB], ddt_share[SB];  // [SB]: Σ over this warp's states of g B, and of A log2(e) g a h_{t-1}
 #pragma unroll
       for (int i = 0; i < SB; ++i) {
-        dx_share[i] = dskip * dyv[i], ddt_share[i] = 0.0f;
+        gb[i] = 0.0f, ddt_share[i] = 0.0f;
       }
+      std::int64_t const t_first = tc + first;
+      float* bc_out = bc_row + t_first;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         float red[2 * SB];  // dB (0 .. SB - 1) and dC (SB .. 2 SB - 1) of each token, for this state
@@ -311,19 +434,25 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
           float const g = fmaf(dyv[i], cj, u[j]);  // ∂L/∂h_t
           float const ug = decay[i][j] * g;        // ∂L/∂h_{t-1} through the recurrence
           float const gah = ug * hs[i][j];         // g a_t h_{t-1}
-          float const gb = g * bj;
-          red[i] = g * dtv[i] * xv[i];
+          red[i] = g * (dtv[i] * xv[i]);           // one multiply: dtv[i] * xv[i] is shared with the recompute
           red[SB + i] = dyv[i] * hs[i + 1][j];
-          ddt_share[i] = fmaf(an[j], gah, fmaf(xv[i], gb, ddt_share[i]));
-          dx_share[i] = fmaf(dtv[i], gb, dx_share[i]);
+          gb[i] = fmaf(g, bj, gb[i]);
+          ddt_share[i] = fmaf(a2[j], gah, ddt_share[i]);  // A log2(e) g a h_{t-1}: ln 2 applied once below
           da[j] = fmaf(dtv[i], gah, da[j]);
           u[j] = ug;
         }
-        float const r = warp_reduce_scatter<2 * SB>(red, lane);
-        std::int64_t const n = my_n0 + j, t = tc + first + lane % SB;
-        if (lane < 2 * SB && n < f.ns && t < t1) {
-          p.partial_bc[((group * 2 + lane / SB) * f.ns + n) * p.tokens + t] = r;
+        float const r = sum_over_lanes(red);
+        if (bc_lane && j < my_states && t_first + lane % SB < t1) {
+          *bc_out = r;
         }
+        bc_out += p.tokens;
+      }
+      // dx = Σ_n g Δ B (+ D dy), dΔ = Σ_n g (A a h_{t-1} + x B): the B terms share Σ_n g B.
+      float dx_share[SB];
+#pragma unroll
+      for (int i = 0; i < SB; ++i) {
+        dx_share[i] = fmaf(dtv[i], gb[i], dskip * dyv[i]);
+        ddt_share[i] = fmaf(xv[i], gb[i], ddt_share[i] * ln2);
       }
       if (w == 0) {
 #pragma unroll
@@ -336,7 +465,14 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
         sm.dx[buf][w][i][lane] = dx_share[i];
         sm.ddt[buf][w][i][lane] = ddt_share[i];
       }
-      __syncthreads();  // every warp's share of this batch is in
+      __syncthreads();  // every warp's share of this batch is in, and every warp is done with its rows
+      if (ahead) {
+        coming.store(sm.b, sm.c, first);
+        store_xs(first);
+        if (q == 0) {
+          load_checkpoint(k - 1, h_ck);
+        }
+      }
 #pragma unroll
       for (int r = 0; r < SB / WG; ++r) {
         int const i = r * WG + w;  // warp w finishes tokens w, w + WG, ...
@@ -392,13 +528,23 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
     return;
   }
   std::int64_t const groups = (a.states + NT - 1) / NT;  // warps the states need
+  bool const many_blocks = blocks > 3 * detail::sm_count();
   auto launch = [&]<int WG>() {
+    auto const kernel = [&] {
+      if constexpr (WG == 8) {
+        return many_blocks ? &detail::forward_state_split_kernel<NT, WG, 4>
+                           : &detail::forward_state_split_kernel<NT, WG, 3>;
+      } else {
+        constexpr int min_blocks = WG == 1 ? 1 : 16 / WG;
+        return &detail::forward_state_split_kernel<NT, WG, min_blocks>;
+      }
+    }();
     for (std::int64_t n0 = 0; n0 < a.states; n0 += std::int64_t{WG} * NT) {  // later launches add to y, in order
-      detail::forward_state_split_kernel<NT, WG>
-          <<<static_cast<unsigned>(blocks), WG * detail::lanes, 0, be.stream>>>(p, n0);
+      kernel<<<static_cast<unsigned>(blocks), WG * detail::lanes, 0, be.stream>>>(p, n0);
       backends::cuda_check_launch("forward_state_split_kernel");
     }
   };
+
   constexpr int max_warps = std::min(8, detail::split_max_states / NT);  // at least 2
   std::int64_t const warps = std::min<std::int64_t>(groups, max_warps);  // launched as the power of two at or below it
   if (warps >= 8) {
@@ -427,9 +573,13 @@ void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_s
     constexpr int bnt = detail::split_backward_states;
     std::int64_t const groups = (a.states + bnt - 1) / bnt;  // warps the states need
     auto launch = [&]<int WG>() {
-      auto kernel = detail::backward_state_split_kernel<WG>;
-      std::size_t const shared = sizeof(detail::backward_split_smem<WG>);
+      auto kernel = detail::backward_state_split_kernel<WG, bnt>;
+      std::size_t const shared = sizeof(detail::backward_split_smem<WG, bnt>);
       detail::allow_shared_memory(kernel, shared);
+      // 3 blocks of 74 KB need nearly all of the SM's 228 KB as shared memory (the rest stays L1).
+      detail::cuda_check(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+          "cudaFuncSetAttribute(PreferredSharedMemoryCarveout)");
       for (std::int64_t n0 = 0; n0 < a.states; n0 += std::int64_t{WG} * bnt) {  // later launches add to dx, dΔ
         kernel<<<static_cast<unsigned>(blocks), WG * detail::lanes, shared, be.stream>>>(p, n0);
         backends::cuda_check_launch("backward_state_split_kernel");
