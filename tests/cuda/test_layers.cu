@@ -82,6 +82,28 @@ bool same_bits(std::vector<float> const& a, std::vector<float> const& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+constexpr std::uint16_t bf16_poison = 0xFFFF;  // what fill_nan leaves in a bfloat16
+
+//! A device buffer of n bfloat16, every one NaN.
+device_buffer<ssmlen::bfloat16> poisoned_bf16(std::size_t n) {
+  device_buffer<ssmlen::bfloat16> b(n);
+  fill_nan(b);
+  return b;
+}
+
+//! rounded holds the bf16 rounding of every value, bit for bit, and then one spare element still poisoned.
+bool is_rounding_of(std::vector<ssmlen::bfloat16> const& rounded, std::vector<float> const& values) {
+  if (rounded.size() != values.size() + 1 || rounded.back().bits != bf16_poison) {
+    return false;
+  }
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (rounded[i].bits != ssmlen::bfloat16(values[i]).bits) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // GEMM
 
@@ -261,13 +283,15 @@ TEST_CASE("cuda gemm: bfloat16 operands, k = 0 and alpha = 0, argument checks") 
 // ---------------------------------------------------------------------------------------------------------------
 // RMSNorm
 
-void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_place, bool accumulate,
+//! rounded: the forward also writes y rounded to bf16, and the backward dx (its final value) rounded.
+void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_place, bool accumulate, bool rounded,
                    std::uint64_t seed) {
   CAPTURE(rows);
   CAPTURE(dim);
   CAPTURE(fused);
   CAPTURE(in_place);
   CAPTURE(accumulate);
+  CAPTURE(rounded);
   auto const n = static_cast<std::size_t>(rows * dim);
   auto const x = normal(n, 2.0, seed), residual = normal(n, 1.0, seed + 1), dy = normal(n, 1.0, seed + 2);
   auto const weight = normal(static_cast<std::size_t>(dim), 1.0, seed + 3);
@@ -293,14 +317,20 @@ void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_plac
   auto dhout = poisoned(n), dyout = poisoned(n), drstd = poisoned(static_cast<std::size_t>(rows));
   auto ddx = accumulate ? on_device(dx0) : poisoned(n);
   auto ddw = on_device(dw0);
+  // The bf16 outputs, one element longer than they need: the spare element must keep its poison.
+  auto dy16 = poisoned_bf16(n + 1), ddx16 = poisoned_bf16(n + 1);
   float* h_out = fused ? (in_place ? dres.data() : dhout.data()) : nullptr;
   lc::rmsnorm_forward(stream.backend(), rows, dim, 1e-5, dx_in.data(), fused ? dres.data() : nullptr, h_out,
-                      dweight.data(), dyout.data(), drstd.data());
+                      dweight.data(), dyout.data(), drstd.data(), rounded ? dy16.data() : nullptr);
   float const* h_dev = fused ? h_out : dx_in.data();
   lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx.data(),
-                       ddw.data(), accumulate);
+                       ddw.data(), accumulate, nullptr, rounded ? ddx16.data() : nullptr);
   stream.synchronize();
   CHECK(rel_error(dyout.to_host(), y_ref) < fp32_tol);
+  if (rounded) {  // the rounding of the fp32 output written beside it, bit for bit (dx: after the accumulation)
+    CHECK(is_rounding_of(dy16.to_host(), dyout.to_host()));
+    CHECK(is_rounding_of(ddx16.to_host(), ddx.to_host()));
+  }
   CHECK(rel_error(drstd.to_host(), rstd_ref) < fp32_tol);
   if (fused) {
     CHECK(rel_error(in_place ? dres.to_host() : dhout.to_host(), h) < fp32_tol);
@@ -326,10 +356,21 @@ TEST_CASE("cuda rmsnorm: forward (plain, fused residual, in place) and backward 
   if (!gpu_or_skip()) {
     return;
   }
-  check_rmsnorm(131, 37, false, false, false, 1);
-  check_rmsnorm(200, 64, true, false, true, 11);
-  check_rmsnorm(65, 1000, true, true, false, 21);
-  check_rmsnorm(1, 1, false, false, true, 31);
+  check_rmsnorm(131, 37, false, false, false, false, 1);
+  check_rmsnorm(200, 64, true, false, true, false, 11);
+  check_rmsnorm(65, 1000, true, true, false, false, 21);
+  check_rmsnorm(1, 1, false, false, true, false, 31);
+}
+
+TEST_CASE("cuda rmsnorm: the bf16 outputs are the roundings of y and of the final dx") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_rmsnorm(131, 37, false, false, false, true, 41);
+  check_rmsnorm(200, 64, true, false, true, true, 42);  // dx16: the rounding of dx after the accumulation
+  check_rmsnorm(65, 1000, true, true, true, true, 43);
+  check_rmsnorm(3, 33, false, false, false, true, 44);
+  check_rmsnorm(1, 1, true, false, true, true, 45);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -627,24 +668,15 @@ TEST_CASE("cuda embedding: ids out of range give NaN rows forward and nothing ba
 // ---------------------------------------------------------------------------------------------------------------
 // Conv1d
 
-//! fused: the forward also writes silu(y) and its bf16 rounding, and the backward also writes dx rounded to bf16.
-//! misaligned: those new pointers one element off alignment (the
-//! other pointers stay aligned), which must select the one-channel kernels.
+//! fused: the forward also writes silu(y) and its bf16 rounding, and the backward also writes dx rounded to bf16
+//! (then, again, that rounding alone). misaligned: those new pointers one element off alignment (the other pointers
+//! stay aligned), which must select the one-channel kernels.
 struct conv_shape {
   std::vector<std::int64_t> lengths;
   std::int64_t channels = 0, width = 0, ldx = 0, lddx = 0;
   bool init = false, d_final = false;
   bool fused = false, misaligned = false;
 };
-
-constexpr std::uint16_t bf16_poison = 0xFFFF;  // what fill_nan leaves in a bfloat16
-
-//! A device buffer of n bfloat16, every one NaN.
-device_buffer<ssmlen::bfloat16> poisoned_bf16(std::size_t n) {
-  device_buffer<ssmlen::bfloat16> b(n);
-  fill_nan(b);
-  return b;
-}
 
 void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   CAPTURE(sh.channels);
@@ -771,14 +803,20 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
               static_cast<long long>(c), static_cast<long long>(k), static_cast<long long>(sh.ldx), sh.init ? 1 : 0,
               sh.d_final ? 1 : 0, sh.fused ? 1 : 0, e_dx, e_dw);
 
-  // dweight, dbias: the same bits when recomputed from the same start.
+  // dweight, dbias: the same bits when recomputed from the same start. Fused: this time dx16 alone, without dx (as
+  // the block with bf16 GEMMs asks), the same bits again.
   auto ddw2 = on_device(dw0), ddb2 = on_device(db0);
-  lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), ddx.data(), sh.lddx,
-                      sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, nullptr, ddw2.data(),
-                      ddb2.data(), nullptr, dx16_out);
+  auto ddx16_alone = poisoned_bf16(dx_ref.size() + 1);
+  lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, ddy.data(), sh.fused ? nullptr : ddx.data(),
+                      sh.lddx, sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, nullptr,
+                      ddw2.data(), ddb2.data(), nullptr, sh.fused ? ddx16_alone.data() + off : nullptr);
   stream.synchronize();
   CHECK(same_bits(ddw2.to_host(), ddw.to_host()));
   CHECK(same_bits(ddb2.to_host(), ddb.to_host()));
+  if (sh.fused) {
+    auto const a = ddx16_alone.to_host(), b = ddx16.to_host();
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(ssmlen::bfloat16)) == 0);
+  }
 }
 
 TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequences, with and without states") {
@@ -881,7 +919,7 @@ TEST_CASE("cuda layers: shapes past the grid caps (grid-stride loops)") {
   if (!gpu_or_skip()) {
     return;
   }
-  check_rmsnorm(70001, 8, true, false, false, 90);                         // 8 rows per block, at most 8192 blocks
+  check_rmsnorm(70001, 8, true, false, false, true, 90);                   // 8 rows per block, at most 8192 blocks
   check_conv1d({{20000, 1, 0, 20003}, 256, 4, 256, 256, true, true}, 91);  // 2.56 M vectors > 8192 × 256 threads
 }
 
@@ -898,7 +936,7 @@ TEST_CASE("cuda layers: small shapes of every kernel") {
   for (auto p : {gemm_precision::fp32, gemm_precision::tf32, gemm_precision::bf16}) {
     CHECK(gemm_error(h, {trans::t, trans::n, 9, 7, 5, 1.0f, 0.0f}, p, false, 3) < bf16_tol);
   }
-  check_rmsnorm(70, 37, true, false, true, 5);
+  check_rmsnorm(70, 37, true, false, true, true, 5);
   check_cross_entropy(70, 37, true, 1.0f, 6);
   check_embedding(37, 8, 100, 7);
   check_conv1d({{1, 7, 0, 130, 2}, 64, 4, 64, 64, true, true}, 8);
@@ -921,6 +959,10 @@ TEST_CASE("cuda layers: bad arguments throw before any launch") {
   CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 0.0, &f, nullptr, nullptr, &f, &out, nullptr), ssmlen::error);
   CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 1e-5, &f, &f, nullptr, &f, &out, nullptr), ssmlen::error);
   CHECK_THROWS_AS(lc::rmsnorm_backward(be, -1, 8, &f, &f, &f, &f, &out, &out, false), ssmlen::error);
+  // A bf16 output must not overwrite what the kernel reads or its fp32 output.
+  auto* const out16 = reinterpret_cast<ssmlen::bfloat16*>(&out);
+  CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 1e-5, &f, nullptr, nullptr, &f, &out, nullptr, out16), ssmlen::error);
+  CHECK_THROWS_AS(lc::rmsnorm_backward(be, 4, 8, &f, &f, &f, &f, &out, &out, false, nullptr, out16), ssmlen::error);
   std::int32_t const id = 0;
   ssmlen::ops::cross_entropy_result r;
   CHECK_THROWS_AS(ssmlen::ops::cuda::softmax_cross_entropy(be, 4, 0, &f, &id, nullptr, nullptr, 1.0f, &r),
@@ -943,6 +985,9 @@ TEST_CASE("cuda layers: bad arguments throw before any launch") {
   CHECK_THROWS_AS(lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, &y, 8, nullptr, nullptr, nullptr, &out, &out,
                                       nullptr, reinterpret_cast<ssmlen::bfloat16*>(&y)),
                   ssmlen::error);
+  CHECK_THROWS_AS(
+      lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, nullptr, 8, nullptr, nullptr, nullptr, &out, &out),
+      ssmlen::error);  // neither dx nor dx16
   CHECK_THROWS_AS(lc::conv1d_step(be, {8, 4, &f, &f}, &f, 8, &out, nullptr, 2), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({.lr = -1.0}, {}, be), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({}, {{nullptr, nullptr, nullptr, nullptr, 3, false}}, be), ssmlen::error);

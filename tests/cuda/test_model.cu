@@ -378,12 +378,15 @@ struct block_case {
 };
 
 //! The device block against the host block in float; with bf16 GEMMs (norm-wise error < bf16_tol), optionally with
-//! the weight matrices' bf16 copies handed to the block. Returns the device's outputs, states and gradients.
+//! the weight matrices' bf16 copies handed to the block, and u and dout handed to it as their bf16 roundings alone
+//! (values null: the block must read the roundings, and never round them itself). Returns the device's outputs,
+//! states and gradients.
 std::vector<std::vector<float>> check_block(block_case const& bc, std::uint64_t seed,
                                             gemm_precision precision = gemm_precision::fp32,
-                                            bool rounded_weights = false) {
+                                            bool rounded_weights = false, bool rounded_io = false) {
   CAPTURE(static_cast<int>(precision));
   CAPTURE(rounded_weights);
+  CAPTURE(rounded_io);
   double const block_tol = precision == gemm_precision::bf16 ? bf16_tol : tol;
   using host_block = ssmlen::layers::mamba_block<float, ssmlen::scan::recurrent>;
   ssmlen::backends::host const be;
@@ -468,11 +471,20 @@ std::vector<std::vector<float>> check_block(block_case const& bc, std::uint64_t 
   for (auto* b : {&out, &du, &fin_conv, &fin_ssm, &gi_conv, &gi_ssm}) {
     lc::poison_buffer(*b, stream.get());
   }
-  blk.forward(h, seqs, dseqs, du_u.data(), out.data(), k, ws, {d_init_conv.data(), d_init_ssm.data()},
+  // Handed in: roundings made apart from the block (reading its poisoned k.u16 or ws.dout16 instead gives NaN).
+  device_buffer<ssmlen::bfloat16> u16(rounded_io ? u.size() : 0), dout16(u16.size());
+  lc::mamba_block_rows u_in{du_u.data()}, dout_in{d_dout.data()};
+  if (rounded_io) {
+    REQUIRE(precision == gemm_precision::bf16);
+    ssmlen::backends::round_to_bf16(stream.backend(), rows, bc.d, du_u.data(), bc.d, u16.data());
+    ssmlen::backends::round_to_bf16(stream.backend(), rows, bc.d, d_dout.data(), bc.d, dout16.data());
+    u_in = {nullptr, u16.data()};
+    dout_in = {nullptr, dout16.data()};
+  }
+  blk.forward(h, seqs, dseqs, u_in, out.data(), k, ws, {d_init_conv.data(), d_init_ssm.data()},
               {fin_conv.data(), fin_ssm.data()});
-  blk.backward(h, seqs, dseqs, du_u.data(), d_dout.data(), du.data(), false, k, ws,
-               {d_init_conv.data(), d_init_ssm.data()}, {d_dfinal_conv.data(), d_dfinal_ssm.data()},
-               {gi_conv.data(), gi_ssm.data()});
+  blk.backward(h, seqs, dseqs, u_in.values, dout_in, du.data(), false, k, ws, {d_init_conv.data(), d_init_ssm.data()},
+               {d_dfinal_conv.data(), d_dfinal_ssm.data()}, {gi_conv.data(), gi_ssm.data()});
   stream.synchronize();
 
   std::vector<std::vector<float>> results;
@@ -495,10 +507,10 @@ std::vector<std::vector<float>> check_block(block_case const& bc, std::uint64_t 
   for (std::size_t i = 0; i < hp.size(); ++i) {
     check_tensor(names[i], grads[i].to_host(), hp[i]->grad.data());
   }
-  std::printf("block D=%lld ED=%lld N=%lld K=%lld %s%s: worst error (outputs, states, gradients) %.2e\n",
+  std::printf("block D=%lld ED=%lld N=%lld K=%lld %s%s%s: worst error (outputs, states, gradients) %.2e\n",
               static_cast<long long>(bc.d), static_cast<long long>(bc.ed), static_cast<long long>(bc.ns),
               static_cast<long long>(bc.k), precision == gemm_precision::bf16 ? "bf16" : "fp32",
-              rounded_weights ? " (rounded weights)" : "", worst);
+              rounded_weights ? " (rounded weights)" : "", rounded_io ? " (rounded u, dout)" : "", worst);
   return results;
 }
 
@@ -510,20 +522,28 @@ TEST_CASE("cuda mamba block: forward and backward with initial and final states 
   check_block({37, 74, 5, 3, 3, 0.02f, {70, 2, 129, 1}}, 21);  // ED % 4 != 0: the conv's scalar path; N = 5
 }
 
-TEST_CASE("cuda mamba block: bf16 GEMMs are the host block's within bf16 rounding, with or without rounded weights") {
+TEST_CASE("cuda mamba block: bf16 GEMMs are the host block's within bf16 rounding, rounded inputs handed in or not") {
   if (!gpu_or_skip()) {
     return;
   }
   for (block_case const& bc : {block_case{64, 128, 16, 4, 4, 0.0f, {37, 1, 64, 130, 0, 2, 65}},
                                block_case{37, 74, 5, 3, 3, 0.02f, {70, 2, 129, 1}}}) {
-    // The block's own rounded activations and gradients, with weights rounded per GEMM or handed in rounded: the
-    // same bf16 values reach the same GEMMs, so the two runs agree to float rounding.
+    // The block's own rounded activations and gradients, with weights rounded per GEMM or handed in rounded, and u
+    // and dout rounded by the block or handed in rounded: the same bf16 values reach the same GEMMs, so the runs
+    // agree to float rounding.
     auto const staged = check_block(bc, 22, gemm_precision::bf16, false);
-    auto const handed = check_block(bc, 22, gemm_precision::bf16, true);
-    REQUIRE(staged.size() == handed.size());
-    for (std::size_t i = 0; i < staged.size(); ++i) {
-      CAPTURE(i);
-      CHECK(rel_error(handed[i].data(), staged[i].data(), static_cast<std::int64_t>(staged[i].size())) < 1e-5);
+    struct rounded_inputs {
+      bool weights, u_and_dout;
+    };
+    for (auto const given : {rounded_inputs{true, false}, rounded_inputs{false, true}, rounded_inputs{true, true}}) {
+      CAPTURE(given.weights);
+      CAPTURE(given.u_and_dout);
+      auto const handed = check_block(bc, 22, gemm_precision::bf16, given.weights, given.u_and_dout);
+      REQUIRE(staged.size() == handed.size());
+      for (std::size_t i = 0; i < staged.size(); ++i) {
+        CAPTURE(i);
+        CHECK(rel_error(handed[i].data(), staged[i].data(), static_cast<std::int64_t>(staged[i].size())) < 1e-5);
+      }
     }
   }
 }

@@ -74,7 +74,7 @@ struct conv_params {
   T* y_silu;                                   // forward, or null: silu(y), [T, C]
   bfloat16* y_silu16;                          // forward, or null: silu(y) rounded, [T, C]
   T const *dy, *d_final;                       // backward
-  T *dx, *d_init, *partial, *dweight, *dbias;  // backward
+  T *dx, *d_init, *partial, *dweight, *dbias;  // backward; dx may be null when dx16 is not
   bfloat16* dx16;                              // backward, or null: dx rounded, row stride lddx
   std::int64_t lddx;
 };
@@ -157,11 +157,13 @@ __device__ inline void store_output(conv_params<T> const& p, std::int64_t t, std
   }
 }
 
-//! Writes dx's channels [c, c + V) of token t (its final value: the kernels overwrite dx) and, where asked, its
-//! bf16 rounding.
+//! Writes dx's channels [c, c + V) of token t (its final value: the kernels overwrite dx) and/or its bf16
+//! rounding, whichever is asked for.
 template <int V, class T>
 __device__ inline void store_dx(conv_params<T> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& g) {
-  store_floats<V>(p.dx + t * p.lddx + c, g);
+  if (p.dx != nullptr) {
+    store_floats<V>(p.dx + t * p.lddx + c, g);
+  }
   if (p.dx16 != nullptr) {
     store_rounded<V>(p.dx16 + t * p.lddx + c, g);
   }
@@ -706,7 +708,8 @@ inline std::size_t conv1d_backward_workspace_bytes(std::int64_t tokens, std::int
 //! Backward on `be.stream`, device pointers: writes dx [T, C] (row stride lddx) and, when not null, d_init_state
 //! [S, K-1, C]; adds to dweight [C, K] and dbias [C]. dy is [T, C]; init_state (the forward's) and d_final_state
 //! (the gradient arriving at the final state) are [S, K-1, C] or null. dx16 (null: not written) also receives dx
-//! rounded to bf16 (nearest even, as backends::round_to_bf16 of dx), with dx's row stride.
+//! rounded to bf16 (nearest even, as backends::round_to_bf16 of dx), with dx's row stride; with dx16, dx may be
+//! null (a bf16 GEMM's operand needs only the rounding).
 inline void conv1d_backward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
                             float const* x, std::int64_t ldx, float const* dy, float* dx, std::int64_t lddx,
                             float const* init_state, float const* d_final_state, float* d_init_state, float* dweight,
@@ -714,8 +717,8 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   detail::check_conv(seqs, w, ldx);
   check_arg(lddx >= w.channels, "conv1d lddx", lddx, "must be at least the channel count");
   check(dweight != nullptr && dbias != nullptr, "conv1d backward (cuda): dweight and dbias must not be null");
-  check(seqs.tokens == 0 || (x != nullptr && dy != nullptr && dx != nullptr),
-        "conv1d backward (cuda): x, dy and dx must not be null");
+  check(seqs.tokens == 0 || (x != nullptr && dy != nullptr && (dx != nullptr || dx16 != nullptr)),
+        "conv1d backward (cuda): x, dy and dx (or dx16) must not be null");
   check(dx16 == nullptr || static_cast<void const*>(dx16) != dx, "conv1d backward (cuda): dx16 must not overwrite dx");
   std::int64_t const blocks = (seqs.tokens + detail::conv_block_tokens - 1) / detail::conv_block_tokens;
   check_arg(blocks <= INT_MAX, "token count", seqs.tokens, "must be at most (2^31 - 1) · 128");

@@ -9,14 +9,15 @@
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
 //! activations are the host's up to GEMM summation order. The conv writes SiLU of its output beside it, and the
-//! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each. (Δ's softplus and
-//! the gate stay kernels of their own: folded into the scan, whose time the exponential unit sets, their
-//! exponentials and divisions cost more than the memory passes they save: docs/perf.md.) The activations kept for the
-//! backward are the host's (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers
-//! live in a scratch that every block of a model shares, since blocks run one after another on one stream. `step`
-//! advances B sequences by one token each (the host block's step_row on every row): in_proj, the conv's step kernel
-//! with SiLU fused, x_proj, then one fused SSM step that applies dt_proj itself (scan/cuda/selective_scan_step.cuh),
-//! and out_proj.
+//! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each; u and dout may come
+//! with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only
+//! rounded. (Δ's softplus and the gate stay kernels of their own: folded into the scan, whose time the exponential
+//! unit sets, their exponentials and divisions cost more than the memory passes they save: docs/perf.md.) The
+//! activations kept for the backward are the host's (the scan keeps only chunk-start states and recomputes the
+//! rest); the backward's buffers live in a scratch that every block of a model shares, since blocks run one after
+//! another on one stream. `step` advances B sequences by one token each (the host block's step_row on every row):
+//! in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step that applies dt_proj itself
+//! (scan/cuda/selective_scan_step.cuh), and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -83,6 +84,15 @@ struct mamba_block_states {
   P ssm = nullptr;   // [S, N, ED]
 };
 
+//! A [T, D] tensor the block reads (its input u, or the gradient dout) as device pointers: the fp32 values and,
+//! for bf16 GEMMs, their bf16 rounding written beside them by the kernel that made them (null: the block rounds the
+//! values itself, one more pass over them). Only GEMMs read these: fp32 and TF32 blocks read the values, bf16 ones
+//! the rounding alone when there is one (the values may then be null).
+struct mamba_block_rows {
+  float const* values = nullptr;      // [T, D]
+  bfloat16 const* rounded = nullptr;  // [T, D], or null
+};
+
 //! Makes `b` hold at least n elements. Reallocating waits for `stream` first: work enqueued there may still use
 //! the old memory. The contents are not kept.
 template <class T>
@@ -115,10 +125,11 @@ struct mamba_block_cache {
   backends::device_buffer<float> y;            // [T, ED]: SSM output, before gating
   backends::device_buffer<float> yg;           // [T, ED]: gated (fp32 GEMMs only; bf16 ones keep yg16)
   // bf16 GEMMs only: the GEMM inputs that the backward reads again, rounded once (backends::round_to_bf16)
-  backends::device_buffer<bfloat16> u16;    // [T, D]
+  backends::device_buffer<bfloat16> u16;    // [T, D]: u, unless its rounding came with it
   backends::device_buffer<bfloat16> xs16;   // [T, ED]
   backends::device_buffer<bfloat16> dbc16;  // [T, R + 2N]
   backends::device_buffer<bfloat16> yg16;   // [T, ED]
+  bfloat16 const* u_rounded = nullptr;      // [T, D]: what in_proj read, u16 or the caller's (alive until backward)
 
   //! rounded: also the bf16 copies (a block with bf16 GEMMs).
   void reserve(mamba_block_shape const& s, std::int64_t rows, std::int64_t checkpoint_rows, bool rounded,
@@ -156,7 +167,7 @@ struct mamba_block_cache {
 //! The backward's buffers and the kernels' workspace; one scratch serves every block of a model.
 struct mamba_block_scratch {
   backends::device_buffer<float> dyg;    // [T, ED]
-  backends::device_buffer<float> dxz;    // [T, 2ED]
+  backends::device_buffer<float> dxz;    // [T, 2ED] (fp32 GEMMs only; bf16 ones keep dxz16)
   backends::device_buffer<float> dy;     // [T, ED]
   backends::device_buffer<float> dxs;    // [T, ED]: ∂L/∂xs, then ∂L/∂xc in place
   backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂Δ, then ∂L/∂Δ_pre in place
@@ -283,8 +294,8 @@ __global__ void __launch_bounds__(rowwise_threads)
   });
 }
 
-//! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:] (and its bf16 rounding into
-//! dxz16[:, ED:] unless null).
+//! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:] and/or (its bf16 rounding)
+//! dxz16[:, ED:], whichever is not null.
 template <int V>
 __global__ void __launch_bounds__(rowwise_threads)
     gate_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dyg, float const* y, float const* xz,
@@ -300,7 +311,9 @@ __global__ void __launch_bounds__(rowwise_threads)
       d_z.v[j] = g.v[j] * yv.v[j] * silu_grad(z.v[j]);
     }
     store_floats<V>(dy + r * ed + c, d_y);
-    store_floats<V>(dxz + r * 2 * ed + ed + c, d_z);
+    if (dxz != nullptr) {
+      store_floats<V>(dxz + r * 2 * ed + ed + c, d_z);
+    }
     if (dxz16 != nullptr) {
       store_rounded<V>(dxz16 + r * 2 * ed + ed + c, d_z);
     }
@@ -387,7 +400,6 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
   auto const rows = seqs.tokens, ed = s.d_inner;
   auto const te = static_cast<std::size_t>(rows * ed);
   grow_buffer(dyg, te, stream);
-  grow_buffer(dxz, 2 * te, stream);
   grow_buffer(dy, te, stream);
   grow_buffer(dxs, te, stream);
   grow_buffer(ddt, te, stream);
@@ -407,6 +419,8 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
     grow_buffer(ddt16, te, stream);
     grow_buffer(d_dbc16, static_cast<std::size_t>(rows * s.bc_width()), stream);
     grow_buffer(dxz16, 2 * te, stream);
+  } else {
+    grow_buffer(dxz, 2 * te, stream);
   }
 }
 
@@ -450,9 +464,11 @@ public:
   }
 
   //! u: [T, D] -> out: [T, D], device pointers; the batch is `seqs` (device offsets) laid out as `host_seqs`.
-  //! init (null pointers: zeros) and final (null pointers: not written) are [S, K-1, ED] and [S, N, ED].
-  void forward(backends::blas_handle& h, sequences const& host_seqs, device_sequences const& seqs, float const* u,
-               float* out, mamba_block_cache& k, mamba_block_scratch& ws,
+  //! init (null pointers: zeros) and final (null pointers: not written) are [S, K-1, ED] and [S, N, ED]. With bf16
+  //! GEMMs, u's rounding, when given, is read again by the backward: keep it until then (k.u16 may hold it, written
+  //! after reserve).
+  void forward(backends::blas_handle& h, sequences const& host_seqs, device_sequences const& seqs,
+               mamba_block_rows const& u, float* out, mamba_block_cache& k, mamba_block_scratch& ws,
                mamba_block_states<float const*> const& init = {}, mamba_block_states<float*> const& final = {}) const {
     using ops::trans;
     cudaStream_t const stream = h.backend().stream;
@@ -461,8 +477,9 @@ public:
     // With bf16 GEMMs the inputs the backward reads again are rounded once, here, and kept in the cache.
     bfloat16* const xs16 = bf16() ? k.xs16.data() : nullptr;
     bfloat16* const yg16 = bf16() ? k.yg16.data() : nullptr;
-    gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u, d, round(h, rows, d, u, k.u16)},
-         {value_.in_proj, d, rounded_.in_proj}, 0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
+    k.u_rounded = rounding_of(h, u, rows, k.u16);
+    gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u.values, d, k.u_rounded}, {value_.in_proj, d, rounded_.in_proj},
+         0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
     conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv,
                    {.y = k.xs.data(), .y16 = xs16});  // [T, ED]: xc, and xs = silu(xc)
     gemm(h, trans::n, trans::t, rows, w, ed, {k.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
@@ -485,12 +502,13 @@ public:
   }
 
   //! Adds every parameter gradient and writes du = ∂L/∂u ([T, D]; added to it when `accumulate`), given the
-  //! forward's u, cache and init and dout = ∂L/∂out. d_final (null: none) is the gradient arriving at the final
-  //! states; d_init (null pointers: not written) receives ∂L/∂init.
+  //! forward's u (its values; the cache knows its rounding), cache and init and dout = ∂L/∂out (with its bf16
+  //! rounding, or null). d_final (null: none) is the gradient arriving at the final states; d_init (null pointers:
+  //! not written) receives ∂L/∂init.
   void backward(backends::blas_handle& h, sequences const& host_seqs, device_sequences const& seqs, float const* u,
-                float const* dout, float* du, bool accumulate, mamba_block_cache const& k, mamba_block_scratch& ws,
-                mamba_block_states<float const*> const& init = {}, mamba_block_states<float const*> const& d_final = {},
-                mamba_block_states<float*> const& d_init = {}) {
+                mamba_block_rows const& dout, float* du, bool accumulate, mamba_block_cache const& k,
+                mamba_block_scratch& ws, mamba_block_states<float const*> const& init = {},
+                mamba_block_states<float const*> const& d_final = {}, mamba_block_states<float*> const& d_init = {}) {
     using ops::trans;
     cudaStream_t const stream = h.backend().stream;
     std::int64_t const rows = seqs.tokens, d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, w = s_.bc_width();
@@ -500,14 +518,17 @@ public:
           "mamba block backward (cuda): the cache must come from a forward over the same batch");
     ws.reserve(s_, seqs, bf16(), stream);
     auto const yg = k.yg.data();
-    backends::gemm_operand const dout_op{dout, d, round(h, rows, d, dout, ws.dout16)};
+    // ∂L/∂xz is only ever in_proj's GEMM operand: with bf16 GEMMs only its rounding is written.
+    float* const dxz = bf16() ? nullptr : ws.dxz.data();         // [T, 2ED]
+    bfloat16* const dxz16 = bf16() ? ws.dxz16.data() : nullptr;  // [T, 2ED]
+    backends::gemm_operand const dout_op{dout.values, d, rounding_of(h, dout, rows, ws.dout16)};
     gemm(h, trans::t, trans::n, d, ed, rows, dout_op, {yg, ed, bf16() ? k.yg16.data() : nullptr}, 1.0f, grad_.out_proj,
          ed);  // [D, ED]
     gemm(h, trans::n, trans::n, rows, ed, d, dout_op, {value_.out_proj, ed, rounded_.out_proj}, 0.0f, ws.dyg.data(),
          ed);  // [T, ED]
     detail::launch_rowwise(detail::gate_backward_kernel<4>, detail::gate_backward_kernel<1>, "gate_backward_kernel",
                            stream, rows, ed, static_cast<float const*>(ws.dyg.data()), k.y.data(), k.xz.data(),
-                           ws.dy.data(), ws.dxz.data(), bf16() ? ws.dxz16.data() : nullptr);  // z's columns
+                           ws.dy.data(), dxz, dxz16);  // z's columns
     backends::cuda_check(cudaMemsetAsync(ws.da.data(), 0, static_cast<std::size_t>(ns * ed) * sizeof(float), stream),
                          "cudaMemsetAsync (dA)");  // the scan accumulates dA
     scan::selective_scan_grads<float> const g{
@@ -539,12 +560,12 @@ public:
          ed);  // [T, ED]
     detail::launch_rowwise(detail::silu_backward_kernel<4>, detail::silu_backward_kernel<1>, "silu_backward_kernel",
                            stream, rows, ed, k.xc.data(), ws.dxs.data());
-    conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), ws.dxz.data(), 2 * ed,
-                    init.conv, d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(),
-                    bf16() ? ws.dxz16.data() : nullptr);  // x's columns of dxz (and of dxz16)
-    // dxz16: x's columns from the conv, z's from the gate's backward
-    backends::gemm_operand const dxz_op{ws.dxz.data(), 2 * ed, bf16() ? ws.dxz16.data() : nullptr};
-    gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, bf16() ? k.u16.data() : nullptr}, 1.0f, grad_.in_proj,
+    conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), dxz, 2 * ed, init.conv,
+                    d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(),
+                    dxz16);  // x's columns of dxz (or of dxz16)
+    // dxz or dxz16: x's columns from the conv, z's from the gate's backward
+    backends::gemm_operand const dxz_op{dxz, 2 * ed, dxz16};
+    gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, k.u_rounded}, 1.0f, grad_.in_proj,
          d);  // [2ED, D]
     gemm(h, trans::n, trans::n, rows, d, 2 * ed, dxz_op, {value_.in_proj, d, rounded_.in_proj},
          accumulate ? 1.0f : 0.0f, du, d);  // [T, D]
@@ -618,6 +639,12 @@ private:
     }
     backends::round_to_bf16(h.backend(), rows, cols, src, cols, dst.data());
     return dst.data();
+  }
+
+  //! With bf16 GEMMs: the rounding handed in with t ([rows, D]), or else t rounded into dst; otherwise null.
+  [[nodiscard]] bfloat16 const* rounding_of(backends::blas_handle& h, mamba_block_rows const& t, std::int64_t rows,
+                                            backends::device_buffer<bfloat16>& dst) const {
+    return bf16() && t.rounded != nullptr ? t.rounded : round(h, rows, s_.d_model, t.values, dst);
   }
 
   //! C = op(A) op(B) (alpha 1) in the block's precision, reading rounded copies where the operands have them.

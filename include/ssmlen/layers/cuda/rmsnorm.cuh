@@ -7,10 +7,14 @@
 //! One warp per row: lanes stride over the row, the sum of squares and the backward's dot product are warp sums
 //! (the same bits in every lane). dweight is deterministic without atomics: each block of 64 rows writes one
 //! partial row of Σ dy · x̂, and a second kernel adds the partials to dweight in a fixed order.
+//!
+//! For a bf16 GEMM that reads y (forward) or dx (backward), the kernel can also write its bf16 rounding from the
+//! register that holds the fp32 value, so that no separate pass re-reads the [rows, D] tensor to round it.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 
@@ -34,6 +38,7 @@ struct rmsnorm_forward_params {
   T eps;
   T const *x, *residual, *weight;  // residual may be null
   T *residual_out, *y, *rstd;      // residual_out is set when residual is; rstd may be null
+  bfloat16* y16;                   // y rounded, or null
 };
 
 template <class T>
@@ -63,7 +68,11 @@ __global__ void __launch_bounds__(rmsnorm_threads) rmsnorm_forward_kernel(rmsnor
     T const s = T(1) / sqrt(ss / static_cast<T>(p.dim) + p.eps);
     T* yr = p.y + r * p.dim;
     for (std::int64_t d = lane; d < p.dim; d += warp_lanes) {
-      yr[d] = src[d] * s * p.weight[d];
+      T const v = src[d] * s * p.weight[d];
+      yr[d] = v;
+      if (p.y16 != nullptr) {
+        p.y16[r * p.dim + d] = bfloat16(static_cast<float>(v));
+      }
     }
     if (lane == 0 && p.rstd != nullptr) {
       p.rstd[r] = s;
@@ -76,7 +85,8 @@ struct rmsnorm_backward_params {
   std::int64_t rows, dim;
   T const *x, *rstd, *weight, *dy;
   T* dx;
-  T* partial;  // [ceil(rows / 64), D]
+  bfloat16* dx16;  // dx rounded (its final value, after any accumulation), or null
+  T* partial;      // [ceil(rows / 64), D]
   T* dweight;
   bool accumulate;
 };
@@ -99,7 +109,11 @@ __global__ void __launch_bounds__(rmsnorm_threads) rmsnorm_backward_dx_kernel(rm
     T* dxr = p.dx + r * p.dim;
     for (std::int64_t d = lane; d < p.dim; d += warp_lanes) {
       T const v = s * (g[d] * p.weight[d] - xr[d] * s * mean_dot);
-      dxr[d] = p.accumulate ? dxr[d] + v : v;
+      T const out = p.accumulate ? dxr[d] + v : v;
+      dxr[d] = out;
+      if (p.dx16 != nullptr) {
+        p.dx16[r * p.dim + d] = bfloat16(static_cast<float>(out));
+      }
     }
   }
 }
@@ -161,19 +175,24 @@ inline std::int64_t rmsnorm_row_blocks(std::int64_t rows) {
 //! Forward on `be.stream`; device pointers. x: [rows, D], weight: [D] -> y: [rows, D]; rstd: [rows] or null.
 //! With `residual` ([rows, D], or null for a plain norm): h = x + residual is written to residual_out ([rows, D],
 //! required then; it may be x or residual itself) and y = rmsnorm(h); the backward then takes h as its x.
+//! y16 ([rows, D], or null) also receives y rounded to bf16 (nearest even, as backends::round_to_bf16 of y).
 inline void rmsnorm_forward(backends::cuda const& be, std::int64_t rows, std::int64_t dim, double eps, float const* x,
-                            float const* residual, float* residual_out, float const* weight, float* y, float* rstd) {
+                            float const* residual, float* residual_out, float const* weight, float* y, float* rstd,
+                            bfloat16* y16 = nullptr) {
   detail::check_rmsnorm_shape(rows, dim);
   check_arg(eps > 0, "rmsnorm eps", eps, "must be positive");
   check(rows == 0 || (x != nullptr && weight != nullptr && y != nullptr),
         "rmsnorm forward (cuda): x, weight and y must be device pointers, not null");
   check(residual == nullptr || residual_out != nullptr,
         "rmsnorm forward (cuda): residual_out must be given with residual (the backward needs x + residual)");
+  auto const overwrites = [&](void const* q) { return q != nullptr && (q == x || q == residual || q == y); };
+  check(!overwrites(y16) && (y16 == nullptr || static_cast<void const*>(y16) != residual_out),
+        "rmsnorm forward (cuda): y16 must not overwrite x, residual, residual_out or y");
   if (rows == 0) {
     return;
   }
-  detail::rmsnorm_forward_params<float> const p{rows, dim, static_cast<float>(eps), x, residual, weight, residual_out,
-                                                y,    rstd};
+  detail::rmsnorm_forward_params<float> const p{
+      rows, dim, static_cast<float>(eps), x, residual, weight, residual_out, y, rstd, y16};
   constexpr int rows_per_block = detail::rmsnorm_threads / detail::warp_lanes;
   detail::rmsnorm_forward_kernel<float>
       <<<ops::cuda::grid_blocks(rows, rows_per_block), detail::rmsnorm_threads, 0, be.stream>>>(p);
@@ -186,21 +205,25 @@ inline std::size_t rmsnorm_backward_workspace_bytes(std::int64_t rows, std::int6
 }
 
 //! Backward on `be.stream`: dx (+= when `accumulate`) = ∂L/∂x and dweight += Σ_rows dy · x̂, given the forward's x
-//! (h when the residual was fused), rstd and dy, all [rows, D] / [rows] / [D] device pointers.
+//! (h when the residual was fused), rstd and dy, all [rows, D] / [rows] / [D] device pointers. dx16 ([rows, D], or
+//! null) also receives dx rounded to bf16: the final dx, after the accumulation, as backends::round_to_bf16 of it.
 inline void rmsnorm_backward(backends::cuda const& be, std::int64_t rows, std::int64_t dim, float const* x,
                              float const* rstd, float const* weight, float const* dy, float* dx, float* dweight,
-                             bool accumulate, void* workspace = nullptr) {
+                             bool accumulate, void* workspace = nullptr, bfloat16* dx16 = nullptr) {
   detail::check_rmsnorm_shape(rows, dim);
   check(dweight != nullptr, "rmsnorm backward (cuda): dweight must be a device pointer, not null");
   check(rows == 0 || (x != nullptr && rstd != nullptr && weight != nullptr && dy != nullptr && dx != nullptr),
         "rmsnorm backward (cuda): x, rstd, weight, dy and dx must be device pointers, not null");
+  check(dx16 == nullptr || (static_cast<void const*>(dx16) != dx && static_cast<void const*>(dx16) != dy &&
+                            static_cast<void const*>(dx16) != x),
+        "rmsnorm backward (cuda): dx16 must not overwrite x, dy or dx");
   if (rows == 0) {
     return;
   }
   ops::cuda::scratch ws(workspace, rmsnorm_backward_workspace_bytes(rows, dim), be.stream);
   std::int64_t const blocks = detail::rmsnorm_row_blocks(rows);
   check_arg(blocks <= INT_MAX, "rmsnorm rows", rows, "must be at most (2^31 - 1) · 64 (one block per 64 rows)");
-  detail::rmsnorm_backward_params<float> const p{rows,    dim,       x, rstd, weight, dy, dx, ws.at<float>(0),
+  detail::rmsnorm_backward_params<float> const p{rows,    dim,       x, rstd, weight, dy, dx, dx16, ws.at<float>(0),
                                                  dweight, accumulate};
   constexpr int rows_per_block = detail::rmsnorm_threads / detail::warp_lanes;
   detail::rmsnorm_backward_dx_kernel<float>

@@ -5,6 +5,8 @@
 //! built from a host model (its parameters uploaded; parameters and gradients download back into one), with the
 //! training step of train/trainer.hpp: forward -> masked softmax cross-entropy -> backward -> AdamW. Each residual
 //! add is fused into the RMSNorm that follows it (h = block output + u is written out and normalized in one pass).
+//! With bf16 GEMMs the RMSNorm kernels also write the bf16 rounding of each block's input (forward) and of the
+//! gradient into each block's output (backward), which the block's GEMMs read instead of rounding them again.
 //! All work is enqueued on one stream; a training step waits for the host once, to report its loss and norm.
 //! Buffers grow to the largest batch seen and are reused. For rollouts, `step` advances B sequences by one token
 //! each (the host model's step) on a caller's stream, on device states (`make_state`), and `greedy_step` also picks
@@ -338,13 +340,14 @@ public:
     }
     layers::cuda::embedding_forward(be, v, d, embedding_.value, tokens_.data(), rows, residual(0));
     layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, residual(0), nullptr, nullptr, norms_[0].value, normed(0),
-                                  rstd(0));
+                                  rstd(0), block_input16(0));
     for (std::int64_t i = 0; i < n; ++i) {
-      blocks_[static_cast<std::size_t>(i)].forward(blas_, seqs_, dseqs, normed(i), block_out_.data(),
-                                                   caches_[static_cast<std::size_t>(i)], scratch_);
+      blocks_[static_cast<std::size_t>(i)].forward(blas_, seqs_, dseqs, {normed(i), block_input16(i)},
+                                                   block_out_.data(), caches_[static_cast<std::size_t>(i)], scratch_);
       // u[i+1] = block output + u[i], normalized by the next layer's norm (norm_f after the last block)
       layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, block_out_.data(), residual(i), residual(i + 1),
-                                    norms_[static_cast<std::size_t>(i + 1)].value, normed(i + 1), rstd(i + 1));
+                                    norms_[static_cast<std::size_t>(i + 1)].value, normed(i + 1), rstd(i + 1),
+                                    i + 1 < n ? block_input16(i + 1) : nullptr);
     }
     backends::gemm(blas_, ops::trans::n, ops::trans::t, rows, v, d, 1.0f, normed(n), d, head_.value, d, 0.0f,
                    logits_.data(), v, opt_.precision);  // [T, V]
@@ -360,15 +363,19 @@ public:
                    opt_.precision);  // [V, D]
     backends::gemm(blas_, ops::trans::n, ops::trans::n, rows, d, v, 1.0f, dlogits, v, head_.value, d, 0.0f,
                    dnormed_.data(), d, opt_.precision);  // [T, D]
+    // du: the gradient of the residual stream u[i+1], which is also that of block i's output; the norm's backward
+    // that completes it (the last to add to it) writes its bf16 rounding for the block.
     layers::cuda::rmsnorm_backward(be, rows, d, residual(n), rstd(n), norms_[static_cast<std::size_t>(n)].value,
                                    dnormed_.data(), du_.data(), norms_[static_cast<std::size_t>(n)].grad, false,
-                                   workspace_.data());
-    for (std::int64_t i = n; i-- > 0;) {  // du: the gradient of the residual stream u[i+1], then u[i]
-      blocks_[static_cast<std::size_t>(i)].backward(blas_, seqs_, dseqs, normed(i), du_.data(), dnormed_.data(), false,
-                                                    caches_[static_cast<std::size_t>(i)], scratch_);
+                                   workspace_.data(), block_dout16());
+    for (std::int64_t i = n; i-- > 0;) {
+      blocks_[static_cast<std::size_t>(i)].backward(blas_, seqs_, dseqs, normed(i), {du_.data(), block_dout16()},
+                                                    dnormed_.data(), false, caches_[static_cast<std::size_t>(i)],
+                                                    scratch_);
+      // du = ∂L/∂u[i]: u[i+1]'s gradient (the residual path) plus norm i's; norm 0's goes to the embedding
       layers::cuda::rmsnorm_backward(be, rows, d, residual(i), rstd(i), norms_[static_cast<std::size_t>(i)].value,
                                      dnormed_.data(), du_.data(), norms_[static_cast<std::size_t>(i)].grad, true,
-                                     workspace_.data());
+                                     workspace_.data(), i > 0 ? block_dout16() : nullptr);
     }
     layers::cuda::embedding_backward(be, v, d, tokens_.data(), rows, du_.data(), embedding_.grad, workspace_.data());
   }
@@ -441,6 +448,10 @@ private:
   float* residual(std::int64_t i) { return residual_.data() + static_cast<std::size_t>(i) * rows_d(); }  // u[i]
   float* normed(std::int64_t i) { return normed_.data() + static_cast<std::size_t>(i) * rows_d(); }
   float* rstd(std::int64_t i) { return rstd_.data() + i * seqs_.tokens(); }
+  //! bf16 GEMMs only (else null): where norm i writes block i's input rounded, the block's cache (sized by reserve).
+  bfloat16* block_input16(std::int64_t i) { return bf16() ? caches_[static_cast<std::size_t>(i)].u16.data() : nullptr; }
+  //! bf16 GEMMs only (else null): where a norm's backward writes the next block's dout rounded, the shared scratch.
+  bfloat16* block_dout16() { return bf16() ? scratch_.dout16.data() : nullptr; }
 
   //! Host to device on the model's stream; pageable host memory is staged before the call returns.
   template <class T>
