@@ -121,7 +121,7 @@ struct problem {
   }
 
   explicit problem(bench_shape const& s)
-      : sh(s), ck_rows(sh.seqs * ((sh.length + 15) / 16)), offsets(static_cast<std::size_t>(sh.seqs) + 1) {
+      : sh(s), ck_rows(sh.seqs * ((sh.length + 7) / 8)), offsets(static_cast<std::size_t>(sh.seqs) + 1) {
     std::vector<std::int64_t> off(static_cast<std::size_t>(sh.seqs) + 1);
     for (std::size_t i = 0; i < off.size(); ++i) {
       off[i] = static_cast<std::int64_t>(i) * sh.length;

@@ -17,8 +17,9 @@
 //! every warp adds up its tokens' sums over the warps and writes y. At most 16 states per launch (8 warps of NT = 2,
 //! 4 of NT = 4, 2 of NT = 8); more states run in several launches, each adding to y.
 //!
-//! The backward splits the states the same way (4 per thread) and recomputes each 64-token interval from its
-//! checkpoint (below). Measured speeds: docs/perf.md.
+//! The forward keeps the state entering every 8th token (checkpoints every 8 tokens: [T / 8, N, ED], 8 times the
+//! other policies' memory); the backward splits the states the same way (4 per thread) and recomputes each 8-token
+//! batch from its checkpoint (below). Measured speeds: docs/perf.md.
 #pragma once
 
 #include <ssmlen/scan/cuda/selective_scan.cuh>
@@ -30,14 +31,15 @@
 
 namespace ssmlen::scan::cuda {
 
-//! States per thread NT (1, 2, 4 or 8); checkpoints every 64 tokens, as `recurrent` and block_parallel<8, 8>.
-//! NT = 2 is the fastest forward measured at the 130M shape (4 at the headline's, within 1 %): docs/perf.md.
-template <int NT = 2>
+//! States per thread NT (1, 2, 4 or 8); checkpoints every 8 tokens, the backward's batch, so that it recomputes
+//! each state once (with 64 it recomputed every state twice). NT = 4, the default, is the fastest forward and
+//! forward+backward measured with these checkpoints, at the 130M shape and the headline's: docs/perf.md.
+template <int NT = 4>
 struct state_split {
   static_assert(NT == 1 || NT == 2 || NT == 4 || NT == 8, "states per thread: 1, 2, 4 or 8");
   static constexpr algorithm kind = algorithm::recurrent;  // one token after another, per state
   static constexpr int states_per_thread = NT;
-  static constexpr std::int64_t checkpoint_interval = 64;
+  static constexpr std::int64_t checkpoint_interval = 8;
   static std::string name() { return "state_split<" + std::to_string(NT) + ">"; }
   friend constexpr bool operator==(state_split, state_split) { return true; }
 };
@@ -46,7 +48,7 @@ static_assert(policy<state_split<>>);
 
 namespace detail {
 
-inline constexpr int split_interval = 64;    // tokens whose B, C are staged together (= the checkpoint interval)
+inline constexpr int split_interval = 64;    // tokens whose B, C are staged together
 inline constexpr int split_batch = 16;       // tokens whose x, Δ are loaded together
 inline constexpr int split_max_states = 16;  // states per launch: B, C, the warps' shares and x, Δ fit 48 KB
 
@@ -159,6 +161,10 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
       xdt[b][mine_first + r][lane] = v[r];
     }
   };
+  constexpr int ck_every = static_cast<int>(state_split<NT>::checkpoint_interval);
+  static_assert(NB % ck_every == 0, "checkpoints fall on the same tokens of every batch");
+  bool const write_ck = p.ck != nullptr && live;
+  int const my_states = static_cast<int>(std::clamp<std::int64_t>(p.ns - my_n0, 0, NT));  // states < N
   float2 next[mine_count], after[mine_count];  // [NB / WG]: this warp's tokens of the next batch and the one after
   load_mine(t0, next);
   store_mine(0, next);  // visible after the first barrier
@@ -172,14 +178,6 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   for (std::int64_t k = 0; k < n_intervals; ++k) {
     std::int64_t const tc = t0 + k * L;
     bool const ahead = k + 1 < n_intervals;  // then this interval is whole: every batch below runs
-    if (p.ck != nullptr && live) {
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        if (my_n0 + j < p.ns) {
-          p.ck[(ck0 + k) * size + (my_n0 + j) * p.ed + ch] = h[j];
-        }
-      }
-    }
     int const len = t1 - tc < L ? static_cast<int>(t1 - tc) : L;
     for (int tb = 0; tb < len; tb += NB) {
       std::int64_t const t = tc + tb;
@@ -192,6 +190,15 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
       float* const share = &partial[buf][w][0][lane];
 #pragma unroll
       for (int i = 0; i < NB; ++i) {
+        if (i % ck_every == 0 && write_ck && t + i < t1) {  // the state entering token t + i
+          float* const ck = p.ck + (ck0 + (t - t0 + i) / ck_every) * size + my_n0 * p.ed + ch;
+#pragma unroll
+          for (int j = 0; j < NT; ++j) {
+            if (j < my_states) {
+              ck[j * p.ed] = h[j];
+            }
+          }
+        }
         float2 const v = xdt[buf][i][lane];  // x, Δ
         float const dtx = v.y * v.x;
         float bv[NT], cv[NT];
@@ -245,15 +252,15 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 
 // ---------------------------------------------------------------------------------------------------------------
 // Backward: the same split, walked in reverse. Per 64-token interval (last first), B, C, x, Δ and dy are staged in
-// shared memory; each thread recomputes its states from the interval's checkpoint and keeps those entering every
-// 8-token batch (in shared memory), then per batch, last first, recomputes the batch's states and decays in
-// registers and walks it backwards:
+// shared memory; per 8-token batch, last first, each thread recomputes the batch's states and decays in registers
+// from the batch's checkpoint and walks it backwards:
 //   g = dy C + u (∂L/∂h_t), u ← a_t g, dB_t += g Δ x, dC_t += dy h_t, dΔ += g (A a h_{t-1} + x B), dx += g Δ B,
 //   dA += g Δ a h_{t-1}.
 // The thread's u carries from batch to batch and interval to interval in registers: no cross-thread scan. dx and dΔ
 // are summed over the warps (the states) like y in the forward; dB and dC over the 32 channels by a warp
 // reduce-scatter into the per-32-channel partials that block_parallel's backward writes, finished by the same
-// fixed-order reductions. The backward holds about twice the forward's registers per state, so it splits the states
+// fixed-order reductions (here summed over the lanes through shared memory). The backward holds about twice the
+// forward's registers per state, so it splits the states
 // 4 per thread whatever the forward's NT: at the 130M shape every block is then resident at once.
 
 inline constexpr int split_backward_states = 4;  // states per thread in the backward
@@ -265,7 +272,6 @@ struct backward_split_smem {
   alignas(16) float b[L][S];  // [interval, S]: B, C of this launch's states
   alignas(16) float c[L][S];
   float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]
-  float h_batch[L / SB][S][lanes];                    // [batch, state, lane]: the states entering each batch
   float dx[2][WG][SB][lanes], ddt[2][WG][SB][lanes];  // [buffer, warp, token, lane]: each warp's share
   // [warp, lane, value]: one state's dB, dC of a batch, summed over the lanes by reading the columns; rows padded
   // to 20 floats so that the 16-byte row stores and the column reads (upper half-warp rotated by 4 rows) are free
@@ -321,15 +327,19 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       sm.dy[row0 + r * WG + w][lane] = cdy[r];
     }
   };
-  auto load_checkpoint = [&](std::int64_t k, float(&h)[NT]) {
+  // The state entering token t_first (a multiple of SB into the sequence); zeros for a batch wholly past the
+  // sequence, which has no checkpoint (its tokens are identity steps whose states reach no output).
+  auto load_checkpoint = [&](std::int64_t t_first, float(&h)[NT]) {
+    std::int64_t const row = ck0 + (t_first - t0) / SB;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      h[j] = load_or_zero(p.ck, (ck0 + k) * size + (my_n0 + j) * f.ed + ch, live && my_n0 + j < f.ns);
+      h[j] = load_or_zero(p.ck, row * size + (my_n0 + j) * f.ed + ch, live && my_n0 + j < f.ns && t_first < t1);
     }
   };
   // The last interval is staged here; each earlier one is loaded batch by batch while the later one is walked, into
-  // the rows that batch has just freed (the same token offsets), and its checkpoint with the last batch.
-  float h_ck[NT];  // [NT]: the checkpoint of the interval about to be walked
+  // the rows that batch has just freed (the same token offsets). Each batch's checkpoint is loaded a batch ahead.
+  static_assert(SB == state_split<NT>::checkpoint_interval, "a checkpoint per batch");
+  float h_ck[NT];  // [NT]: the checkpoint of the batch about to be walked
   {
     std::int64_t const tc = t0 + (n_intervals - 1) * L;
     stage_bc<L, S, WG * lanes>(sm.b, sm.c, f, tc, t1, n0);
@@ -337,7 +347,7 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       load_xs(tc + row0);
       store_xs(row0);
     }
-    load_checkpoint(n_intervals - 1, h_ck);
+    load_checkpoint(tc + L - SB, h_ck);
   }
   bc_rows<SB, S, WG * lanes> coming;  // the earlier interval's B, C for the rows of the batch being walked
   // dB, dC go to partial_bc[group, kind, n, t]: lanes 0 .. SB - 1 write dB of tokens first + lane, lanes SB .. 2 SB - 1
@@ -372,40 +382,19 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     std::int64_t const tc = t0 + k * L;
     bool const ahead = k > 0;  // an earlier interval (whole) is loaded during this one's walk
     __syncthreads();           // this interval's rows are in; every warp is done with the later interval
-    {  // the states entering each batch, from the interval's checkpoint (each thread reads back only its own)
-      float h[NT];
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        h[j] = h_ck[j];
-      }
-      for (int q = 0; q < L / SB; ++q) {
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          sm.h_batch[q][w * NT + j][lane] = h[j];
-        }
-#pragma unroll
-        for (int i = 0; i < SB; ++i) {
-          int const tok = q * SB + i;
-          float const dtv = sm.dt[tok][lane], dtx = dtv * sm.x[tok][lane];
-          float bv[NT];
-          load_states<NT>(&sm.b[tok][w * NT], bv);
-#pragma unroll
-          for (int j = 0; j < NT; ++j) {
-            h[j] = fmaf(exp2_approx(dtv * a2[j]), h[j], dtx * bv[j]);
-          }
-        }
-      }
-    }
     for (int q = L / SB - 1; q >= 0; --q) {
-      int const first = q * SB;  // the batch's first token in the interval
-      if (ahead) {
-        coming.load(f, tc - L + first, t1, n0);
-        load_xs(tc - L + first);
-      }
+      int const first = q * SB;                                       // the batch's first token in the interval
       float xv[SB], dtv[SB], dyv[SB], hs[SB + 1][NT], decay[SB][NT];  // hs[i] = h_{t-1}, hs[i + 1] = h_t
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        hs[0][j] = sm.h_batch[q][w * NT + j][lane];
+        hs[0][j] = h_ck[j];
+      }
+      if (tc + first - SB >= t0) {  // the next batch walked: this interval's previous one or the last of the one before
+        load_checkpoint(tc + first - SB, h_ck);
+      }
+      if (ahead) {
+        coming.load(f, tc - L + first, t1, n0);
+        load_xs(tc - L + first);
       }
 #pragma unroll
       for (int i = 0; i < SB; ++i) {
@@ -469,9 +458,6 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       if (ahead) {
         coming.store(sm.b, sm.c, first);
         store_xs(first);
-        if (q == 0) {
-          load_checkpoint(k - 1, h_ck);
-        }
       }
 #pragma unroll
       for (int r = 0; r < SB / WG; ++r) {
