@@ -31,7 +31,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -283,15 +285,50 @@ TEST_CASE("cuda gemm: bfloat16 operands, k = 0 and alpha = 0, argument checks") 
 // ---------------------------------------------------------------------------------------------------------------
 // RMSNorm
 
-//! rounded: the forward also writes y rounded to bf16, and the backward dx (its final value) rounded.
-void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_place, bool accumulate, bool rounded,
-                   std::uint64_t seed) {
-  CAPTURE(rows);
-  CAPTURE(dim);
-  CAPTURE(fused);
-  CAPTURE(in_place);
-  CAPTURE(accumulate);
-  CAPTURE(rounded);
+struct rmsnorm_case {
+  std::int64_t rows, dim;
+  bool fused = false, in_place = false, accumulate = false;
+  bool rounded = false;  // the forward also writes y rounded to bf16, and the backward dx (its final value) rounded
+  bool y_too = true;     // false: the forward writes y16 alone (y null)
+  // Elements every float tensor, and every bf16 output, starts past its buffer's start: vectors need 4 and 4.
+  std::size_t offset = 0, rounded_offset = 0;
+};
+
+//! v on the device after `offset` poisoned elements (NaN): reading them shows, and writing them is seen.
+device_buffer<float> on_device_at(std::vector<float> const& v, std::size_t offset) {
+  auto b = poisoned(offset + v.size());
+  SSMLEN_CUDA_CHECK(cudaMemcpy(b.data() + offset, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return b;
+}
+
+//! The elements of a device buffer from `offset` on.
+template <class T>
+std::vector<T> from(device_buffer<T> const& b, std::size_t offset) {
+  auto const all = b.to_host();
+  return {all.begin() + static_cast<std::ptrdiff_t>(offset), all.end()};
+}
+
+//! Whether the first `offset` elements of a buffer poisoned by fill_nan still hold the poison.
+template <class T>
+bool poison_before(device_buffer<T> const& b, std::size_t offset) {
+  auto const all = b.to_host();
+  auto const* bytes = reinterpret_cast<unsigned char const*>(all.data());
+  return std::all_of(bytes, bytes + offset * sizeof(T), [](unsigned char c) { return c == 0xFF; });
+}
+
+void check_rmsnorm(rmsnorm_case const& rc, std::uint64_t seed) {
+  CAPTURE(rc.rows);
+  CAPTURE(rc.dim);
+  CAPTURE(rc.fused);
+  CAPTURE(rc.in_place);
+  CAPTURE(rc.accumulate);
+  CAPTURE(rc.rounded);
+  CAPTURE(rc.y_too);
+  CAPTURE(rc.offset);
+  CAPTURE(rc.rounded_offset);
+  REQUIRE((rc.y_too || rc.rounded));
+  std::int64_t const rows = rc.rows, dim = rc.dim;
+  std::size_t const off = rc.offset, off16 = rc.rounded_offset;
   auto const n = static_cast<std::size_t>(rows * dim);
   auto const x = normal(n, 2.0, seed), residual = normal(n, 1.0, seed + 1), dy = normal(n, 1.0, seed + 2);
   auto const weight = normal(static_cast<std::size_t>(dim), 1.0, seed + 3);
@@ -301,7 +338,7 @@ void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_plac
   std::copy(weight.begin(), weight.end(), ref.weight.value.data());
   std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
   std::vector<double> h = widen(x);
-  if (fused) {
+  if (rc.fused) {
     for (std::size_t i = 0; i < n; ++i) {
       h[i] += residual[i];
     }
@@ -310,67 +347,107 @@ void check_rmsnorm(std::int64_t rows, std::int64_t dim, bool fused, bool in_plac
   ssmlen::backends::host const be;
   ref.forward(be, h.data(), y_ref.data(), rstd_ref.data(), rows);
   auto const dy_wide = widen(dy);
-  ref.backward(be, h.data(), rstd_ref.data(), dy_wide.data(), dx_ref.data(), rows, accumulate);
+  ref.backward(be, h.data(), rstd_ref.data(), dy_wide.data(), dx_ref.data(), rows, rc.accumulate);
 
   ssmlen::backends::cuda_stream stream;
-  auto dx_in = on_device(x), dres = on_device(residual), dweight = on_device(weight), ddy = on_device(dy);
-  auto dhout = poisoned(n), dyout = poisoned(n), drstd = poisoned(static_cast<std::size_t>(rows));
-  auto ddx = accumulate ? on_device(dx0) : poisoned(n);
+  auto dx_in = on_device_at(x, off), dres = on_device_at(residual, off), dweight = on_device_at(weight, off);
+  auto ddy = on_device_at(dy, off);
+  auto dhout = poisoned(n + off), dyout = poisoned(n + off), drstd = poisoned(static_cast<std::size_t>(rows));
+  auto ddx = rc.accumulate ? on_device_at(dx0, off) : poisoned(n + off);
   auto ddw = on_device(dw0);
   // The bf16 outputs, one element longer than they need: the spare element must keep its poison.
-  auto dy16 = poisoned_bf16(n + 1), ddx16 = poisoned_bf16(n + 1);
-  float* h_out = fused ? (in_place ? dres.data() : dhout.data()) : nullptr;
-  lc::rmsnorm_forward(stream.backend(), rows, dim, 1e-5, dx_in.data(), fused ? dres.data() : nullptr, h_out,
-                      dweight.data(), dyout.data(), drstd.data(), rounded ? dy16.data() : nullptr);
-  float const* h_dev = fused ? h_out : dx_in.data();
-  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx.data(),
-                       ddw.data(), accumulate, nullptr, rounded ? ddx16.data() : nullptr);
+  auto dy16 = poisoned_bf16(n + 1 + off16), ddx16 = poisoned_bf16(n + 1 + off16);
+  float* h_out = rc.fused ? (rc.in_place ? dres.data() : dhout.data()) + off : nullptr;
+  lc::rmsnorm_forward(stream.backend(), rows, dim, 1e-5, dx_in.data() + off, rc.fused ? dres.data() + off : nullptr,
+                      h_out, dweight.data() + off, rc.y_too ? dyout.data() + off : nullptr, drstd.data(),
+                      rc.rounded ? dy16.data() + off16 : nullptr);
+  float const* h_dev = rc.fused ? h_out : dx_in.data() + off;
+  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data() + off, ddy.data() + off,
+                       ddx.data() + off, ddw.data(), rc.accumulate, nullptr,
+                       rc.rounded ? ddx16.data() + off16 : nullptr);
+  // y16 alone must be the rounding of the y that a forward over h writes beside a y16 as aligned (the same path)
+  auto dy16_beside = poisoned_bf16(rc.y_too ? 0 : n + 1 + off16);
+  if (!rc.y_too) {
+    lc::rmsnorm_forward(stream.backend(), rows, dim, 1e-5, h_dev, nullptr, nullptr, dweight.data() + off,
+                        dyout.data() + off, nullptr, dy16_beside.data() + off16);
+  }
   stream.synchronize();
-  CHECK(rel_error(dyout.to_host(), y_ref) < fp32_tol);
-  if (rounded) {  // the rounding of the fp32 output written beside it, bit for bit (dx: after the accumulation)
-    CHECK(is_rounding_of(dy16.to_host(), dyout.to_host()));
-    CHECK(is_rounding_of(ddx16.to_host(), ddx.to_host()));
+  auto const y_got = from(dyout, off), dx_got = from(ddx, off);
+  CHECK(rel_error(y_got, y_ref) < fp32_tol);
+  if (rc.rounded) {  // the rounding of the fp32 output written beside it, bit for bit (dx: after the accumulation)
+    CHECK(is_rounding_of(from(dy16, off16), y_got));
+    CHECK(is_rounding_of(from(ddx16, off16), dx_got));
   }
   CHECK(rel_error(drstd.to_host(), rstd_ref) < fp32_tol);
-  if (fused) {
-    CHECK(rel_error(in_place ? dres.to_host() : dhout.to_host(), h) < fp32_tol);
+  if (rc.fused) {
+    CHECK(rel_error(from(rc.in_place ? dres : dhout, off), h) < fp32_tol);
   }
-  CHECK(rel_error(ddx.to_host(), dx_ref) < fp32_tol);
+  CHECK(rel_error(dx_got, dx_ref) < fp32_tol);
   std::vector<double> dw_ref(ref.weight.grad.data(), ref.weight.grad.data() + dim);
   double const e_dw = rel_error(ddw.to_host(), dw_ref);
   CHECK(e_dw < fp32_tol);
+  for (auto const* b : {&dres, &dhout, &dyout, &ddx}) {  // nothing written before the tensors' start
+    CHECK(poison_before(*b, off));
+  }
+  CHECK(poison_before(dy16, off16));
+  CHECK(poison_before(ddx16, off16));
 
-  // dweight is the same bits when recomputed from the same start.
-  auto ddw2 = on_device(dw0);
-  auto ddx2 = poisoned(n);
-  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx2.data(),
-                       ddw2.data(), false);
-  auto ddw3 = on_device(dw0);
-  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data(), ddy.data(), ddx2.data(),
-                       ddw3.data(), false);
+  // dx and dweight are the same bits when recomputed from the same start.
+  auto ddw2 = on_device(dw0), ddw3 = on_device(dw0);
+  auto ddx2 = poisoned(n + off), ddx3 = poisoned(n + off);
+  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data() + off, ddy.data() + off,
+                       ddx2.data() + off, ddw2.data(), false);
+  lc::rmsnorm_backward(stream.backend(), rows, dim, h_dev, drstd.data(), dweight.data() + off, ddy.data() + off,
+                       ddx3.data() + off, ddw3.data(), false);
   stream.synchronize();
   CHECK(same_bits(ddw2.to_host(), ddw3.to_host()));
+  CHECK(same_bits(ddx2.to_host(), ddx3.to_host()));
 }
 
+// Rows of D % 4 == 0 with aligned pointers take 16-byte vectors, others the scalar path; rows of up to 1024 columns
+// stay in registers, longer ones are walked in windows of 1024 (several windows and a partial one below).
 TEST_CASE("cuda rmsnorm: forward (plain, fused residual, in place) and backward match the host layer") {
   if (!gpu_or_skip()) {
     return;
   }
-  check_rmsnorm(131, 37, false, false, false, false, 1);
-  check_rmsnorm(200, 64, true, false, true, false, 11);
-  check_rmsnorm(65, 1000, true, true, false, false, 21);
-  check_rmsnorm(1, 1, false, false, true, false, 31);
+  check_rmsnorm({.rows = 131, .dim = 37}, 1);
+  check_rmsnorm({.rows = 200, .dim = 64, .fused = true, .accumulate = true}, 11);
+  check_rmsnorm({.rows = 65, .dim = 1000, .fused = true, .in_place = true}, 21);
+  check_rmsnorm({.rows = 1, .dim = 1, .accumulate = true}, 31);
+  check_rmsnorm({.rows = 9, .dim = 2052, .fused = true, .accumulate = true}, 32);                    // vectors, windows
+  check_rmsnorm({.rows = 7, .dim = 1501, .fused = true, .in_place = true, .accumulate = true}, 33);  // scalar, windows
+  check_rmsnorm({.rows = 50, .dim = 64, .fused = true, .accumulate = true, .offset = 1}, 34);        // misaligned
+  check_rmsnorm({.rows = 5, .dim = 1032, .fused = true, .in_place = true, .offset = 1}, 35);
 }
 
 TEST_CASE("cuda rmsnorm: the bf16 outputs are the roundings of y and of the final dx") {
   if (!gpu_or_skip()) {
     return;
   }
-  check_rmsnorm(131, 37, false, false, false, true, 41);
-  check_rmsnorm(200, 64, true, false, true, true, 42);  // dx16: the rounding of dx after the accumulation
-  check_rmsnorm(65, 1000, true, true, true, true, 43);
-  check_rmsnorm(3, 33, false, false, false, true, 44);
-  check_rmsnorm(1, 1, true, false, true, true, 45);
+  check_rmsnorm({.rows = 131, .dim = 37, .rounded = true}, 41);
+  // dx16: the rounding of dx after the accumulation
+  check_rmsnorm({.rows = 200, .dim = 64, .fused = true, .accumulate = true, .rounded = true}, 42);
+  check_rmsnorm({.rows = 65, .dim = 1000, .fused = true, .in_place = true, .accumulate = true, .rounded = true}, 43);
+  check_rmsnorm({.rows = 3, .dim = 33, .rounded = true}, 44);
+  check_rmsnorm({.rows = 1, .dim = 1, .fused = true, .accumulate = true, .rounded = true}, 45);
+  check_rmsnorm({.rows = 33, .dim = 36, .rounded = true, .offset = 1, .rounded_offset = 1}, 46);    // all misaligned
+  check_rmsnorm({.rows = 33, .dim = 36, .fused = true, .rounded = true, .rounded_offset = 1}, 48);  // bf16 by 2 bytes
+  check_rmsnorm({.rows = 33, .dim = 36, .accumulate = true, .rounded = true, .offset = 4, .rounded_offset = 4},
+                49);  // vectors at an offset
+  check_rmsnorm({.rows = 9, .dim = 2052, .fused = true, .accumulate = true, .rounded = true}, 47);
+}
+
+TEST_CASE("cuda rmsnorm: the forward writes y16 alone when y is null (a block input only bf16 GEMMs read)") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_rmsnorm(
+      {.rows = 200, .dim = 768, .fused = true, .in_place = true, .accumulate = true, .rounded = true, .y_too = false},
+      51);  // the model's shape of row
+  check_rmsnorm({.rows = 131, .dim = 37, .fused = true, .rounded = true, .y_too = false}, 52);
+  check_rmsnorm({.rows = 9, .dim = 2052, .rounded = true, .y_too = false}, 53);
+  check_rmsnorm(
+      {.rows = 40, .dim = 64, .fused = true, .rounded = true, .y_too = false, .offset = 1, .rounded_offset = 1}, 54);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -919,8 +996,8 @@ TEST_CASE("cuda layers: shapes past the grid caps (grid-stride loops)") {
   if (!gpu_or_skip()) {
     return;
   }
-  check_rmsnorm(70001, 8, true, false, false, true, 90);                   // 8 rows per block, at most 8192 blocks
-  check_conv1d({{20000, 1, 0, 20003}, 256, 4, 256, 256, true, true}, 91);  // 2.56 M vectors > 8192 × 256 threads
+  check_rmsnorm({.rows = 70001, .dim = 8, .fused = true, .rounded = true}, 90);  // 8 rows a block, at most 8192 blocks
+  check_conv1d({{20000, 1, 0, 20003}, 256, 4, 256, 256, true, true}, 91);        // 2.56 M vectors > 8192 × 256 threads
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -936,7 +1013,8 @@ TEST_CASE("cuda layers: small shapes of every kernel") {
   for (auto p : {gemm_precision::fp32, gemm_precision::tf32, gemm_precision::bf16}) {
     CHECK(gemm_error(h, {trans::t, trans::n, 9, 7, 5, 1.0f, 0.0f}, p, false, 3) < bf16_tol);
   }
-  check_rmsnorm(70, 37, true, false, true, true, 5);
+  check_rmsnorm({.rows = 70, .dim = 37, .fused = true, .accumulate = true, .rounded = true}, 5);
+  check_rmsnorm({.rows = 7, .dim = 1028, .fused = true, .accumulate = true, .rounded = true, .y_too = false}, 4);
   check_cross_entropy(70, 37, true, 1.0f, 6);
   check_embedding(37, 8, 100, 7);
   check_conv1d({{1, 7, 0, 130, 2}, 64, 4, 64, 64, true, true}, 8);
@@ -959,6 +1037,8 @@ TEST_CASE("cuda layers: bad arguments throw before any launch") {
   CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 0.0, &f, nullptr, nullptr, &f, &out, nullptr), ssmlen::error);
   CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 1e-5, &f, &f, nullptr, &f, &out, nullptr), ssmlen::error);
   CHECK_THROWS_AS(lc::rmsnorm_backward(be, -1, 8, &f, &f, &f, &f, &out, &out, false), ssmlen::error);
+  CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 1e-5, &f, nullptr, nullptr, &f, nullptr, nullptr, nullptr),
+                  ssmlen::error);  // neither y nor y16
   // A bf16 output must not overwrite what the kernel reads or its fp32 output.
   auto* const out16 = reinterpret_cast<ssmlen::bfloat16*>(&out);
   CHECK_THROWS_AS(lc::rmsnorm_forward(be, 4, 8, 1e-5, &f, nullptr, nullptr, &f, &out, nullptr, out16), ssmlen::error);

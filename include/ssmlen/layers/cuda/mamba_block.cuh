@@ -502,9 +502,9 @@ public:
   }
 
   //! Adds every parameter gradient and writes du = ∂L/∂u ([T, D]; added to it when `accumulate`), given the
-  //! forward's u (its values; the cache knows its rounding), cache and init and dout = ∂L/∂out (with its bf16
-  //! rounding, or null). d_final (null: none) is the gradient arriving at the final states; d_init (null pointers:
-  //! not written) receives ∂L/∂init.
+  //! forward's u (its values: with bf16 GEMMs the cache holds its rounding and u is not read, so it may be null),
+  //! cache and init and dout = ∂L/∂out (with its bf16 rounding, or null). d_final (null: none) is the gradient arriving
+  //! at the final states; d_init (null pointers: not written) receives ∂L/∂init.
   void backward(backends::blas_handle& h, sequences const& host_seqs, device_sequences const& seqs, float const* u,
                 mamba_block_rows const& dout, float* du, bool accumulate, mamba_block_cache const& k,
                 mamba_block_scratch& ws, mamba_block_states<float const*> const& init = {},

@@ -6,7 +6,8 @@
 //! training step of train/trainer.hpp: forward -> masked softmax cross-entropy -> backward -> AdamW. Each residual
 //! add is fused into the RMSNorm that follows it (h = block output + u is written out and normalized in one pass).
 //! With bf16 GEMMs the RMSNorm kernels also write the bf16 rounding of each block's input (forward) and of the
-//! gradient into each block's output (backward), which the block's GEMMs read instead of rounding them again.
+//! gradient into each block's output (backward), which the block's GEMMs read instead of rounding them again; the
+//! blocks' inputs are then kept only rounded (their GEMMs read nothing else), the head's input in fp32 too.
 //! All work is enqueued on one stream; a training step waits for the host once, to report its loss and norm.
 //! Buffers grow to the largest batch seen and are reused. For rollouts, `step` advances B sequences by one token
 //! each (the host model's step) on a caller's stream, on device states (`make_state`), and `greedy_step` also picks
@@ -283,7 +284,7 @@ public:
     layers::cuda::grow_buffer(targets_, static_cast<std::size_t>(rows), s);
     layers::cuda::grow_buffer(mask_, static_cast<std::size_t>(rows), s);
     layers::cuda::grow_buffer(residual_, static_cast<std::size_t>(n + 1) * td, s);
-    layers::cuda::grow_buffer(normed_, static_cast<std::size_t>(n + 1) * td, s);
+    layers::cuda::grow_buffer(normed_, static_cast<std::size_t>(bf16() ? 1 : n + 1) * td, s);
     layers::cuda::grow_buffer(rstd_, static_cast<std::size_t>((n + 1) * rows), s);
     layers::cuda::grow_buffer(block_out_, td, s);
     layers::cuda::grow_buffer(du_, td, s);
@@ -446,7 +447,14 @@ private:
   [[nodiscard]] device_sequences device_seqs() const { return {offsets_.data(), seqs_.count(), seqs_.tokens()}; }
   [[nodiscard]] std::size_t rows_d() const { return static_cast<std::size_t>(seqs_.tokens() * cfg_.d_model); }
   float* residual(std::int64_t i) { return residual_.data() + static_cast<std::size_t>(i) * rows_d(); }  // u[i]
-  float* normed(std::int64_t i) { return normed_.data() + static_cast<std::size_t>(i) * rows_d(); }
+  //! The norm of u[i] in fp32: block i's input (i < n), the head's (i = n). With bf16 GEMMs the blocks read only
+  //! its rounding (block_input16), and normed(i < n) is null.
+  float* normed(std::int64_t i) {
+    if (bf16()) {
+      return i == cfg_.n_layers ? normed_.data() : nullptr;
+    }
+    return normed_.data() + static_cast<std::size_t>(i) * rows_d();
+  }
   float* rstd(std::int64_t i) { return rstd_.data() + i * seqs_.tokens(); }
   //! bf16 GEMMs only (else null): where norm i writes block i's input rounded, the block's cache (sized by reserve).
   bfloat16* block_input16(std::int64_t i) { return bf16() ? caches_[static_cast<std::size_t>(i)].u16.data() : nullptr; }
@@ -477,7 +485,8 @@ private:
   backends::device_buffer<std::int64_t> offsets_;                 // [S + 1]
   backends::device_buffer<std::int32_t> tokens_, targets_;        // [T]
   backends::device_buffer<std::uint8_t> mask_;                    // [T]
-  backends::device_buffer<float> residual_, normed_;              // (n_layers + 1) x [T, D]: u[i] and its norm
+  backends::device_buffer<float> residual_;                       // (n_layers + 1) x [T, D]: u[i]
+  backends::device_buffer<float> normed_;                         // u[i]'s norms alike, or with bf16 norm_f's alone
   backends::device_buffer<float> rstd_;                           // (n_layers + 1) x [T]
   backends::device_buffer<float> block_out_, du_, dnormed_;       // [T, D]
   backends::device_buffer<float> logits_, dlogits_;               // [T, V]
