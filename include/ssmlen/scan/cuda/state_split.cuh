@@ -23,7 +23,6 @@
 #pragma once
 
 #include <ssmlen/scan/cuda/selective_scan.cuh>
-#include <ssmlen/scan/cuda/warp_reduce_scatter.cuh>
 
 #include <algorithm>
 #include <cstdint>
@@ -140,9 +139,9 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
     h[j] = p.init != nullptr ? load_or_zero(p.init, s * size + at, ok) : 0.0f;
     a2[j] = load_or_zero(p.a, at, ok) * log2e;
   }
-  // x, Δ of a batch are loaded once per block: warp w reads tokens [w·NB/WG, (w + 1)·NB/WG) of the batch after next
-  // while the current one is scanned (one batch ahead left the loads' latency exposed), and leaves them in shared
-  // memory for every warp. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
+  // x, Δ of a batch are loaded once per block: warp w issues its loads of tokens [w·NB/WG, (w + 1)·NB/WG) of the
+  // batch after next while the current one is scanned, and stores them in shared memory, for every warp, a batch
+  // later. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
   constexpr int mine_count = NB / WG;
   int const mine_first = w * mine_count;
   auto load_mine = [&](std::int64_t t, float2(&v)[mine_count]) {
@@ -182,7 +181,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
     for (int tb = 0; tb < len; tb += NB) {
       std::int64_t const t = tc + tb;
       if (t + 2 * NB < t1) {
-        load_mine(t + 2 * NB, after);  // in flight for two batches
+        load_mine(t + 2 * NB, after);  // issued a batch before the store below needs it
       }
       if (ahead) {
         coming.load(p, t + L, t1, n0);  // the same rows of the next interval
@@ -216,7 +215,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
         store_mine(buf ^ 1, next);  // that buffer's last readers finished before the previous barrier
 #pragma unroll
         for (int r = 0; r < mine_count; ++r) {
-          next[r] = after[r];
+          next[r] = after[r];  // waits for the loads; an unrolled version without the copy measured slower
         }
       }
       __syncthreads();  // every warp's share of this batch, and the next batch's x, Δ, are in
@@ -251,16 +250,15 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Backward: the same split, walked in reverse. Per 64-token interval (last first), B, C, x, Δ and dy are staged in
-// shared memory; per 8-token batch, last first, each thread recomputes the batch's states and decays in registers
-// from the batch's checkpoint and walks it backwards:
+// Backward: the same split, walked in reverse. B, C, x, Δ and dy of one 64-token interval (last first) sit in shared
+// memory, each interval loaded while the later one is walked; per 8-token batch, last first, each thread recomputes
+// the batch's states and decays in registers from the batch's checkpoint and walks it backwards:
 //   g = dy C + u (∂L/∂h_t), u ← a_t g, dB_t += g Δ x, dC_t += dy h_t, dΔ += g (A a h_{t-1} + x B), dx += g Δ B,
 //   dA += g Δ a h_{t-1}.
 // The thread's u carries from batch to batch and interval to interval in registers: no cross-thread scan. dx and dΔ
-// are summed over the warps (the states) like y in the forward; dB and dC over the 32 channels by a warp
-// reduce-scatter into the per-32-channel partials that block_parallel's backward writes, finished by the same
-// fixed-order reductions (here summed over the lanes through shared memory). The backward holds about twice the
-// forward's registers per state, so it splits the states
+// are summed over the warps (the states) like y in the forward; dB and dC over the 32 channels (the lanes, through
+// shared memory) into the per-32-channel partials that block_parallel's backward writes, finished by the same
+// fixed-order reductions. The backward holds about twice the forward's registers per state, so it splits the states
 // 4 per thread whatever the forward's NT: at the 130M shape every block is then resident at once.
 
 inline constexpr int split_backward_states = 4;  // states per thread in the backward
