@@ -79,6 +79,8 @@ struct conv_params {
   std::int64_t lddx;
 };
 
+using ops::cuda::aligned16;
+using ops::cuda::aligned8;
 using ops::cuda::float_vec;  // V consecutive channels in registers
 using ops::cuda::load_floats;
 using ops::cuda::store_floats;
@@ -539,9 +541,6 @@ __global__ void __launch_bounds__(conv_threads)
     }
   }
 }
-
-inline bool aligned16(void const* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-inline bool aligned8(void const* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 8 == 0; }
 
 inline void check_conv(device_sequences const& seqs, conv1d_weights const& w, std::int64_t ldx) {
   check_arg(seqs.count >= 0, "sequence count", seqs.count, "must be non-negative");

@@ -35,6 +35,8 @@ namespace ssmlen::layers::cuda {
 
 namespace detail {
 
+using ops::cuda::aligned16;
+using ops::cuda::aligned8;
 using ops::cuda::float_vec;  // V consecutive columns of one row
 using ops::cuda::load_floats;
 using ops::cuda::store_floats;
@@ -263,13 +265,6 @@ inline std::int64_t rmsnorm_row_blocks(std::int64_t rows) {
   return (rows + rmsnorm_block_rows - 1) / rmsnorm_block_rows;
 }
 
-//! Whether every pointer (null included) allows the kernels' vector accesses: 16 bytes of floats, 8 of bfloat16.
-template <class... P>
-bool vector_aligned(bfloat16 const* rounded, P const*... values) {
-  auto const addr = [](void const* q) { return reinterpret_cast<std::uintptr_t>(q); };
-  return addr(rounded) % 8 == 0 && ((addr(values) % 16 == 0) && ...);
-}
-
 }  // namespace detail
 
 //! Forward on `be.stream`; device pointers. x: [rows, D], weight: [D] -> y: [rows, D]; rstd: [rows] or null.
@@ -288,8 +283,8 @@ inline void rmsnorm_forward(backends::cuda const& be, std::int64_t rows, std::in
         "rmsnorm forward (cuda): y and y16 are both null: give y, its bf16 rounding y16, or both");
   check(residual == nullptr || residual_out != nullptr,
         "rmsnorm forward (cuda): residual_out must be given with residual (the backward needs x + residual)");
-  auto const overwrites = [&](void const* q) { return q != nullptr && (q == x || q == residual || q == y); };
-  check(!overwrites(y16) && (y16 == nullptr || static_cast<void const*>(y16) != residual_out),
+  void const* const q = y16;
+  check(q == nullptr || (q != x && q != residual && q != residual_out && q != y),
         "rmsnorm forward (cuda): y16 must not overwrite x, residual, residual_out or y");
   if (rows == 0) {
     return;
@@ -298,7 +293,8 @@ inline void rmsnorm_forward(backends::cuda const& be, std::int64_t rows, std::in
       rows, dim, static_cast<float>(eps), x, residual, weight, residual_out, y, rstd, y16};
   constexpr int rows_per_block = detail::rmsnorm_threads / detail::warp_lanes;
   unsigned const blocks = ops::cuda::grid_blocks(rows, rows_per_block);
-  if (dim % 4 == 0 && detail::vector_aligned(y16, x, residual, residual_out, weight, y)) {
+  if (dim % 4 == 0 && detail::aligned16(x) && detail::aligned16(residual) && detail::aligned16(residual_out) &&
+      detail::aligned16(weight) && detail::aligned16(y) && detail::aligned8(y16)) {
     detail::rmsnorm_forward_kernel<4><<<blocks, detail::rmsnorm_threads, 0, be.stream>>>(p);
   } else {
     detail::rmsnorm_forward_kernel<1><<<blocks, detail::rmsnorm_threads, 0, be.stream>>>(p);
@@ -334,7 +330,8 @@ inline void rmsnorm_backward(backends::cuda const& be, std::int64_t rows, std::i
                                                  dweight, accumulate};
   constexpr int rows_per_block = detail::rmsnorm_threads / detail::warp_lanes;
   unsigned const row_grid = ops::cuda::grid_blocks(rows, rows_per_block);
-  if (dim % 4 == 0 && detail::vector_aligned(dx16, x, weight, dy, dx)) {
+  if (dim % 4 == 0 && detail::aligned16(x) && detail::aligned16(weight) && detail::aligned16(dy) &&
+      detail::aligned16(dx) && detail::aligned8(dx16)) {
     detail::rmsnorm_backward_dx_kernel<4><<<row_grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
   } else {
     detail::rmsnorm_backward_dx_kernel<1><<<row_grid, detail::rmsnorm_threads, 0, be.stream>>>(p);

@@ -27,6 +27,11 @@ inline unsigned grid_blocks(std::int64_t items, int threads, std::int64_t cap = 
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks < cap ? blocks : cap));
 }
 
+//! Whether a pointer allows the V = 4 accesses below: 16-byte aligned for floats, 8 for their bf16 rounding (null
+//! counts as aligned: an absent tensor is not accessed).
+inline bool aligned16(void const* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+inline bool aligned8(void const* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 8 == 0; }
+
 //! V consecutive floats in registers; V = 4 moves them as one 16-byte vector (the address must be 16-byte aligned).
 template <int V>
 struct float_vec {
