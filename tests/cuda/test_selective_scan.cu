@@ -2,7 +2,8 @@
 //! @file test_selective_scan.cu
 //! Parity of the CUDA selective scan (recurrent, block_parallel) with the host oracle run in double precision:
 //! forward (y, checkpoints, final states) and backward (dx, ddt, dB, dC, dA, dD, d_init_state) on random inputs,
-//! odd shapes, ragged packed sequences, with and without initial states; every output is poisoned with NaN first.
+//! odd shapes, ragged packed sequences, with and without initial states, with Δ given or made by the fused softplus
+//! (then ddt is ∂L/∂dt through it), and ddt's bf16 copy; every output is poisoned with NaN first.
 //! Also: bit-identical gradients across runs, channel counts past 65,535, and argument checks.
 //! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
 //! Without a GPU every case prints a skip message and passes.
@@ -11,6 +12,7 @@
 #endif
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/state_split.cuh>
@@ -40,17 +42,22 @@ struct shape {
   std::vector<std::int64_t> lengths;
   std::int64_t ed = 0, ns = 0;
   bool init = false, d_final = false;
+  bool softplus = false;  // dt holds pre-activations: Δ = delta_min + softplus(dt + bias)
 };
+
+constexpr float test_delta_min = 0.01f;
 
 //! Inputs and gradient seeds in float (what the device sees); B/C rows carry padding (ld = N + 3) filled with NaN,
 //! so a read past N shows up in the outputs.
 struct inputs {
   ssmlen::sequences seqs;
   std::int64_t ed = 0, ns = 0, ld = 0, tokens = 0;
-  std::vector<float> x, dt, a, b, c, d, init, dy, d_final, da0, dd0;
+  std::vector<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final, da0, dd0;
+  bool softplus = false;
 
   inputs(shape const& sh, std::uint64_t seed)
-      : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + 3), tokens(seqs.tokens()) {
+      : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + 3), tokens(seqs.tokens()),
+        softplus(sh.softplus) {
     ssmlen::rng g(seed);
     auto normal = [&](std::size_t n, double scale) {
       std::vector<float> v(n);
@@ -68,7 +75,12 @@ struct inputs {
     };
     auto const te = static_cast<std::size_t>(tokens * ed), state = static_cast<std::size_t>(seqs.count() * ns * ed);
     x = normal(te, 1.0);
-    dt = uniform(te, 0.005, 0.2);  // softplus outputs
+    if (softplus) {
+      dt = uniform(te, -5.5, 1.0);  // with the biases below: Δ from about 0.01 to 3
+      dt_bias = normal(static_cast<std::size_t>(ed), 0.5);
+    } else {
+      dt = uniform(te, 0.005, 0.2);  // softplus outputs
+    }
     a = uniform(static_cast<std::size_t>(ns * ed), -8.0, -0.5);
     b = normal(static_cast<std::size_t>(tokens * ld), 1.0);
     c = normal(static_cast<std::size_t>(tokens * ld), 1.0);
@@ -101,6 +113,7 @@ struct oracle {
     auto const te = static_cast<std::size_t>(in.tokens * in.ed);
     auto const state = static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed);
     auto x = widen(in.x), dt = widen(in.dt), a = widen(in.a), b = widen(in.b), c = widen(in.c), d = widen(in.d);
+    auto dt_bias = widen(in.dt_bias);
     auto init = widen(in.init), dy = widen(in.dy), d_final = widen(in.d_final);
     ssmlen::scan::selective_scan_args<double> args{&in.seqs,
                                                    in.ed,
@@ -113,6 +126,11 @@ struct oracle {
                                                    in.ld,
                                                    d.data(),
                                                    in.init.empty() ? nullptr : init.data()};
+    if (in.softplus) {
+      args.dt_softplus = true;
+      args.dt_bias = dt_bias.data();
+      args.delta_min = test_delta_min;
+    }
     constexpr std::int64_t interval = ssmlen::scan::recurrent::checkpoint_interval;
     auto const ck_rows = ssmlen::scan::checkpoint_offsets(in.seqs, interval).back();
     y.resize(te);
@@ -139,8 +157,9 @@ struct oracle {
 //! Device copies of the inputs plus poisoned outputs.
 struct device_run {
   device_buffer<std::int64_t> offsets;
-  device_buffer<float> x, dt, a, b, c, d, init, dy, d_final;
+  device_buffer<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final;
   device_buffer<float> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
+  device_buffer<ssmlen::bfloat16> ddt_rounded;
   sc::device_sequences seqs;
   ssmlen::scan::selective_scan_args<float> args;
   ssmlen::scan::selective_scan_grads<float> grads;
@@ -149,13 +168,13 @@ struct device_run {
   template <class Policy>
   device_run(Policy, inputs const& in)
       : offsets(static_cast<std::size_t>(in.seqs.count()) + 1), x(std::span(in.x)), dt(std::span(in.dt)),
-        a(std::span(in.a)), b(std::span(in.b)), c(std::span(in.c)), d(std::span(in.d)), init(std::span(in.init)),
-        dy(std::span(in.dy)), d_final(std::span(in.d_final)), y(in.x.size()),
+        dt_bias(std::span(in.dt_bias)), a(std::span(in.a)), b(std::span(in.b)), c(std::span(in.c)), d(std::span(in.d)),
+        init(std::span(in.init)), dy(std::span(in.dy)), d_final(std::span(in.d_final)), y(in.x.size()),
         ck(static_cast<std::size_t>(ssmlen::scan::checkpoint_offsets(in.seqs, Policy::checkpoint_interval).back() *
                                     in.ns * in.ed)),
         final_state(static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed)), dx(in.x.size()), ddt(in.x.size()),
         db(static_cast<std::size_t>(in.tokens * (in.ns + 2))), dc(db.size()), da(std::span(in.da0)),
-        dd(std::span(in.dd0)), d_init(final_state.size()), ld_dbc(in.ns + 2) {
+        dd(std::span(in.dd0)), d_init(final_state.size()), ddt_rounded(in.x.size()), ld_dbc(in.ns + 2) {
     std::vector<std::int64_t> off(static_cast<std::size_t>(in.seqs.count()) + 1);
     for (std::int64_t s = 0; s <= in.seqs.count(); ++s) {
       off[static_cast<std::size_t>(s)] = s < in.seqs.count() ? in.seqs.begin(s) : in.seqs.tokens();
@@ -164,6 +183,7 @@ struct device_run {
     for (auto* out : {&y, &ck, &final_state, &dx, &ddt, &db, &dc, &d_init}) {
       out->fill_bytes(0xFF);  // NaN
     }
+    ddt_rounded.fill_bytes(0xFF);
     seqs = {offsets.data(), in.seqs.count(), in.tokens};
     args = {nullptr,
             in.ed,
@@ -176,6 +196,11 @@ struct device_run {
             in.ld,
             d.data(),
             in.init.empty() ? nullptr : init.data()};
+    if (in.softplus) {
+      args.dt_softplus = true;
+      args.dt_bias = dt_bias.data();
+      args.delta_min = test_delta_min;
+    }
     grads = {dy.data(), in.d_final.empty() ? nullptr : d_final.data(),
              dx.data(), ddt.data(),
              db.data(), dc.data(),
@@ -208,7 +233,8 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   ssmlen::backends::cuda_stream stream;
   sc::selective_scan_forward(policy, stream.backend(), run.seqs, run.args, run.y.data(), run.ck.data(),
                              run.final_state.data());
-  sc::selective_scan_backward(policy, stream.backend(), run.seqs, run.args, run.ck.data(), run.grads);
+  sc::selective_scan_backward(policy, stream.backend(), run.seqs, run.args, run.ck.data(), run.grads, nullptr,
+                              run.ddt_rounded.data());
   stream.synchronize();
   std::string const policy_name = Policy::name();
   CAPTURE(policy_name);
@@ -216,6 +242,7 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   CAPTURE(sh.ns);
   CAPTURE(sh.init);
   CAPTURE(sh.d_final);
+  CAPTURE(sh.softplus);
   CHECK(rel_error(run.y.to_host(), ref.y) < tol);
   CHECK(rel_error(run.final_state.to_host(), ref.final_state) < tol);
   if (Policy::checkpoint_interval == ssmlen::scan::recurrent::checkpoint_interval) {
@@ -223,6 +250,13 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   }
   CHECK(rel_error(run.dx.to_host(), ref.dx) < tol);
   CHECK(rel_error(run.ddt.to_host(), ref.ddt) < tol);
+  auto const ddt = run.ddt.to_host();
+  auto const ddt_rounded = run.ddt_rounded.to_host();
+  std::size_t unrounded = 0;  // ddt's bf16 copy must be its rounding, element by element
+  for (std::size_t i = 0; i < ddt.size(); ++i) {
+    unrounded += ddt_rounded[i].bits != ssmlen::bfloat16(ddt[i]).bits ? 1 : 0;
+  }
+  CHECK(unrounded == 0);
   CHECK(rel_error(valid_columns(run.db.to_host(), in.tokens, in.ns, run.ld_dbc), ref.db) < tol);
   CHECK(rel_error(valid_columns(run.dc.to_host(), in.tokens, in.ns, run.ld_dbc), ref.dc) < tol);
   CHECK(rel_error(run.da.to_host(), ref.da) < tol);
@@ -240,18 +274,22 @@ void check_shapes(Policy policy) {
       check_parity(policy, {lengths, 37, ns, init, init}, seed++, 1e-5);
     }
   }
-  check_parity(policy, {{70, 3, 129}, 37, 100, true, true}, seed++, 1e-5);  // N past one register tile
-  check_parity(policy, {{70, 3}, 37, 256, true, true}, seed++, 1e-5);       // the largest N
+  check_parity(policy, {{70, 3, 129}, 37, 100, true, true}, seed++, 1e-5);       // N past one register tile
+  check_parity(policy, {{70, 3}, 37, 256, true, true}, seed++, 1e-5);            // the largest N
+  check_parity(policy, {lengths, 37, 16, true, true, true}, seed++, 1e-5);       // Δ by the fused softplus
+  check_parity(policy, {{70, 3, 129}, 37, 40, true, true, true}, seed++, 1e-5);  // ... over several launches
 }
 
 }  // namespace
 
 TEST_CASE("cuda selective scan: small ragged batch, every policy") {  // quick; the sanitizer runs use it
   if (gpu_or_skip()) {
-    shape const sh{{65, 1, 0, 20}, 37, 5, true, true};
-    check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
-    check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
-    check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
+    for (bool softplus : {false, true}) {
+      shape const sh{{65, 1, 0, 20}, 37, 5, true, true, softplus};
+      check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
+      check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
+      check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
+    }
   }
 }
 
@@ -298,7 +336,7 @@ TEST_CASE("cuda selective scan: channels beyond 65,535") {
 
 template <class Policy>
 void check_deterministic(Policy policy) {
-  inputs const in({{700, 513, 64, 9}, 300, 16, true, true}, 5);
+  inputs const in({{700, 513, 64, 9}, 300, 16, true, true, true}, 5);  // as the model runs it: Δ by the softplus
   device_run r1(policy, in), r2(policy, in);
   ssmlen::backends::cuda_stream stream;
   sc::selective_scan_forward(policy, stream.backend(), r1.seqs, r1.args, r1.y.data(), r1.ck.data(),
@@ -350,6 +388,13 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
   CHECK_THROWS_AS(forward(with([](auto& a) { a.ld_bc = 8; })), ssmlen::error);
   CHECK_THROWS_AS(forward(with([](auto& a) { a.channels = 0; })), ssmlen::error);
   CHECK_THROWS_AS(forward(with([](auto& a) { a.b = nullptr; })), ssmlen::error);
+  CHECK_THROWS_AS(forward(with([](auto& a) { a.delta_min = 0.5f; })), ssmlen::error);  // without dt_softplus
+  CHECK_THROWS_AS(forward(with([&](auto& a) { a.dt_bias = &v; })), ssmlen::error);
+  CHECK_THROWS_AS(forward(with([](auto& a) {
+                    a.dt_softplus = true;
+                    a.delta_min = -1.0f;
+                  })),
+                  ssmlen::error);
   ssmlen::scan::selective_scan_grads<float> g{};
   CHECK_THROWS_AS(sc::selective_scan_backward(ssmlen::scan::recurrent{}, be, seqs, args, nullptr, g), ssmlen::error);
 }

@@ -194,3 +194,62 @@ TEST_CASE("selective_scan_backward: float results are bit-identical on 1 and 2 t
   CHECK(same(one.dinit, two.dinit));
 }
 #endif
+
+TEST_CASE("selective scan: Δ by the fused softplus, forward as the plain scan on Δ, ddt by finite differences") {
+  problem<double> p({5, 70, 1, 66}, 6, 3, 11);
+  rng g(12);
+  std::vector<double> pre(p.dt.size()), bias(static_cast<std::size_t>(p.ed));
+  for (auto& v : pre) {
+    v = g.uniform(-4, 1);
+  }
+  testing::fill_normal(bias, g, 0.5);
+  double const delta_min = 0.01;
+  auto fused = p.args(true);
+  fused.dt = pre.data();
+  fused.dt_softplus = true;
+  fused.dt_bias = bias.data();
+  fused.delta_min = delta_min;
+  std::vector<double> delta(pre.size());
+  for (std::size_t i = 0; i < pre.size(); ++i) {
+    delta[i] = delta_min + softplus(pre[i] + bias[i % static_cast<std::size_t>(p.ed)]);
+  }
+  auto plain = p.args(true);
+  plain.dt = delta.data();
+
+  backends::host const be;
+  constexpr std::int64_t interval = scan::recurrent::checkpoint_interval;
+  auto const ck_rows = scan::checkpoint_offsets(p.seqs, interval).back();
+  std::vector<double> ck(static_cast<std::size_t>(ck_rows * p.n * p.ed));
+  std::vector<double> fin(p.init.size());
+  auto forward = [&](scan::selective_scan_args<double> const& a, auto policy) {
+    std::vector<double> y(p.x.size());
+    bool const own_interval = decltype(policy)::checkpoint_interval == interval;  // else ck's rows do not fit
+    scan::selective_scan_forward(policy, be, a, y.data(), own_interval ? ck.data() : nullptr, fin.data());
+    return y;
+  };
+  require_close(forward(fused, scan::recurrent{}), forward(plain, scan::recurrent{}), "y, recurrent");
+  require_close(forward(fused, scan::chunked<16>{}), forward(plain, scan::chunked<16>{}), "y, chunked");
+
+  auto loss = [&] {  // L = Σ dy·y + Σ dfin·final
+    auto const y = forward(fused, scan::recurrent{});
+    double l = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      l += p.dy[i] * y[i];
+    }
+    for (std::size_t i = 0; i < fin.size(); ++i) {
+      l += p.dfin[i] * fin[i];
+    }
+    return l;
+  };
+  forward(fused, scan::recurrent{});
+  std::vector<double> dx(p.x.size()), ddt(p.x.size()), dbc(p.bc.size()), da(static_cast<std::size_t>(p.n * p.ed)),
+      dd(static_cast<std::size_t>(p.ed)), dinit(p.init.size());
+  scan::selective_scan_grads<double> const grads{p.dy.data(),      p.dfin.data(), dx.data(), ddt.data(), dbc.data(),
+                                                 dbc.data() + p.n, 2 * p.n,       da.data(), dd.data(),  dinit.data()};
+  scan::selective_scan_backward(interval, be, fused, ck.data(), grads);
+  testing::check_gradients(
+      loss, {{"dt (before the softplus)", pre.data(), ddt.data(), static_cast<std::int64_t>(pre.size())}}, 1e-6, 60);
+  auto unfused_min = plain;
+  unfused_min.delta_min = delta_min;  // delta_min applies only with dt_softplus
+  CHECK_THROWS_AS(forward(unfused_min, scan::recurrent{}), error);
+}

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <ssmlen/backends/host.hpp>
+#include <ssmlen/core/error.hpp>
 #include <ssmlen/core/math.hpp>
 #include <ssmlen/core/sequences.hpp>
 #include <ssmlen/scan/policy.hpp>
@@ -27,14 +28,28 @@ struct selective_scan_args {
   std::int64_t channels = 0;  // ED
   std::int64_t states = 0;    // N
   T const* x = nullptr;       // [T, ED]
-  T const* dt = nullptr;      // [T, ED], after softplus
+  T const* dt = nullptr;      // [T, ED]: Δ, or its pre-activation with dt_softplus
   T const* a = nullptr;       // [N, ED], A = -exp(A_log), transposed
   T const* b = nullptr;       // [T, N], row stride ld_bc
   T const* c = nullptr;       // [T, N], row stride ld_bc
   std::int64_t ld_bc = 0;
   T const* d = nullptr;           // [ED]
   T const* init_state = nullptr;  // [S, N, ED] or null (zeros)
+  // Δ = delta_min + softplus(dt + dt_bias[d]) with dt_softplus (dt_bias [ED] or null): the Mamba block's activation
+  // done by the scan as it reads dt, so Δ is never written out; the backward's ddt is then ∂L/∂dt, through it.
+  // Without dt_softplus, Δ = dt (dt_bias null, delta_min 0).
+  bool dt_softplus = false;
+  T const* dt_bias = nullptr;
+  T delta_min = 0;
 };
+
+//! Throws unless the Δ fields of `a` describe one of the two readings of dt above.
+template <class T>
+void check_delta_args(selective_scan_args<T> const& a) {
+  check(a.dt_softplus || (a.dt_bias == nullptr && a.delta_min == T(0)),
+        "selective scan: dt_bias and delta_min apply only with dt_softplus");
+  check(!(a.delta_min < T(0)), "selective scan: delta_min must be non-negative");
+}
 
 template <class T>
 struct selective_scan_grads {
@@ -97,12 +112,49 @@ void load_state(selective_scan_args<T> const& a, std::int64_t s, T* h) {
   }
 }
 
+//! With a.dt_softplus: Δ = delta_min + softplus(dt + bias) written out ([T, ED]) and args that read it as plain Δ;
+//! `slope` gets ∂Δ/∂dt = sigmoid(dt + bias) when asked for. The host scans apply the activation this way, once.
+template <class T>
+struct plain_delta {
+  std::vector<T> dt, slope;  // [T, ED]
+  selective_scan_args<T> args;
+
+  plain_delta(selective_scan_args<T> const& a, bool with_slope) : args(a) {
+    check_delta_args(a);
+    std::int64_t const ed = a.channels, rows = a.seqs->tokens();
+    dt.resize(static_cast<std::size_t>(rows * ed));
+    slope.resize(with_slope ? dt.size() : 0);
+    for (std::int64_t t = 0; t < rows; ++t) {
+      for (std::int64_t d = 0; d < ed; ++d) {
+        auto const i = static_cast<std::size_t>(t * ed + d);
+        T const pre = a.dt[i] + (a.dt_bias != nullptr ? a.dt_bias[d] : T(0));
+        dt[i] = a.delta_min + softplus(pre);
+        if (with_slope) {
+          slope[i] = sigmoid(pre);
+        }
+      }
+    }
+    args.dt = dt.data();
+    args.dt_softplus = false;
+    args.dt_bias = nullptr;
+    args.delta_min = T(0);
+  }
+  plain_delta(plain_delta const&) = delete;  // args points into dt
+  plain_delta& operator=(plain_delta const&) = delete;
+};
+
 }  // namespace detail
 
 //! Forward, one sequential pass per sequence. checkpoints: [Σ_s ceil(len_s / 64), N, ED].
 template <class T>
 void selective_scan_forward(recurrent, backends::host const& be, selective_scan_args<T> const& a, T* y, T* checkpoints,
                             T* final_state) {
+  if (a.dt_softplus) {
+    detail::plain_delta<T> const plain(a, false);
+    selective_scan_forward(recurrent{}, be, plain.args, y, checkpoints, final_state);
+    return;
+  }
+  check_delta_args(a);
   constexpr std::int64_t interval = recurrent::checkpoint_interval;
   std::int64_t const size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, interval);
@@ -128,6 +180,12 @@ void selective_scan_forward(recurrent, backends::host const& be, selective_scan_
 template <class T, std::int64_t C>
 void selective_scan_forward(chunked<C>, backends::host const& be, selective_scan_args<T> const& a, T* y, T* checkpoints,
                             T* final_state) {
+  if (a.dt_softplus) {
+    detail::plain_delta<T> const plain(a, false);
+    selective_scan_forward(chunked<C>{}, be, plain.args, y, checkpoints, final_state);
+    return;
+  }
+  check_delta_args(a);
   std::int64_t const ed = a.channels, size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, C);
   std::int64_t const n_chunks = offsets.back();
@@ -385,10 +443,22 @@ void backward_tile(selective_scan_args<T> const& a, selective_scan_grads<T> cons
 //! Per sequence and interval (last first), each tile of channels recomputes its states from the checkpoint, keeping
 //! exp(Δ A) and exp(Δ A) h_{t-1}, then walks the interval backward: one exponential per element. dB and dC are sums
 //! over channels: tiles add into per-lane sums, summed across once per interval.
-//! ddt_scale (nullable, [T, ED]): ddt is written multiplied by it, the caller's dΔ/dΔ_pre, saving it a sweep.
+//! ddt_scale (nullable, [T, ED]): ddt is written multiplied by it, the caller's dΔ/dΔ_pre, saving it a sweep (with
+//! a.dt_softplus, on top of the softplus's own slope).
 template <class T>
 void selective_scan_backward(std::int64_t interval, backends::host const& be, selective_scan_args<T> const& a,
                              T const* checkpoints, selective_scan_grads<T> const& g, T const* ddt_scale = nullptr) {
+  if (a.dt_softplus) {
+    detail::plain_delta<T> plain(a, true);
+    if (ddt_scale != nullptr) {
+      for (std::size_t i = 0; i < plain.slope.size(); ++i) {
+        plain.slope[i] *= ddt_scale[i];
+      }
+    }
+    selective_scan_backward(interval, be, plain.args, checkpoints, g, plain.slope.data());
+    return;
+  }
+  check_delta_args(a);
   constexpr std::int64_t W = detail::tile_lanes<T>;
   std::int64_t const ed = a.channels, ns = a.states, size = ed * ns, whole = ed / W * W;
   std::int64_t const n_seq = a.seqs->count();

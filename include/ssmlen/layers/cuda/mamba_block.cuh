@@ -8,16 +8,17 @@
 //! zeros and reporting its final state; the backward gives ∂L/∂u, adds every parameter gradient, and carries
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
-//! activations are the host's up to GEMM summation order. The conv writes SiLU of its output beside it, and the
-//! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each; u and dout may come
-//! with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only
-//! rounded. (Δ's softplus and the gate stay kernels of their own: folded into the scan, whose time the exponential
-//! unit sets, their exponentials and divisions cost more than the memory passes they save: docs/perf.md.) The
-//! activations kept for the backward are the host's (the scan keeps only chunk-start states and recomputes the
-//! rest); the backward's buffers live in a scratch that every block of a model shares, since blocks run one after
-//! another on one stream. `step` advances B sequences by one token each (the host block's step_row on every row):
-//! in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step that applies dt_proj itself
-//! (scan/cuda/selective_scan_step.cuh), and out_proj.
+//! activations are the host's up to GEMM summation order (Δ within a few 1e-7, below). The conv writes SiLU of its
+//! output beside it, and the kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED]
+//! each; u and dout may come with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16
+//! GEMMs ∂L/∂xz is kept only rounded. The scan makes Δ from dt_proj's output as it reads it (bias, softplus on the
+//! multi-function unit) and its backward writes ∂L/∂dt_pre and its bf16 copy, so Δ is never stored; the gate stays a
+//! kernel of its own (folded into the scan, whose time issue sets, its exponentials and divisions cost more than the
+//! pass: docs/perf.md). The activations kept for the backward are the host's (the scan keeps only chunk-start states
+//! and recomputes the rest); the backward's buffers live in a scratch that every block of a model shares, since blocks
+//! run one after another on one stream. `step` advances B sequences by one token each (the host block's step_row on
+//! every row): in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step that applies dt_proj
+//! itself (scan/cuda/selective_scan_step.cuh), and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -118,8 +119,7 @@ struct mamba_block_cache {
   backends::device_buffer<float> xc;           // [T, ED]: conv output, before SiLU
   backends::device_buffer<float> xs;           // [T, ED]: SSM input
   backends::device_buffer<float> dbc;          // [T, R + 2N]: Δ_low, B, C
-  backends::device_buffer<float> dt_pre;       // [T, ED]: dt_proj(Δ_low), before the bias and softplus
-  backends::device_buffer<float> dt;           // [T, ED]
+  backends::device_buffer<float> dt_pre;       // [T, ED]: dt_proj(Δ_low); the scan adds the bias, takes the softplus
   backends::device_buffer<float> a;            // [N, ED]: -exp(A_log), transposed
   backends::device_buffer<float> checkpoints;  // [Σ ceil(len / interval), N, ED]: scan states
   backends::device_buffer<float> y;            // [T, ED]: SSM output, before gating
@@ -140,7 +140,6 @@ struct mamba_block_cache {
     grow_buffer(xs, te, stream);
     grow_buffer(dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
     grow_buffer(dt_pre, te, stream);
-    grow_buffer(dt, te, stream);
     grow_buffer(a, static_cast<std::size_t>(s.d_state * s.d_inner), stream);
     grow_buffer(checkpoints, static_cast<std::size_t>(checkpoint_rows * s.d_state * s.d_inner), stream);
     grow_buffer(y, te, stream);
@@ -155,7 +154,7 @@ struct mamba_block_cache {
   }
 
   void poison(cudaStream_t stream) {
-    for (auto* b : {&xz, &xc, &xs, &dbc, &dt_pre, &dt, &a, &checkpoints, &y, &yg}) {
+    for (auto* b : {&xz, &xc, &xs, &dbc, &dt_pre, &a, &checkpoints, &y, &yg}) {
       poison_buffer(*b, stream);
     }
     for (auto* b : {&u16, &xs16, &dbc16, &yg16}) {
@@ -170,7 +169,7 @@ struct mamba_block_scratch {
   backends::device_buffer<float> dxz;    // [T, 2ED] (fp32 GEMMs only; bf16 ones keep dxz16)
   backends::device_buffer<float> dy;     // [T, ED]
   backends::device_buffer<float> dxs;    // [T, ED]: ∂L/∂xs, then ∂L/∂xc in place
-  backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂Δ, then ∂L/∂Δ_pre in place
+  backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂dt_pre (the scan goes through the softplus)
   backends::device_buffer<float> d_dbc;  // [T, R + 2N]
   backends::device_buffer<float> da;     // [N, ED]
   backends::device_buffer<float> ones;   // [T]: 1s, so that dt_proj's bias gradient is one GEMM
@@ -247,23 +246,6 @@ __device__ inline void for_each_group(std::int64_t rows, std::int64_t cols, F co
   }
 }
 
-//! dt = delta_min + softplus(dt_pre + bias) (the GEMM gave dt_pre = dt_proj(Δ_low); the backward adds the bias
-//! again rather than this pass writing it back).
-template <int V>
-__global__ void __launch_bounds__(rowwise_threads) delta_kernel(std::int64_t rows, std::int64_t ed, float const* bias,
-                                                                float delta_min, float const* dt_pre, float* dt) {
-  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto const pre = load_floats<V>(dt_pre + r * ed + c);
-    auto const b = load_floats<V>(bias + c);
-    float_vec<V> out;
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      out.v[j] = delta_min + softplus(pre.v[j] + b.v[j]);
-    }
-    store_floats<V>(dt + r * ed + c, out);
-  });
-}
-
 //! a[n, c] = -exp(a_log[c, n]): A transposed to [N, ED] for the scan.
 template <class T>
 __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, std::int64_t ns, T const* a_log, T* a) {
@@ -316,27 +298,6 @@ __global__ void __launch_bounds__(rowwise_threads)
     }
     if (dxz16 != nullptr) {
       store_rounded<V>(dxz16 + r * 2 * ed + ed + c, d_z);
-    }
-  });
-}
-
-//! Through softplus: ddt *= sigmoid(dt_pre + bias) (delta_min is a constant), and its bf16 rounding into ddt16
-//! unless null.
-template <int V>
-__global__ void __launch_bounds__(rowwise_threads)
-    softplus_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dt_pre, float const* bias, float* ddt,
-                             bfloat16* ddt16) {
-  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_floats<V>(ddt + r * ed + c);
-    auto const pre = load_floats<V>(dt_pre + r * ed + c);
-    auto const b = load_floats<V>(bias + c);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      v.v[j] *= sigmoid(pre.v[j] + b.v[j]);
-    }
-    store_floats<V>(ddt + r * ed + c, v);
-    if (ddt16 != nullptr) {
-      store_rounded<V>(ddt16 + r * ed + c, v);
     }
   });
 }
@@ -486,9 +447,6 @@ public:
          k.dbc.data(), w);  // [T, R + 2N]
     gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
          {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, k.dt_pre.data(), ed);  // [T, ED]
-    detail::launch_rowwise(detail::delta_kernel<4>, detail::delta_kernel<1>, "delta_kernel", stream, rows, ed,
-                           static_cast<float const*>(value_.dt_bias), s_.delta_min,
-                           static_cast<float const*>(k.dt_pre.data()), k.dt.data());
     detail::make_a_kernel<float><<<detail::blocks_for(s_.d_state * ed), detail::block_threads, 0, stream>>>(
         ed, s_.d_state, value_.a_log, k.a.data());
     backends::cuda_check_launch("make_a_kernel");
@@ -535,14 +493,10 @@ public:
         ws.dy.data(), d_final.ssm, ws.dxs.data(), ws.ddt.data(), ws.d_dbc.data() + r, ws.d_dbc.data() + r + ns, w,
         ws.da.data(), grad_.d,     d_init.ssm};
     scan::cuda::selective_scan_backward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.checkpoints.data(), g,
-                                        ws.workspace.data());
+                                        ws.workspace.data(), bf16() ? ws.ddt16.data() : nullptr);  // ∂L/∂dt_pre
     detail::a_log_backward_kernel<float><<<detail::blocks_for(ed * ns), detail::block_threads, 0, stream>>>(
         ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
     backends::cuda_check_launch("a_log_backward_kernel");
-    detail::launch_rowwise(detail::softplus_backward_kernel<4>, detail::softplus_backward_kernel<1>,
-                           "softplus_backward_kernel", stream, rows, ed, static_cast<float const*>(k.dt_pre.data()),
-                           static_cast<float const*>(value_.dt_bias), ws.ddt.data(),
-                           bf16() ? ws.ddt16.data() : nullptr);
 
     // dt_proj: weight, bias (Σ over rows as a product with ones, exact fp32 products), and Δ_low's columns of d_dbc
     backends::gemm_operand const ddt_op{ws.ddt.data(), ed, bf16() ? ws.ddt16.data() : nullptr};
@@ -624,9 +578,19 @@ private:
 
   [[nodiscard]] scan::selective_scan_args<float> scan_args(mamba_block_cache const& k, float const* init) const {
     std::int64_t const r = s_.dt_rank, ns = s_.d_state;
-    return {
-        nullptr,       s_.d_inner, ns,  k.xs.data(), k.dt.data(), k.a.data(), k.dbc.data() + r, k.dbc.data() + r + ns,
-        s_.bc_width(), value_.d,   init};
+    return {.channels = s_.d_inner,
+            .states = ns,
+            .x = k.xs.data(),
+            .dt = k.dt_pre.data(),  // the scan makes Δ = delta_min + softplus(dt_pre + bias) as it reads it
+            .a = k.a.data(),
+            .b = k.dbc.data() + r,
+            .c = k.dbc.data() + r + ns,
+            .ld_bc = s_.bc_width(),
+            .d = value_.d,
+            .init_state = init,
+            .dt_softplus = true,
+            .dt_bias = value_.dt_bias,
+            .delta_min = s_.delta_min};
   }
 
   [[nodiscard]] bool bf16() const { return precision_ == backends::gemm_precision::bf16; }

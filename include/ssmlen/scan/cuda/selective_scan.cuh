@@ -34,6 +34,7 @@
 
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
@@ -94,6 +95,9 @@ struct forward_params {
   std::int64_t ed, ns, ld_bc, groups;
   float const *x, *dt, *a, *b, *c, *d, *init;  // init may be null
   float *y, *ck, *final_state;                 // ck, final_state may be null
+  float const* dt_bias;                        // selective_scan_args' Δ fields; dt_bias may be null
+  float delta_min;
+  bool dt_softplus;
 };
 
 //! Everything a backward kernel reads and writes; partials are workspace.
@@ -102,10 +106,19 @@ struct backward_params {
   std::int64_t tokens;
   float const *ck, *dy, *d_final;  // d_final may be null
   float *dx, *ddt, *d_init;        // d_init may be null
+  bfloat16* ddt_rounded;           // ddt's bf16 rounding, or null (not written)
   float* partial_bc;               // [groups, 2, N, T]: dB (0) and dC (1) summed over 32 channels
   float* partial_da;               // [S, N, ED]
   float* partial_dd;               // [S, ED]
 };
+
+//! Writes ddt[i] = v (and its rounding when asked for); later launches of a policy overwrite the rounding.
+__device__ inline void store_ddt(backward_params const& p, std::int64_t i, float v) {
+  p.ddt[i] = v;
+  if (p.ddt_rounded != nullptr) {
+    p.ddt_rounded[i] = bfloat16(v);
+  }
+}
 
 //! 2^x as one MUFU.EX2 (flushing subnormal results to 0: a decay below 2^-126 is 0 for the scan). exp2f without
 //! fast-math adds range fix-ups around it, about four instructions per decay.
@@ -116,6 +129,41 @@ __device__ inline float exp2_approx(float x) {
 }
 
 __device__ inline float load_or_zero(float const* p, std::int64_t i, bool ok) { return ok ? __ldg(p + i) : 0.0f; }
+
+// Δ from the scan's dt input (selective_scan_args): the Mamba block's softplus, applied as each token is read, or
+// dt as given. Only tokens of a sequence go through it: masked ones keep Δ = 0, an identity step.
+
+//! The bias of this thread's channel (0 when none).
+__device__ inline float delta_bias(forward_params const& p, std::int64_t ch, bool live) {
+  return p.dt_softplus && p.dt_bias != nullptr ? load_or_zero(p.dt_bias, ch, live) : 0.0f;
+}
+//! softplus(z) = max(z, 0) + log1p(e^-|z|), with e^-|z| on MUFU.EX2 and log1p(e) = 2 atanh(s), s = e / (2 + e) <= 1/3,
+//! by seven terms of its series (the rest < 2e-8 of it): about 14 instructions, within a few 1e-7 of the host's
+//! softplus. The host's (a polynomial exponential, Cephes' logarithm and an IEEE division, about 50 instructions)
+//! made the scan, whose time issue sets, slower by more than the pass it replaced: docs/perf.md.
+__device__ inline float softplus_fast(float z) {
+  float const e = exp2_approx(-fabsf(z) * log2e);  // in (0, 1]; 0 for z past the exponent range: softplus = z
+  float const s = __fdividef(e, 2.0f + e);
+  float const t = s * s;
+  float q = 1.0f / 13.0f;
+  q = fmaf(q, t, 1.0f / 11.0f);
+  q = fmaf(q, t, 1.0f / 9.0f);
+  q = fmaf(q, t, 1.0f / 7.0f);
+  q = fmaf(q, t, 1.0f / 5.0f);
+  q = fmaf(q, t, 1.0f / 3.0f);
+  q = fmaf(q, t, 1.0f);
+  return fmaxf(z, 0.0f) + 2.0f * s * q;
+}
+//! sigmoid(z) = 1 / (1 + e^-z) on MUFU.EX2 and MUFU.RCP: 0 where e^-z overflows.
+__device__ inline float sigmoid_fast(float z) { return __fdividef(1.0f, 1.0f + exp2_approx(-z * log2e)); }
+//! Δ of a loaded dt value.
+__device__ inline float delta_of(forward_params const& p, float dt, float bias) {
+  return p.dt_softplus ? p.delta_min + softplus_fast(dt + bias) : dt;
+}
+//! ∂Δ/∂dt: sigmoid(dt + bias) with the softplus, else 1.
+__device__ inline float delta_slope(forward_params const& p, float dt, float bias) {
+  return p.dt_softplus ? sigmoid_fast(dt + bias) : 1.0f;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Checkpoint offsets: ck[s] = Σ_{s' < s} ceil(len_s' / interval), the layout of scan::checkpoint_offsets.
@@ -220,6 +268,7 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads) forward_block_ker
   std::int64_t const ck0 = p.ck_offsets[s];
   int const ns = static_cast<int>(p.ns);
   float const dskip = load_or_zero(p.d, ch, live);
+  float const dt_bias = delta_bias(p, ch, live);
 
   if (w == 0) {  // warp 0 alone reads the carry before the first barrier
     for (int n = 0; n < ns; ++n) {
@@ -237,7 +286,7 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads) forward_block_ker
 #pragma unroll
     for (int i = 0; i < I; ++i) {
       float const x = i < valid ? __ldg(xp + i * p.ed) : 0.0f;
-      dt[i] = i < valid ? __ldg(dtp + i * p.ed) : 0.0f;
+      dt[i] = i < valid ? delta_of(p, __ldg(dtp + i * p.ed), dt_bias) : 0.0f;
       dtx[i] = dt[i] * x;
       y[i] = dskip * x;
       dt_sum += dt[i];
@@ -362,6 +411,7 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads, 2) backward_block
   std::int64_t const ck0 = f.ck_offsets[s];
   int const ns = static_cast<int>(f.ns);
   float const dskip = load_or_zero(f.d, ch, live);
+  float const dt_bias = delta_bias(f, ch, live);
 
   for (int n = 0; n < ns; ++n) {
     if (w == W - 1) {  // the last warp alone reads u_carry before the first barrier
@@ -383,7 +433,7 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads, 2) backward_block
 #pragma unroll
     for (int i = 0; i < I; ++i) {
       x[i] = i < valid ? __ldg(f.x + row + i * f.ed) : 0.0f;
-      dt[i] = i < valid ? __ldg(f.dt + row + i * f.ed) : 0.0f;
+      dt[i] = i < valid ? delta_of(f, __ldg(f.dt + row + i * f.ed), dt_bias) : 0.0f;
       dy[i] = i < valid ? __ldg(p.dy + row + i * f.ed) : 0.0f;
       dtx[i] = dt[i] * x[i];
       dx[i] = dskip * dy[i];
@@ -491,7 +541,8 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads, 2) backward_block
     for (int i = 0; i < I; ++i) {
       if (i < valid) {
         p.dx[row + i * f.ed] = dx[i];
-        p.ddt[row + i * f.ed] = ddt[i];
+        float const slope = f.dt_softplus ? delta_slope(f, __ldg(f.dt + row + i * f.ed), dt_bias) : 1.0f;
+        store_ddt(p, row + i * f.ed, ddt[i] * slope);
       }
     }
   }
@@ -541,6 +592,7 @@ __global__ void __launch_bounds__(recurrent_threads) forward_recurrent_kernel(fo
   std::int64_t const size = p.ns * p.ed;
   std::int64_t const ck0 = p.ck_offsets[s];
   float const dskip = load_or_zero(p.d, ch, live);
+  float const dt_bias = delta_bias(p, ch, live);
   float h[NT], a2[NT];  // [NT]; states past N keep A = 0, B = 0: an identity
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -569,7 +621,7 @@ __global__ void __launch_bounds__(recurrent_threads) forward_recurrent_kernel(fo
 #pragma unroll
       for (int i = 0; i < NB; ++i) {
         float const x = i < valid ? __ldg(p.x + row + i * p.ed) : 0.0f;
-        dt[i] = i < valid ? __ldg(p.dt + row + i * p.ed) : 0.0f;
+        dt[i] = i < valid ? delta_of(p, __ldg(p.dt + row + i * p.ed), dt_bias) : 0.0f;
         dtx[i] = dt[i] * x;
         y[i] = n0 == 0 ? dskip * x : (i < valid ? p.y[row + i * p.ed] : 0.0f);  // later tiles add to y
       }
@@ -621,6 +673,7 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
   std::int64_t const size = f.ns * f.ed;
   std::int64_t const ck0 = f.ck_offsets[s];
   float const dskip = load_or_zero(f.d, ch, live);
+  float const dt_bias = delta_bias(f, ch, live);
   float u[NT], an[NT], da[NT];  // [NT]
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -640,7 +693,7 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
       h[j] = load_or_zero(p.ck, (ck0 + k) * size + (n0 + j) * f.ed + ch, live && n0 + j < f.ns);
     }
     for (std::int64_t t = c0; t < c1; ++t) {
-      float const dt = load_or_zero(f.dt, t * f.ed + ch, live);
+      float const dt = live ? delta_of(f, __ldg(f.dt + t * f.ed + ch), dt_bias) : 0.0f;
       float const dtx = dt * load_or_zero(f.x, t * f.ed + ch, live);
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
@@ -652,10 +705,12 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
     }
     for (std::int64_t t = c1 - 1; t >= c0; --t) {
       float const x = load_or_zero(f.x, t * f.ed + ch, live);
-      float const dt = load_or_zero(f.dt, t * f.ed + ch, live);
+      float const dt_in = load_or_zero(f.dt, t * f.ed + ch, live);
+      float const dt = live ? delta_of(f, dt_in, dt_bias) : 0.0f;
       float const dy = load_or_zero(p.dy, t * f.ed + ch, live);
       float dx = n0 == 0 ? dskip * dy : (live ? p.dx[t * f.ed + ch] : 0.0f);
-      float ddt = n0 == 0 ? 0.0f : (live ? p.ddt[t * f.ed + ch] : 0.0f);
+      float const ddt_before = n0 == 0 ? 0.0f : (live ? p.ddt[t * f.ed + ch] : 0.0f);  // earlier state tiles' part
+      float ddt = 0.0f;  // ∂L/∂Δ from this tile's states
       if (n0 == 0) {
         dd = fmaf(dy, x, dd);
       }
@@ -684,7 +739,7 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
       }
       if (live) {
         p.dx[t * f.ed + ch] = dx;
-        p.ddt[t * f.ed + ch] = ddt;
+        store_ddt(p, t * f.ed + ch, fmaf(ddt, delta_slope(f, dt_in, dt_bias), ddt_before));
       }
     }
   }
@@ -767,6 +822,7 @@ inline void check_inputs(device_sequences const& seqs, selective_scan_args<float
   check_arg(a.ld_bc >= a.states, "ld_bc", a.ld_bc, "must be at least the number of states");
   check(a.x != nullptr && a.dt != nullptr && a.a != nullptr && a.b != nullptr && a.c != nullptr && a.d != nullptr,
         "selective scan (cuda): x, dt, a, b, c and d must be device pointers, not null");
+  check_delta_args(a);
 }
 
 inline void check_forward_args(device_sequences const& seqs, selective_scan_args<float> const& a, float const* y) {
@@ -792,12 +848,25 @@ inline std::int64_t block_count(std::int64_t seqs, std::int64_t groups) {
 inline forward_params make_forward_params(device_sequences const& seqs, selective_scan_args<float> const& a,
                                           std::int64_t const* ck_offsets, std::int64_t channels_per_block, float* y,
                                           float* checkpoints, float* final_state) {
-  return {seqs.offsets, ck_offsets, a.channels,
-          a.states,     a.ld_bc,    (a.channels + channels_per_block - 1) / channels_per_block,
-          a.x,          a.dt,       a.a,
-          a.b,          a.c,        a.d,
-          a.init_state, y,          checkpoints,
-          final_state};
+  return {.offsets = seqs.offsets,
+          .ck_offsets = ck_offsets,
+          .ed = a.channels,
+          .ns = a.states,
+          .ld_bc = a.ld_bc,
+          .groups = (a.channels + channels_per_block - 1) / channels_per_block,
+          .x = a.x,
+          .dt = a.dt,
+          .a = a.a,
+          .b = a.b,
+          .c = a.c,
+          .d = a.d,
+          .init = a.init_state,
+          .y = y,
+          .ck = checkpoints,
+          .final_state = final_state,
+          .dt_bias = a.dt_bias,
+          .delta_min = a.delta_min,
+          .dt_softplus = a.dt_softplus};
 }
 
 inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t interval, std::int64_t* out,
@@ -811,9 +880,9 @@ inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t
 //! into them on `stream`.
 inline backward_params make_backward_params(device_sequences const& seqs, selective_scan_args<float> const& a,
                                             float const* checkpoints, selective_scan_grads<float> const& g,
-                                            workspace_layout const& layout, ops::cuda::scratch& ws,
-                                            std::int64_t interval, std::int64_t channels_per_block,
-                                            cudaStream_t stream) {
+                                            bfloat16* ddt_rounded, workspace_layout const& layout,
+                                            ops::cuda::scratch& ws, std::int64_t interval,
+                                            std::int64_t channels_per_block, cudaStream_t stream) {
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   launch_checkpoint_offsets(seqs, interval, ck_offsets, stream);
   return {make_forward_params(seqs, a, ck_offsets, channels_per_block, nullptr, nullptr, nullptr),
@@ -824,6 +893,7 @@ inline backward_params make_backward_params(device_sequences const& seqs, select
           g.dx,
           g.ddt,
           g.d_init_state,
+          ddt_rounded,
           ws.at<float>(layout.partial_bc),
           ws.at<float>(layout.partial_da),
           ws.at<float>(layout.partial_dd)};
@@ -898,15 +968,18 @@ void selective_scan_forward(block_parallel<W, I>, backends::cuda const& be, devi
   backends::cuda_check_launch("forward_block_kernel");
 }
 
+//! Backward from the forward's checkpoints: writes dx, ddt, dB, dC (and d_init_state when not null), adds to dA and dD.
+//! ddt_rounded ([T, ED], or null): ddt's bf16 rounding written beside it, for the bf16 GEMMs that read it.
 template <int W, int I>
 void selective_scan_backward(block_parallel<W, I>, backends::cuda const& be, device_sequences const& seqs,
                              selective_scan_args<float> const& a, float const* checkpoints,
-                             selective_scan_grads<float> const& g, void* workspace = nullptr) {
+                             selective_scan_grads<float> const& g, void* workspace = nullptr,
+                             bfloat16* ddt_rounded = nullptr) {
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, layout, ws, block_parallel<W, I>::chunk,
-                                              detail::lanes, be.stream);
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, layout, ws,
+                                              block_parallel<W, I>::chunk, detail::lanes, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
     std::size_t const shared = 2 * static_cast<std::size_t>(a.states) * detail::lanes * sizeof(float);
@@ -946,12 +1019,13 @@ inline void selective_scan_forward(recurrent, backends::cuda const& be, device_s
 
 inline void selective_scan_backward(recurrent, backends::cuda const& be, device_sequences const& seqs,
                                     selective_scan_args<float> const& a, float const* checkpoints,
-                                    selective_scan_grads<float> const& g, void* workspace = nullptr) {
+                                    selective_scan_grads<float> const& g, void* workspace = nullptr,
+                                    bfloat16* ddt_rounded = nullptr) {
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, layout, ws, recurrent::checkpoint_interval,
-                                              detail::recurrent_threads, be.stream);
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, layout, ws,
+                                              recurrent::checkpoint_interval, detail::recurrent_threads, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
     detail::dispatch_state_tile(a.states, [&]<int NT>() {

@@ -131,6 +131,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   std::int64_t const my_n0 = n0 + std::int64_t{w} * NT;  // this warp's first state
   // D·x joins warp 0's share in the first launch; later launches add to y.
   float const dskip = n0 == 0 && w == 0 ? load_or_zero(p.d, ch, live) : 0.0f;
+  float const dt_bias = delta_bias(p, ch, live);
   float h[NT], a2[NT];  // [NT]; states past N keep A = 0 and B = 0: an identity that adds nothing to y
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -141,7 +142,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   }
   // x, Δ of a batch are loaded once per block: warp w issues its loads of tokens [w·NB/WG, (w + 1)·NB/WG) of the
   // batch after next while the current one is scanned, and stores them in shared memory, for every warp, a batch
-  // later. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
+  // later, Δ made from dt there. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
   constexpr int mine_count = NB / WG;
   int const mine_first = w * mine_count;
   auto load_mine = [&](std::int64_t t, float2(&v)[mine_count]) {
@@ -154,10 +155,11 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
       v[r] = make_float2(ok ? __ldg(xr + r * ed) : 0.0f, ok ? __ldg(dr + r * ed) : 0.0f);
     }
   };
-  auto store_mine = [&](int b, float2 const(&v)[mine_count]) {
+  auto store_mine = [&](int b, std::int64_t t, float2 const(&v)[mine_count]) {
+    int const valid = live ? tokens_before<NB>(t, t1) : 0;
 #pragma unroll
     for (int r = 0; r < mine_count; ++r) {
-      xdt[b][mine_first + r][lane] = v[r];
+      xdt[b][mine_first + r][lane] = make_float2(v[r].x, mine_first + r < valid ? delta_of(p, v[r].y, dt_bias) : 0.0f);
     }
   };
   constexpr int ck_every = static_cast<int>(state_split<NT>::checkpoint_interval);
@@ -166,7 +168,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   int const my_states = static_cast<int>(std::clamp<std::int64_t>(p.ns - my_n0, 0, NT));  // states < N
   float2 next[mine_count], after[mine_count];  // [NB / WG]: this warp's tokens of the next batch and the one after
   load_mine(t0, next);
-  store_mine(0, next);  // visible after the first barrier
+  store_mine(0, t0, next);  // visible after the first barrier
   if (t0 + NB < t1) {
     load_mine(t0 + NB, next);
   }
@@ -212,7 +214,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
         share[i * lanes] = y;
       }
       if (t + NB < t1) {
-        store_mine(buf ^ 1, next);  // that buffer's last readers finished before the previous barrier
+        store_mine(buf ^ 1, t + NB, next);  // that buffer's last readers finished before the previous barrier
 #pragma unroll
         for (int r = 0; r < mine_count; ++r) {
           next[r] = after[r];  // waits for the loads; an unrolled version without the copy measured slower
@@ -269,7 +271,8 @@ struct backward_split_smem {
   static constexpr int L = split_interval, S = WG * NT, SB = split_backward_batch;
   alignas(16) float b[L][S];  // [interval, S]: B, C of this launch's states
   alignas(16) float c[L][S];
-  float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]
+  float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]: dt holds Δ
+  float slope[L][lanes];                              // [interval, lane]: ∂Δ/∂dt, with the fused softplus only
   float dx[2][WG][SB][lanes], ddt[2][WG][SB][lanes];  // [buffer, warp, token, lane]: each warp's share
   // [warp, lane, value]: one state's dB, dC of a batch, summed over the lanes by reading the columns; rows padded
   // to 20 floats so that the 16-byte row stores and the column reads (upper half-warp rotated by 4 rows) are free
@@ -295,6 +298,7 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   std::int64_t const my_n0 = n0 + std::int64_t{w} * NT;  // this warp's first state
   // D·dy joins warp 0's share of dx in the first launch; later launches add to dx and dΔ.
   float const dskip = n0 == 0 && w == 0 ? load_or_zero(f.d, ch, live) : 0.0f;
+  float const dt_bias = delta_bias(f, ch, live);
   float a2[NT], u[NT], da[NT];  // [NT]: A log2(e); states past N: A = 0, B = C = 0, nothing written
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -305,7 +309,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     da[j] = 0.0f;
   }
   float dd = 0.0f;
-  // x, Δ, dy of SB tokens (this thread's lane; tokens w, w + WG, ...) carried in registers like bc_rows' B, C.
+  // x, dt, dy of SB tokens (this thread's lane; tokens w, w + WG, ...) carried in registers like bc_rows' B, C;
+  // Δ (and its slope) are made from dt as they are stored.
   constexpr int XR = SB / WG;
   float cx[XR], cdt[XR], cdy[XR];
   auto load_xs = [&](std::int64_t t_first) {
@@ -318,11 +323,16 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       cdy[r] = load_or_zero(p.dy, t * f.ed + ch, ok);
     }
   };
-  auto store_xs = [&](int row0) {
+  auto store_xs = [&](int row0, std::int64_t t_first) {
 #pragma unroll
     for (int r = 0; r < XR; ++r) {
-      sm.x[row0 + r * WG + w][lane] = cx[r], sm.dt[row0 + r * WG + w][lane] = cdt[r];
-      sm.dy[row0 + r * WG + w][lane] = cdy[r];
+      int const row = row0 + r * WG + w;
+      bool const ok = live && t_first + r * WG + w < t1;
+      sm.x[row][lane] = cx[r], sm.dy[row][lane] = cdy[r];
+      sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
+      if (f.dt_softplus) {
+        sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
+      }
     }
   };
   // The state entering token t_first (a multiple of SB into the sequence); zeros for a batch wholly past the
@@ -343,7 +353,7 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     stage_bc<L, S, WG * lanes>(sm.b, sm.c, f, tc, t1, n0);
     for (int row0 = 0; row0 < L; row0 += SB) {
       load_xs(tc + row0);
-      store_xs(row0);
+      store_xs(row0, tc + row0);
     }
     load_checkpoint(tc + L - SB, h_ck);
   }
@@ -453,25 +463,29 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
         sm.ddt[buf][w][i][lane] = ddt_share[i];
       }
       __syncthreads();  // every warp's share of this batch is in, and every warp is done with its rows
-      if (ahead) {
-        coming.store(sm.b, sm.c, first);
-        store_xs(first);
-      }
 #pragma unroll
       for (int r = 0; r < SB / WG; ++r) {
-        int const i = r * WG + w;  // warp w finishes tokens w, w + WG, ...
+        int const i = r * WG + w;  // warp w finishes tokens w, w + WG, ... (the rows it stores below)
         std::int64_t const t = tc + first + i;
         if (live && t < t1) {
           std::int64_t const at = t * f.ed + ch;
-          float sx = n0 == 0 ? 0.0f : p.dx[at], st = n0 == 0 ? 0.0f : p.ddt[at];
+          float sx = n0 == 0 ? 0.0f : p.dx[at], st = 0.0f;
+          float const st_before = n0 == 0 ? 0.0f : p.ddt[at];  // the earlier launches' states
 #pragma unroll
           for (int g = 0; g < WG; ++g) {
             sx += sm.dx[buf][g][i][lane];
             st += sm.ddt[buf][g][i][lane];
           }
+          if (f.dt_softplus) {
+            st *= sm.slope[first + i][lane];  // read before this thread's store_xs below replaces it
+          }
           p.dx[at] = sx;
-          p.ddt[at] = st;
+          store_ddt(p, at, st + st_before);
         }
+      }
+      if (ahead) {
+        coming.store(sm.b, sm.c, first);
+        store_xs(first, tc - L + first);
       }
       buf ^= 1;  // the next batch writes the other buffers; the barrier above orders the reuse after next
     }
@@ -546,12 +560,13 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
 template <int NT>
 void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_sequences const& seqs,
                              selective_scan_args<float> const& a, float const* checkpoints,
-                             selective_scan_grads<float> const& g, void* workspace = nullptr) {
+                             selective_scan_grads<float> const& g, void* workspace = nullptr,
+                             bfloat16* ddt_rounded = nullptr) {
   detail::check_backward_args(seqs, a, checkpoints, g);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, layout, ws, state_split<NT>::checkpoint_interval,
-                                              detail::lanes, be.stream);
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, layout, ws,
+                                              state_split<NT>::checkpoint_interval, detail::lanes, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
     constexpr int bnt = detail::split_backward_states;
@@ -560,7 +575,7 @@ void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_s
       auto kernel = detail::backward_state_split_kernel<WG, bnt>;
       std::size_t const shared = sizeof(detail::backward_split_smem<WG, bnt>);
       detail::allow_shared_memory(kernel, shared);
-      // 3 blocks of 74 KB need nearly all of the SM's 228 KB as shared memory (the rest stays L1).
+      // 3 blocks of 66 KB need most of the SM's 228 KB as shared memory (the rest stays L1).
       detail::cuda_check(
           cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
           "cudaFuncSetAttribute(PreferredSharedMemoryCarveout)");
