@@ -3,7 +3,8 @@
 //! Parity of the CUDA selective scan (recurrent, block_parallel) with the host oracle run in double precision:
 //! forward (y, checkpoints, final states) and backward (dx, ddt, dB, dC, dA, dD, d_init_state) on random inputs,
 //! odd shapes, ragged packed sequences, with and without initial states, with Δ given or made by the fused softplus
-//! (then ddt is ∂L/∂dt through it), and ddt's bf16 copy; every output is poisoned with NaN first.
+//! (then ddt is ∂L/∂dt through it), the gated output y · silu(z) and the bf16 copies of it and of ddt; every output
+//! is poisoned with NaN first.
 //! Also: bit-identical gradients across runs, channel counts past 65,535, and argument checks.
 //! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
 //! Without a GPU every case prints a skip message and passes.
@@ -53,11 +54,13 @@ struct inputs {
   ssmlen::sequences seqs;
   std::int64_t ed = 0, ns = 0, ld = 0, tokens = 0;
   std::vector<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final, da0, dd0;
+  std::vector<float> z;  // [T, ld_z]: the gate's input
+  std::int64_t ld_z = 0;
   bool softplus = false;
 
   inputs(shape const& sh, std::uint64_t seed)
       : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + 3), tokens(seqs.tokens()),
-        softplus(sh.softplus) {
+        ld_z(sh.ed + 3), softplus(sh.softplus) {
     ssmlen::rng g(seed);
     auto normal = [&](std::size_t n, double scale) {
       std::vector<float> v(n);
@@ -95,6 +98,7 @@ struct inputs {
       init = normal(state, 0.5);
     }
     dy = normal(te, 1.0);
+    z = normal(static_cast<std::size_t>(tokens * ld_z), 2.0);
     if (sh.d_final) {
       d_final = normal(state, 1.0);
     }
@@ -108,6 +112,7 @@ std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.en
 //! The host oracle in double: outputs of forward (interval-64 checkpoints) and backward.
 struct oracle {
   std::vector<double> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
+  std::vector<double> gated;  // y · silu(z)
 
   explicit oracle(inputs const& in) {
     auto const te = static_cast<std::size_t>(in.tokens * in.ed);
@@ -138,6 +143,13 @@ struct oracle {
     final_state.resize(state);
     ssmlen::backends::host const be;
     ssmlen::scan::selective_scan_forward(ssmlen::scan::recurrent{}, be, args, y.data(), ck.data(), final_state.data());
+    gated.resize(te);
+    for (std::int64_t t = 0; t < in.tokens; ++t) {
+      for (std::int64_t e = 0; e < in.ed; ++e) {
+        double const zv = in.z[static_cast<std::size_t>(t * in.ld_z + e)];
+        gated[static_cast<std::size_t>(t * in.ed + e)] = y[static_cast<std::size_t>(t * in.ed + e)] * ssmlen::silu(zv);
+      }
+    }
     dx.resize(te);
     ddt.resize(te);
     db.resize(static_cast<std::size_t>(in.tokens * in.ns));
@@ -160,6 +172,9 @@ struct device_run {
   device_buffer<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final;
   device_buffer<float> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
   device_buffer<ssmlen::bfloat16> ddt_rounded;
+  device_buffer<float> z, gated;
+  device_buffer<ssmlen::bfloat16> gated_rounded;
+  sc::gate_output gate;
   sc::device_sequences seqs;
   ssmlen::scan::selective_scan_args<float> args;
   ssmlen::scan::selective_scan_grads<float> grads;
@@ -174,7 +189,8 @@ struct device_run {
                                     in.ns * in.ed)),
         final_state(static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed)), dx(in.x.size()), ddt(in.x.size()),
         db(static_cast<std::size_t>(in.tokens * (in.ns + 2))), dc(db.size()), da(std::span(in.da0)),
-        dd(std::span(in.dd0)), d_init(final_state.size()), ddt_rounded(in.x.size()), ld_dbc(in.ns + 2) {
+        dd(std::span(in.dd0)), d_init(final_state.size()), ddt_rounded(in.x.size()), z(std::span(in.z)),
+        gated(in.x.size()), gated_rounded(in.x.size()), ld_dbc(in.ns + 2) {
     std::vector<std::int64_t> off(static_cast<std::size_t>(in.seqs.count()) + 1);
     for (std::int64_t s = 0; s <= in.seqs.count(); ++s) {
       off[static_cast<std::size_t>(s)] = s < in.seqs.count() ? in.seqs.begin(s) : in.seqs.tokens();
@@ -184,6 +200,9 @@ struct device_run {
       out->fill_bytes(0xFF);  // NaN
     }
     ddt_rounded.fill_bytes(0xFF);
+    gated.fill_bytes(0xFF);
+    gated_rounded.fill_bytes(0xFF);
+    gate = {z.data(), in.ld_z, gated.data(), gated_rounded.data()};
     seqs = {offsets.data(), in.seqs.count(), in.tokens};
     args = {nullptr,
             in.ed,
@@ -232,7 +251,7 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   device_run run(policy, in);
   ssmlen::backends::cuda_stream stream;
   sc::selective_scan_forward(policy, stream.backend(), run.seqs, run.args, run.y.data(), run.ck.data(),
-                             run.final_state.data());
+                             run.final_state.data(), nullptr, run.gate);
   sc::selective_scan_backward(policy, stream.backend(), run.seqs, run.args, run.ck.data(), run.grads, nullptr,
                               run.ddt_rounded.data());
   stream.synchronize();
@@ -245,6 +264,14 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   CAPTURE(sh.softplus);
   CHECK(rel_error(run.y.to_host(), ref.y) < tol);
   CHECK(rel_error(run.final_state.to_host(), ref.final_state) < tol);
+  auto const gated = run.gated.to_host();
+  auto const gated_rounded = run.gated_rounded.to_host();
+  CHECK(rel_error(gated, ref.gated) < tol);
+  std::size_t ungated = 0;  // the bf16 copy must be the rounding of the fp32 gated output, element by element
+  for (std::size_t i = 0; i < gated.size(); ++i) {
+    ungated += gated_rounded[i].bits != ssmlen::bfloat16(gated[i]).bits ? 1 : 0;
+  }
+  CHECK(ungated == 0);
   if (Policy::checkpoint_interval == ssmlen::scan::recurrent::checkpoint_interval) {
     CHECK(rel_error(run.ck.to_host(), ref.ck) < tol);
   }
@@ -390,6 +417,12 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
   CHECK_THROWS_AS(forward(with([](auto& a) { a.b = nullptr; })), ssmlen::error);
   CHECK_THROWS_AS(forward(with([](auto& a) { a.delta_min = 0.5f; })), ssmlen::error);  // without dt_softplus
   CHECK_THROWS_AS(forward(with([&](auto& a) { a.dt_bias = &v; })), ssmlen::error);
+  float gated = 0;
+  auto gated_forward = [&](sc::gate_output const& gate) {
+    sc::selective_scan_forward(sc::block_parallel<>{}, be, seqs, args, &y, nullptr, nullptr, nullptr, gate);
+  };
+  CHECK_THROWS_AS(gated_forward({&v, 4, nullptr, nullptr}), ssmlen::error);  // a gate with nothing to write
+  CHECK_THROWS_AS(gated_forward({&v, 3, &gated, nullptr}), ssmlen::error);   // z rows shorter than the channels
   CHECK_THROWS_AS(forward(with([](auto& a) {
                     a.dt_softplus = true;
                     a.delta_min = -1.0f;

@@ -8,17 +8,19 @@
 //! zeros and reporting its final state; the backward gives ∂L/∂u, adds every parameter gradient, and carries
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
-//! activations are the host's up to GEMM summation order (Δ within a few 1e-7, below). The conv writes SiLU of its
-//! output beside it, and the kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED]
-//! each; u and dout may come with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16
-//! GEMMs ∂L/∂xz is kept only rounded. The scan makes Δ from dt_proj's output as it reads it (bias, softplus on the
-//! multi-function unit) and its backward writes ∂L/∂dt_pre and its bf16 copy, so Δ is never stored; the gate stays a
-//! kernel of its own (folded into the scan, whose time issue sets, its exponentials and divisions cost more than the
-//! pass: docs/perf.md). The activations kept for the backward are the host's (the scan keeps only chunk-start states
-//! and recomputes the rest); the backward's buffers live in a scratch that every block of a model shares, since blocks
-//! run one after another on one stream. `step` advances B sequences by one token each (the host block's step_row on
-//! every row): in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step that applies dt_proj
-//! itself (scan/cuda/selective_scan_step.cuh), and out_proj.
+//! activations are the host's up to GEMM summation order (the softplus and the gate's silu, which the scan applies,
+//! within a few 1e-7). The conv writes SiLU of its output beside it, and the kernels that make a bf16 GEMM's operand
+//! write its bf16 copy, to save a pass over [T, ED] each; u and dout may come with theirs, written by the model's
+//! RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only rounded. The scan makes Δ from dt_proj's
+//! output as it reads it (bias, softplus on the multi-function unit) and its backward writes ∂L/∂dt_pre and its bf16
+//! copy, so Δ is never stored; its forward also writes the gated output y · silu(z) (silu on the same unit) for
+//! out_proj, so the gate's forward is no pass of its own. The gate's backward stays a pass of its own (folded into the
+//! scan's backward, whose time issue sets, its exponentials and divisions cost more than the pass saves: docs/perf.md).
+//! The activations kept for the backward are the host's (the scan keeps only chunk-start states and recomputes the
+//! rest); the backward's buffers live in a scratch that every block of a model shares, since blocks run one after
+//! another on one stream. `step` advances B sequences by one token each (the host block's step_row on every row):
+//! in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step that applies dt_proj itself
+//! (scan/cuda/selective_scan_step.cuh), and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -256,26 +258,6 @@ __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, 
   }
 }
 
-//! yg = y · silu(z), z = xz[:, ED:], into yg and/or (its bf16 rounding) yg16, whichever is not null.
-template <int V>
-__global__ void __launch_bounds__(rowwise_threads)
-    gate_kernel(std::int64_t rows, std::int64_t ed, float const* y, float const* xz, float* yg, bfloat16* yg16) {
-  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_floats<V>(y + r * ed + c);
-    auto const z = load_floats<V>(xz + r * 2 * ed + ed + c);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      v.v[j] *= silu(z.v[j]);
-    }
-    if (yg != nullptr) {
-      store_floats<V>(yg + r * ed + c, v);
-    }
-    if (yg16 != nullptr) {
-      store_rounded<V>(yg16 + r * ed + c, v);
-    }
-  });
-}
-
 //! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:] and/or (its bf16 rounding)
 //! dxz16[:, ED:], whichever is not null.
 template <int V>
@@ -450,11 +432,12 @@ public:
     detail::make_a_kernel<float><<<detail::blocks_for(s_.d_state * ed), detail::block_threads, 0, stream>>>(
         ed, s_.d_state, value_.a_log, k.a.data());
     backends::cuda_check_launch("make_a_kernel");
+    scan::cuda::gate_output const gate{.z = k.xz.data() + ed,  // [T, ED] of [T, 2ED]
+                                       .ld_z = 2 * ed,
+                                       .gated = bf16() ? nullptr : k.yg.data(),  // bf16 GEMMs read only yg16
+                                       .gated_rounded = yg16};
     scan::cuda::selective_scan_forward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.y.data(),
-                                       k.checkpoints.data(), final.ssm, ws.workspace.data());
-    detail::launch_rowwise(detail::gate_kernel<4>, detail::gate_kernel<1>, "gate_kernel", stream, rows, ed,
-                           static_cast<float const*>(k.y.data()), static_cast<float const*>(k.xz.data()),
-                           bf16() ? nullptr : k.yg.data(), yg16);  // bf16 GEMMs read only yg16
+                                       k.checkpoints.data(), final.ssm, ws.workspace.data(), gate);  // y and y·silu(z)
     gemm(h, trans::n, trans::t, rows, d, ed, {k.yg.data(), ed, yg16}, {value_.out_proj, ed, rounded_.out_proj}, 0.0f,
          out, d);  // [T, D]
   }

@@ -72,6 +72,16 @@ struct block_parallel {
 
 static_assert(policy<block_parallel<>>);
 
+//! The Mamba block's gate, applied by a forward as it writes y: y · silu(z) into `gated` and/or its bf16 rounding
+//! into `gated_rounded`, whichever is not null ([T, ED], dense); z: [T, ED] with row stride ld_z (null: no gate).
+//! silu runs on the multi-function unit, within a few 1e-7 of the host's. The scan's own y is still written.
+struct gate_output {
+  float const* z = nullptr;
+  std::int64_t ld_z = 0;
+  float* gated = nullptr;
+  bfloat16* gated_rounded = nullptr;
+};
+
 namespace detail {
 
 using backends::cuda_check;
@@ -98,6 +108,10 @@ struct forward_params {
   float const* dt_bias;                        // selective_scan_args' Δ fields; dt_bias may be null
   float delta_min;
   bool dt_softplus;
+  float const* z;  // gate_output's fields: the gate, or z null for none
+  std::int64_t ld_z;
+  float* gated;
+  bfloat16* gated_rounded;
 };
 
 //! Everything a backward kernel reads and writes; partials are workspace.
@@ -156,6 +170,18 @@ __device__ inline float softplus_fast(float z) {
 }
 //! sigmoid(z) = 1 / (1 + e^-z) on MUFU.EX2 and MUFU.RCP: 0 where e^-z overflows.
 __device__ inline float sigmoid_fast(float z) { return __fdividef(1.0f, 1.0f + exp2_approx(-z * log2e)); }
+
+//! The gate's outputs for element `at` of y: y · silu(z), into whichever of gated and gated_rounded is not null.
+//! Only the launch that finishes y calls it.
+__device__ inline void store_gated(forward_params const& p, std::int64_t at, float y, float z) {
+  float const yg = y * (z * sigmoid_fast(z));
+  if (p.gated != nullptr) {
+    p.gated[at] = yg;
+  }
+  if (p.gated_rounded != nullptr) {
+    p.gated_rounded[at] = bfloat16(yg);
+  }
+}
 //! Δ of a loaded dt value.
 __device__ inline float delta_of(forward_params const& p, float dt, float bias) {
   return p.dt_softplus ? p.delta_min + softplus_fast(dt + bias) : dt;
@@ -368,6 +394,10 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads) forward_block_ker
     for (int i = 0; i < I; ++i) {
       if (i < valid) {
         yp[i * p.ed] = y[i];
+        if (p.z != nullptr) {
+          std::int64_t const t = tc + tok0 + i;
+          store_gated(p, t * p.ed + ch, y[i], __ldg(p.z + t * p.ld_z + ch));
+        }
       }
     }
   }
@@ -640,10 +670,15 @@ __global__ void __launch_bounds__(recurrent_threads) forward_recurrent_kernel(fo
         }
         y[i] += y1;
       }
+      bool const gate = p.z != nullptr && n0 + NT >= p.ns;  // this launch finishes y
 #pragma unroll
       for (int i = 0; i < NB; ++i) {
         if (i < valid) {
           p.y[row + i * p.ed] = y[i];
+          if (gate) {
+            std::int64_t const t = tc + tb + i;
+            store_gated(p, row + i * p.ed, y[i], __ldg(p.z + t * p.ld_z + ch));
+          }
         }
       }
     }
@@ -825,9 +860,15 @@ inline void check_inputs(device_sequences const& seqs, selective_scan_args<float
   check_delta_args(a);
 }
 
-inline void check_forward_args(device_sequences const& seqs, selective_scan_args<float> const& a, float const* y) {
+inline void check_forward_args(device_sequences const& seqs, selective_scan_args<float> const& a, float const* y,
+                               gate_output const& gate = {}) {
   check_inputs(seqs, a);
   check(y != nullptr, "selective scan (cuda): y must be a device pointer, not null");
+  if (gate.z != nullptr) {
+    check_arg(gate.ld_z >= a.channels, "gate ld_z", gate.ld_z, "must be at least the number of channels");
+    check(gate.gated != nullptr || gate.gated_rounded != nullptr,
+          "selective scan (cuda): a gate needs gated or gated_rounded to write");
+  }
 }
 
 inline void check_backward_args(device_sequences const& seqs, selective_scan_args<float> const& a,
@@ -847,7 +888,7 @@ inline std::int64_t block_count(std::int64_t seqs, std::int64_t groups) {
 
 inline forward_params make_forward_params(device_sequences const& seqs, selective_scan_args<float> const& a,
                                           std::int64_t const* ck_offsets, std::int64_t channels_per_block, float* y,
-                                          float* checkpoints, float* final_state) {
+                                          float* checkpoints, float* final_state, gate_output const& gate = {}) {
   return {.offsets = seqs.offsets,
           .ck_offsets = ck_offsets,
           .ed = a.channels,
@@ -866,7 +907,11 @@ inline forward_params make_forward_params(device_sequences const& seqs, selectiv
           .final_state = final_state,
           .dt_bias = a.dt_bias,
           .delta_min = a.delta_min,
-          .dt_softplus = a.dt_softplus};
+          .dt_softplus = a.dt_softplus,
+          .z = gate.z,
+          .ld_z = gate.ld_z,
+          .gated = gate.gated,
+          .gated_rounded = gate.gated_rounded};
 }
 
 inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t interval, std::int64_t* out,
@@ -945,18 +990,18 @@ inline std::size_t backward_workspace_bytes(device_sequences const& seqs, std::i
 }
 
 //! Forward scan. y [T, ED] is written; checkpoints ([Σ_s ceil(len_s / interval), N, ED]) and final_state
-//! ([S, N, ED]) are written when not null. `a.seqs` (host metadata) is not read: `seqs` gives the device offsets.
-//! All pointers are device pointers; the call is asynchronous on `be.stream`.
+//! ([S, N, ED]) are written when not null, and the gated output when `gate` has a z. `a.seqs` (host metadata) is not
+//! read: `seqs` gives the device offsets. All pointers are device pointers; the call is asynchronous on `be.stream`.
 template <int W, int I>
 void selective_scan_forward(block_parallel<W, I>, backends::cuda const& be, device_sequences const& seqs,
                             selective_scan_args<float> const& a, float* y, float* checkpoints, float* final_state,
-                            void* workspace = nullptr) {
-  detail::check_forward_args(seqs, a, y);
+                            void* workspace = nullptr, gate_output const& gate = {}) {
+  detail::check_forward_args(seqs, a, y, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, block_parallel<W, I>::chunk, ck_offsets, be.stream);
-  auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state);
+  auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state, gate);
   std::int64_t const blocks = detail::block_count(seqs.count, p.groups);
   if (blocks == 0) {
     return;
@@ -996,14 +1041,14 @@ void selective_scan_backward(block_parallel<W, I>, backends::cuda const& be, dev
 //! Recurrent forward; same contract as the block_parallel overload, checkpoints every 64 tokens.
 inline void selective_scan_forward(recurrent, backends::cuda const& be, device_sequences const& seqs,
                                    selective_scan_args<float> const& a, float* y, float* checkpoints,
-                                   float* final_state, void* workspace = nullptr) {
-  detail::check_forward_args(seqs, a, y);
+                                   float* final_state, void* workspace = nullptr, gate_output const& gate = {}) {
+  detail::check_forward_args(seqs, a, y, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, recurrent::checkpoint_interval, ck_offsets, be.stream);
   auto const p =
-      detail::make_forward_params(seqs, a, ck_offsets, detail::recurrent_threads, y, checkpoints, final_state);
+      detail::make_forward_params(seqs, a, ck_offsets, detail::recurrent_threads, y, checkpoints, final_state, gate);
   std::int64_t const blocks = detail::block_count(seqs.count, p.groups);
   if (blocks == 0) {
     return;

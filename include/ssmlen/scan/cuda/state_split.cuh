@@ -167,6 +167,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   bool const write_ck = p.ck != nullptr && live;
   int const my_states = static_cast<int>(std::clamp<std::int64_t>(p.ns - my_n0, 0, NT));  // states < N
   float2 next[mine_count], after[mine_count];  // [NB / WG]: this warp's tokens of the next batch and the one after
+  bool const gate = p.z != nullptr && n0 + S >= p.ns;  // this launch finishes y: it writes the gated output too
   load_mine(t0, next);
   store_mine(0, t0, next);  // visible after the first barrier
   if (t0 + NB < t1) {
@@ -187,6 +188,13 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
       }
       if (ahead) {
         coming.load(p, t + L, t1, n0);  // the same rows of the next interval
+      }
+      float zv[NB / WG];  // [NB / WG]: z of the tokens this thread finishes below, loaded while the batch is scanned
+      if (gate) {
+#pragma unroll
+        for (int r = 0; r < NB / WG; ++r) {
+          zv[r] = load_or_zero(p.z, (t + r * WG + w) * p.ld_z + ch, live && t + r * WG + w < t1);
+        }
       }
       float* const share = &partial[buf][w][0][lane];
 #pragma unroll
@@ -236,6 +244,9 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
             sum += partial[buf][g][i][lane];
           }
           yr[i * ed] = sum;
+          if (gate) {
+            store_gated(p, (t + i) * p.ed + ch, sum, zv[r]);
+          }
         }
       }
       buf ^= 1;  // the next batch uses the other buffers; the barrier above orders their reuse after next
@@ -513,14 +524,14 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
 template <int NT>
 void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_sequences const& seqs,
                             selective_scan_args<float> const& a, float* y, float* checkpoints, float* final_state,
-                            void* workspace = nullptr) {
-  detail::check_forward_args(seqs, a, y);
+                            void* workspace = nullptr, gate_output const& gate = {}) {
+  detail::check_forward_args(seqs, a, y, gate);
   check_arg(a.channels <= std::int64_t{1} << 26, "channels", a.channels, "must be at most 2^26 for state_split");
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   detail::launch_checkpoint_offsets(seqs, state_split<NT>::checkpoint_interval, ck_offsets, be.stream);
-  auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state);
+  auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state, gate);
   std::int64_t const blocks = detail::block_count(seqs.count, p.groups);
   if (blocks == 0) {
     return;
