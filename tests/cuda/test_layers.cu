@@ -98,12 +98,7 @@ bool is_rounding_of(std::vector<ssmlen::bfloat16> const& rounded, std::vector<fl
   if (rounded.size() != values.size() + 1 || rounded.back().bits != bf16_poison) {
     return false;
   }
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (rounded[i].bits != ssmlen::bfloat16(values[i]).bits) {
-      return false;
-    }
-  }
-  return true;
+  return ssmlen::testing::mismatched_roundings({rounded.begin(), rounded.end() - 1}, values) == 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

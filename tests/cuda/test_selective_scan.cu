@@ -34,6 +34,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::mismatched_roundings;
 using ssmlen::testing::rel_error;
 
 namespace sc = ssmlen::scan::cuda;
@@ -265,25 +266,15 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   CHECK(rel_error(run.y.to_host(), ref.y) < tol);
   CHECK(rel_error(run.final_state.to_host(), ref.final_state) < tol);
   auto const gated = run.gated.to_host();
-  auto const gated_rounded = run.gated_rounded.to_host();
   CHECK(rel_error(gated, ref.gated) < tol);
-  std::size_t ungated = 0;  // the bf16 copy must be the rounding of the fp32 gated output, element by element
-  for (std::size_t i = 0; i < gated.size(); ++i) {
-    ungated += gated_rounded[i].bits != ssmlen::bfloat16(gated[i]).bits ? 1 : 0;
-  }
-  CHECK(ungated == 0);
+  CHECK(mismatched_roundings(run.gated_rounded.to_host(), gated) == 0);  // the bf16 copy: the fp32 output's rounding
   if (Policy::checkpoint_interval == ssmlen::scan::recurrent::checkpoint_interval) {
     CHECK(rel_error(run.ck.to_host(), ref.ck) < tol);
   }
   CHECK(rel_error(run.dx.to_host(), ref.dx) < tol);
-  CHECK(rel_error(run.ddt.to_host(), ref.ddt) < tol);
   auto const ddt = run.ddt.to_host();
-  auto const ddt_rounded = run.ddt_rounded.to_host();
-  std::size_t unrounded = 0;  // ddt's bf16 copy must be its rounding, element by element
-  for (std::size_t i = 0; i < ddt.size(); ++i) {
-    unrounded += ddt_rounded[i].bits != ssmlen::bfloat16(ddt[i]).bits ? 1 : 0;
-  }
-  CHECK(unrounded == 0);
+  CHECK(rel_error(ddt, ref.ddt) < tol);
+  CHECK(mismatched_roundings(run.ddt_rounded.to_host(), ddt) == 0);  // ddt's bf16 copy: its rounding
   CHECK(rel_error(valid_columns(run.db.to_host(), in.tokens, in.ns, run.ld_dbc), ref.db) < tol);
   CHECK(rel_error(valid_columns(run.dc.to_host(), in.tokens, in.ns, run.ld_dbc), ref.dc) < tol);
   CHECK(rel_error(run.da.to_host(), ref.da) < tol);

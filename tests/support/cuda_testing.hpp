@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/rng.hpp>
 
 #include <doctest/doctest.h>
@@ -56,6 +57,17 @@ template <class A, class B>
 double rel_error(std::vector<A> const& got, std::vector<B> const& want) {
   REQUIRE(got.size() == want.size());
   return rel_error(got.data(), want.data(), static_cast<std::int64_t>(got.size()));
+}
+
+//! How many elements of `rounded` are not the bf16 rounding (nearest even) of the same element of `values`: a bf16
+//! copy written beside fp32 values must give 0.
+inline std::size_t mismatched_roundings(std::vector<bfloat16> const& rounded, std::vector<float> const& values) {
+  REQUIRE(rounded.size() == values.size());
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    bad += rounded[i].bits != bfloat16(values[i]).bits ? 1 : 0;
+  }
+  return bad;
 }
 
 }  // namespace ssmlen::testing
