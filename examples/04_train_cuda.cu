@@ -6,7 +6,7 @@
 // validated model kept. The kept model is then swept at 5 ... 1000 digits. Rollouts give the same tokens on the GPU
 // as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
 // OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.
-//   04_train_cuda [--task addition] [--config run.json] [--seed 1] [--steps 800] [--batch 128]
+//   04_train_cuda [--task addition] [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--lr 3e-3]
 //                 [--delta-min 0] [--traces-per-sequence 4] [--precision fp32|tf32|bf16]
 //                 [--sizes 5,10,...,1000] [--per-size 32] [--teacher-forced 8] [--host-rollouts]
 //                 [--out runs/cuda_seed1]
@@ -22,6 +22,7 @@
 #include <ssmlen/ssmlen.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -29,6 +30,7 @@
 #include <fstream>
 #include <future>
 #include <string>
+#include <system_error>
 
 namespace sl = ssmlen;
 
@@ -46,6 +48,15 @@ std::string device_name() {
   return prop.name;
 }
 
+// The whole of `text` as a T, or an error that names the flag.
+template <class T>
+T parse_number(std::string const& flag, std::string const& text) {
+  T value{};
+  auto const [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  sl::check(ec == std::errc{} && end == text.data() + text.size(), flag + ": give a number, not '" + text + "'");
+  return value;
+}
+
 int run(int argc, char** argv) {
   sl::train::run_config cfg;  // the headline's defaults
   std::string out;
@@ -58,6 +69,7 @@ int run(int argc, char** argv) {
       sl::check(i + 1 < argc, arg + ": give a value");
       return std::string(argv[++i]);
     };
+    auto number = [&]<class T>(T& into) { into = parse_number<T>(arg, value()); };
     if (arg == "--task") {
       auto const preset = sl::train::preset_for(value());
       cfg = preset.run;
@@ -67,27 +79,29 @@ int run(int argc, char** argv) {
       sl::check(in.good(), "--config: cannot open " + std::string(argv[i]));
       cfg.update_from_json(nlohmann::json::parse(in));
     } else if (arg == "--seed") {
-      cfg.seed = std::stoull(value());
+      number(cfg.seed);
     } else if (arg == "--steps") {
-      cfg.steps = std::stoll(value());
+      number(cfg.steps);
+    } else if (arg == "--lr") {  // the schedule's peak
+      number(cfg.lr);
     } else if (arg == "--delta-min") {
-      cfg.delta_min = std::stod(value());
+      number(cfg.delta_min);
     } else if (arg == "--batch") {
-      cfg.batch = std::stoll(value());
+      number(cfg.batch);
     } else if (arg == "--traces-per-sequence") {
-      cfg.traces_per_sequence = std::stoll(value());
+      number(cfg.traces_per_sequence);
     } else if (arg == "--sizes") {  // comma-separated
       sweep.sizes.clear();
       std::string const list = value();
       for (std::size_t at = 0; at < list.size();) {
         std::size_t const comma = std::min(list.find(',', at), list.size());
-        sweep.sizes.push_back(std::stoi(list.substr(at, comma - at)));
+        sweep.sizes.push_back(parse_number<int>(arg, list.substr(at, comma - at)));
         at = comma + 1;
       }
     } else if (arg == "--per-size") {
-      sweep.per_size = std::stoi(value());
+      number(sweep.per_size);
     } else if (arg == "--teacher-forced") {
-      sweep.teacher_forced = std::stoi(value());
+      number(sweep.teacher_forced);
     } else if (arg == "--precision") {
       std::string const p = value();
       sl::check(p == "fp32" || p == "tf32" || p == "bf16", "--precision: give fp32, tf32 or bf16, not '" + p + "'");
@@ -104,7 +118,7 @@ int run(int argc, char** argv) {
     } else {
       std::fprintf(
           stderr,
-          "usage: %s [--task T] [--config FILE] [--seed N] [--steps N] [--batch B] [--delta-min D] "
+          "usage: %s [--task T] [--config FILE] [--seed N] [--steps N] [--batch B] [--lr LR] [--delta-min D] "
           "[--traces-per-sequence K] "
           "[--precision fp32|tf32|bf16] [--sizes 5,100,1000] [--per-size N] [--teacher-forced N] [--host-rollouts] "
           "[--out DIR] "
