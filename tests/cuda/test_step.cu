@@ -5,8 +5,9 @@
 //! step against the host block's step_row token by token from random states, and the language model's step
 //! against the host model's step and forward, on random models (tied and untied heads, delta_min > 0, odd sizes,
 //! batches that are not a multiple of 32), including rows restarted with fresh_token mid-sequence; then the
-//! captured step graph against eager steps. Errors are norm-wise, ‖gpu − host‖ / ‖host‖ < 1e-4; device states and
-//! scratch are poisoned with NaN first wherever the step must overwrite or reset them.
+//! captured step graph against eager steps; with bf16 GEMMs, the step against the bf16 forward (training's view of
+//! the model) and the host over 300-token rows. Errors are norm-wise, ‖gpu − host‖ / ‖host‖ < 1e-4 (bf16: 3e-2);
+//! device states and scratch are poisoned with NaN first wherever the step must overwrite or reset them.
 //! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
 //! Without a GPU every case that needs one prints a skip message and passes.
 #ifndef SSMLEN_TEST_DATA_DIR
@@ -50,7 +51,8 @@ using ssmlen::backends::device_buffer;
 using ssmlen::models::mamba_config;
 using host_model = ssmlen::models::mamba_lm<float, ssmlen::scan::recurrent>;
 
-constexpr double tol = 1e-4;  // norm-wise relative
+constexpr double tol = 1e-4;       // norm-wise relative
+constexpr double bf16_tol = 3e-2;  // the same with bf16 GEMMs (operands rounded to 8-bit mantissas)
 
 //! A device copy, complete when this returns: work on other streams may read it at once.
 device_buffer<float> on_device(std::vector<float> const& v) {
@@ -449,6 +451,77 @@ TEST_CASE("cuda mamba_lm step: small model (checkers' case)") {
     return;
   }
   check_model_step({.vocab = 11, .d_model = 16, .n_layers = 2, .d_state = 4, .expand = 2, .delta_min = 0.01}, 5, 62);
+}
+
+//! With bf16 GEMMs, training (forward) and rollouts (step) must see the same model: the step's logits token by token,
+//! over sequences long enough for the states to carry far, against the bf16 forward's on the same tokens and the
+//! host's fp32 step. Both sides round the GEMMs' operands to bf16, but at different places (the forward's dt_proj is
+//! a GEMM, the step's an fp32 dot product), so they agree within bf16 rounding, not bit for bit.
+void check_bf16_step_against_forward(mamba_config const& cfg, std::int64_t batch, std::int64_t steps,
+                                     std::uint64_t seed) {
+  ssmlen::backends::host const be;
+  host_model ref(cfg, seed);
+  mc::mamba_lm<> dev(ref, {.precision = ssmlen::backends::gemm_precision::bf16});
+  std::int64_t const v = cfg.vocab;
+  ssmlen::rng g(seed + 1);
+  std::vector<std::int32_t> packed;  // row r: tokens [r * steps, (r + 1) * steps)
+  for (std::int64_t i = 0; i < batch * steps; ++i) {
+    packed.push_back(static_cast<std::int32_t>(g.uniform_int(0, v - 1)));
+  }
+  auto const seqs = ssmlen::sequences::from_lengths(std::vector<std::int64_t>(static_cast<std::size_t>(batch), steps));
+  std::vector<float> forward(packed.size() * static_cast<std::size_t>(v));  // [B * L, V]
+  dev.reserve(seqs);
+  dev.poison();  // every activation NaN until the forward writes it
+  float const* forward_logits = dev.forward(packed, seqs);
+  ssmlen::backends::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // the model's stream
+  ssmlen::backends::cuda_check(
+      cudaMemcpy(forward.data(), forward_logits, forward.size() * sizeof(float), cudaMemcpyDeviceToHost),
+      "copy forward logits");
+
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  auto st = dev.make_state(batch);
+  mc::mamba_lm<>::step_workspace w;
+  device_buffer<std::int32_t> tokens(static_cast<std::size_t>(batch));
+  auto host_state = ref.make_state(batch);
+  host_model::step_workspace hw;
+  std::vector<float> host_logits(static_cast<std::size_t>(batch * v)), want(host_logits.size()), got(want.size());
+  std::vector<std::int32_t> feed(static_cast<std::size_t>(batch)), coded(feed.size());
+  double worst_forward = 0, worst_host = 0;
+  for (std::int64_t t = 0; t < steps; ++t) {
+    for (std::int64_t r = 0; r < batch; ++r) {
+      auto const tok = packed[static_cast<std::size_t>(r * steps + t)];
+      feed[static_cast<std::size_t>(r)] = tok;
+      coded[static_cast<std::size_t>(r)] = t == 0 ? mc::fresh_token(tok) : tok;
+      std::copy_n(forward.data() + (r * steps + t) * v, v, want.data() + r * v);
+    }
+    ref.step(be, feed, host_logits.data(), host_state, hw);
+    upload(stream, tokens, coded);
+    float const* logits = dev.step(h, tokens.data(), batch, st, w);
+    stream.synchronize();
+    ssmlen::backends::cuda_check(cudaMemcpy(got.data(), logits, got.size() * sizeof(float), cudaMemcpyDeviceToHost),
+                                 "copy step logits");
+    double const ef = rel_error(got, want), eh = rel_error(got, host_logits);
+    CAPTURE(t);
+    CHECK(ef < bf16_tol);
+    CHECK(eh < bf16_tol);
+    worst_forward = std::max(worst_forward, ef);
+    worst_host = std::max(worst_host, eh);
+  }
+  std::printf("model step with bf16 GEMMs, D=%lld L=%lld, %lld tokens per row: worst logits error %.2e against the "
+              "bf16 forward, %.2e against the host's fp32 step\n",
+              static_cast<long long>(cfg.d_model), static_cast<long long>(cfg.n_layers), static_cast<long long>(steps),
+              worst_forward, worst_host);
+}
+
+TEST_CASE("cuda mamba_lm step with bf16 GEMMs: token by token as the bf16 forward, over 300 tokens") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  check_bf16_step_against_forward({.vocab = 29, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2}, 9, 300, 80);
+  check_bf16_step_against_forward(
+      {.vocab = 23, .d_model = 40, .n_layers = 3, .d_state = 5, .d_conv = 3, .expand = 2, .delta_min = 0.02}, 5, 300,
+      81);
 }
 
 TEST_CASE("cuda step graph: replays give the eager greedy steps' ids and states") {
