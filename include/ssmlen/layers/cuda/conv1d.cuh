@@ -610,36 +610,38 @@ inline bool dweight_vec4(conv_params<float> const& p) {
          aligned16(p.partial);
 }
 
-inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
-  bool const vec4 = forward_vec4(p);
+//! Launches a run-structured kernel or, for widths past conv_max_window, its any-width form (a thread per token and
+//! channel group); pick(v, kmax) returns the kernel for V = v channels per thread and KMAX = kmax (0: any width).
+template <class Pick>
+void launch_by_shape(conv_params<float> const& p, bool vec4, char const* name, cudaStream_t stream, Pick&& pick) {
   by_shape(vec4, p.width, [&](auto v, auto kmax) {
     constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
+    std::int64_t const items = KMAX == 0 ? p.tokens * (p.channels / V) : run_items(p, vec4, conv_run_tokens);
+    pick(v, kmax)<<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
+  });
+  backends::cuda_check_launch(name);
+}
+
+inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
+  launch_by_shape(p, forward_vec4(p), "conv_forward_kernel", stream, [](auto v, auto kmax) {
+    constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
     if constexpr (KMAX == 0) {
-      std::int64_t const items = p.tokens * (p.channels / V);
-      conv_forward_any_width_kernel<V, float>
-          <<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
+      return &conv_forward_any_width_kernel<V, float>;
     } else {
-      conv_forward_kernel<V, KMAX, float>
-          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_threads), conv_threads, 0, stream>>>(p);
+      return &conv_forward_kernel<V, KMAX, float>;
     }
   });
-  backends::cuda_check_launch("conv_forward_kernel");
 }
 
 inline void launch_backward_dx(conv_params<float> const& p, cudaStream_t stream) {
-  bool const vec4 = dx_vec4(p);
-  by_shape(vec4, p.width, [&](auto v, auto kmax) {
+  launch_by_shape(p, dx_vec4(p), "conv_backward_dx_kernel", stream, [](auto v, auto kmax) {
     constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
     if constexpr (KMAX == 0) {
-      std::int64_t const items = p.tokens * (p.channels / V);
-      conv_backward_dx_any_width_kernel<V, float>
-          <<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
+      return &conv_backward_dx_any_width_kernel<V, float>;
     } else {
-      conv_backward_dx_kernel<V, KMAX, float>
-          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_threads), conv_threads, 0, stream>>>(p);
+      return &conv_backward_dx_kernel<V, KMAX, float>;
     }
   });
-  backends::cuda_check_launch("conv_backward_dx_kernel");
 }
 
 //! The per-block partials of dweight and dbias (`blocks` token blocks), then their sum in block order.

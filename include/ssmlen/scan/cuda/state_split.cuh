@@ -51,7 +51,8 @@ inline constexpr int split_interval = 64;    // tokens whose B, C are staged tog
 inline constexpr int split_batch = 16;       // tokens whose x, Δ are loaded together
 inline constexpr int split_max_states = 16;  // states per launch: B, C, the warps' shares and x, Δ fit 48 KB
 
-//! Streaming multiprocessors of the current device.
+//! Streaming multiprocessors of the current device (cudaDeviceGetAttribute is a cheap lookup, unlike
+//! cudaGetDeviceProperties, so it is not cached).
 inline int sm_count() {
   int device = 0, count = 0;
   cuda_check(cudaGetDevice(&device), "cudaGetDevice");
@@ -109,6 +110,37 @@ struct bc_rows {
   }
 };
 
+//! A thread's place in a state_split block, the same in the forward and the backward: lane = channel ch of channel
+//! group `group`, warp w = states [my_n0, my_n0 + NT) of sequence s (tokens [t0, t1), n_intervals intervals of
+//! split_interval, first checkpoint ck0); dskip = D of the channel for warp 0 of the first launch (D·x, D·dy join
+//! its share), else 0; dt_bias = Δ's bias with the fused softplus, else 0.
+struct split_thread {
+  int lane, w;
+  std::int64_t s, group, ch;
+  bool live;
+  std::int64_t t0, t1, n_intervals;
+  std::int64_t size;  // one state: [N, ED]
+  std::int64_t ck0, my_n0;
+  float dskip, dt_bias;
+};
+
+template <int NT>
+__device__ inline split_thread split_thread_of(forward_params const& p, std::int64_t n0) {
+  split_thread t{};
+  t.lane = static_cast<int>(threadIdx.x) % lanes, t.w = static_cast<int>(threadIdx.x) / lanes;
+  t.s = blockIdx.x / p.groups, t.group = blockIdx.x % p.groups;
+  t.ch = t.group * lanes + t.lane;
+  t.live = t.ch < p.ed;
+  t.t0 = p.offsets[t.s], t.t1 = p.offsets[t.s + 1];
+  t.n_intervals = (t.t1 - t.t0 + split_interval - 1) / split_interval;
+  t.size = p.ns * p.ed;
+  t.ck0 = p.ck_offsets[t.s];
+  t.my_n0 = n0 + std::int64_t{t.w} * NT;
+  t.dskip = n0 == 0 && t.w == 0 ? load_or_zero(p.d, t.ch, t.live) : 0.0f;
+  t.dt_bias = delta_bias(p, t.ch, t.live);
+  return t;
+}
+
 // With 8 warps, MinBlocks 3 or 4 caps the registers at 80 or 64: 3 or 4 blocks per SM. The launch takes 4 for grids
 // of more than 3 blocks per SM (then one wave instead of 1.3 at the headline's shape) and 3 otherwise (more
 // registers, faster at the 130M shape). 2 or 4 warps cap at 128 registers (MinBlocks 16 / WG); one warp, none.
@@ -119,19 +151,9 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   __shared__ __align__(16) float sb[L][S], sc[L][S];  // [interval, S]: B, C of this launch's states
   __shared__ float partial[2][WG][NB][lanes];         // [buffer, warp, token, lane]: each warp's share of y
   __shared__ float2 xdt[2][NB][lanes];                // [buffer, token, lane]: x, Δ of a batch
-  int const lane = static_cast<int>(threadIdx.x) % lanes, w = static_cast<int>(threadIdx.x) / lanes;
-  std::int64_t const s = blockIdx.x / p.groups;
-  std::int64_t const ch = (blockIdx.x % p.groups) * lanes + lane;
-  bool const live = ch < p.ed;
+  auto const [lane, w, s, group, ch, live, t0, t1, n_intervals, size, ck0, my_n0, dskip, dt_bias] =
+      split_thread_of<NT>(p, n0);         // D·x joins warp 0's share in the first launch; later ones add to y
   int const ed = static_cast<int>(p.ed);  // < 2^26 (checked on the host): i · ed fits 32 bits
-  std::int64_t const t0 = p.offsets[s], t1 = p.offsets[s + 1];
-  std::int64_t const n_intervals = (t1 - t0 + L - 1) / L;
-  std::int64_t const size = p.ns * p.ed;  // one state: [N, ED]
-  std::int64_t const ck0 = p.ck_offsets[s];
-  std::int64_t const my_n0 = n0 + std::int64_t{w} * NT;  // this warp's first state
-  // D·x joins warp 0's share in the first launch; later launches add to y.
-  float const dskip = n0 == 0 && w == 0 ? load_or_zero(p.d, ch, live) : 0.0f;
-  float const dt_bias = delta_bias(p, ch, live);
   float h[NT], a2[NT];  // [NT]; states past N keep A = 0 and B = 0: an identity that adds nothing to y
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -298,19 +320,9 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   extern __shared__ __align__(16) unsigned char raw_smem[];
   auto& sm = *reinterpret_cast<backward_split_smem<WG, NT>*>(raw_smem);
   forward_params const& f = p.f;
-  int const lane = static_cast<int>(threadIdx.x) % lanes, w = static_cast<int>(threadIdx.x) / lanes;
-  std::int64_t const s = blockIdx.x / f.groups, group = blockIdx.x % f.groups;
-  std::int64_t const ch = group * lanes + lane;
-  bool const live = ch < f.ed;
-  std::int64_t const t0 = f.offsets[s], t1 = f.offsets[s + 1];
-  std::int64_t const n_intervals = (t1 - t0 + L - 1) / L;
-  std::int64_t const size = f.ns * f.ed;  // one state: [N, ED]
-  std::int64_t const ck0 = f.ck_offsets[s];
-  std::int64_t const my_n0 = n0 + std::int64_t{w} * NT;  // this warp's first state
-  // D·dy joins warp 0's share of dx in the first launch; later launches add to dx and dΔ.
-  float const dskip = n0 == 0 && w == 0 ? load_or_zero(f.d, ch, live) : 0.0f;
-  float const dt_bias = delta_bias(f, ch, live);
-  float a2[NT], u[NT], da[NT];  // [NT]: A log2(e); states past N: A = 0, B = C = 0, nothing written
+  auto const [lane, w, s, group, ch, live, t0, t1, n_intervals, size, ck0, my_n0, dskip, dt_bias] =
+      split_thread_of<NT>(f, n0);  // D·dy joins warp 0's share of dx in the first launch; later ones add to dx, dΔ
+  float a2[NT], u[NT], da[NT];     // [NT]: A log2(e); states past N: A = 0, B = C = 0, nothing written
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
     bool const ok = live && my_n0 + j < f.ns;
