@@ -58,6 +58,7 @@ T parse_number(std::string const& flag, std::string const& text) {
 }
 
 int run(int argc, char** argv) {
+  auto const program_start = std::chrono::steady_clock::now();
   sl::train::run_config cfg;  // the headline's defaults
   std::string out;
   sl::eval::sweep_config sweep{.per_size = 32, .batch = 256, .train_n = cfg.max_n};
@@ -219,7 +220,8 @@ int run(int argc, char** argv) {
         std::fflush(stdout);
       },
       gpu_rollouts);
-  std::printf("summary: %s; sweep %.1f s\n", result.summary().c_str(), seconds_since(ts));
+  std::printf("summary: %s; sweep %.1f s; the whole run %.1f s\n", result.summary().c_str(), seconds_since(ts),
+              seconds_since(program_start));
   if (!out.empty()) {
     sl::eval::write_reports(result, std::filesystem::path(out) / "sweep");
   }
