@@ -9,9 +9,13 @@
 //               token-channel and pass; the backward evaluates them once per pass as well);
 //   xcheck      ‖y_block − y_recurrent‖/‖y_recurrent‖ (+ the same for dx), a sanity check of the timed data
 //               (the tests compare both against the host oracle).
+// bm_scan_as_model times the scan as the bf16 Mamba block calls it: Δ = softplus(dt + bias) made as dt is read, the
+// forward also writing y·silu(z) rounded to bf16 (out_proj's operand), the backward also ddt's bf16 rounding; its
+// bytes add z, the two bf16 copies and the bias.
 // Inputs are random (never zero); shapes whose data would sit in L2 rotate over several input sets.
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/state_split.cuh>
@@ -73,6 +77,10 @@ struct problem_set {
   device_buffer<float> x, dt, a, b, c, d, dy, y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
   ssmlen::scan::selective_scan_args<float> args;
   ssmlen::scan::selective_scan_grads<float> grads;
+  // As the bf16 Mamba block calls it: dt before the softplus, its bias, the gate's z and the bf16 copies written.
+  device_buffer<float> dt_pre, dt_bias, z;
+  device_buffer<ssmlen::bfloat16> gated16, ddt16;
+  ssmlen::scan::selective_scan_args<float> model_args;
 
   problem_set(bench_shape const& sh, std::int64_t ck_rows, std::uint64_t seed) {
     std::int64_t const te = sh.seqs * sh.length * sh.ed, tn = sh.seqs * sh.length * sh.ns;
@@ -95,6 +103,15 @@ struct problem_set {
     dd = random_buffer(sh.ed, seed + 9, -1.0f, 1.0f);
     d_init = device_buffer<float>(static_cast<std::size_t>(state));
     args = {nullptr, sh.ed, sh.ns, x.data(), dt.data(), a.data(), b.data(), c.data(), sh.ns, d.data(), nullptr};
+    dt_pre = random_buffer(te, seed + 10, -5.0f, -1.5f);  // softplus: Δ in about [0.007, 0.2], as dt above
+    dt_bias = random_buffer(sh.ed, seed + 11, -0.5f, 0.5f);
+    z = random_buffer(te, seed + 12, -2.0f, 2.0f);
+    gated16 = device_buffer<ssmlen::bfloat16>(static_cast<std::size_t>(te));
+    ddt16 = device_buffer<ssmlen::bfloat16>(static_cast<std::size_t>(te));
+    model_args = args;
+    model_args.dt = dt_pre.data();
+    model_args.dt_softplus = true;
+    model_args.dt_bias = dt_bias.data();
     grads = {dy.data(), nullptr, dx.data(), ddt.data(), db.data(),
              dc.data(), sh.ns,   da.data(), dd.data(),  d_init.data()};
   }
@@ -118,6 +135,12 @@ struct problem {
     double const state = double(sh.seqs) * nd, ck = double(sh.seqs * ((sh.length + interval - 1) / interval)) * nd;
     double const forward = 4 * (3 * te + 2 * tn + nd + sh.ed + ck + state);
     return forward + (backward ? 4 * (5 * te + 4 * tn + 3 * nd + 3 * sh.ed + ck + state) : 0.0);
+  }
+  //! bytes(), and what the Mamba block's call adds: z read and y·silu(z) written in bf16 (forward), ddt written in
+  //! bf16 (backward), Δ's bias read by each pass.
+  [[nodiscard]] double model_bytes(std::int64_t interval, bool backward) const {
+    double const te = double(seqs.tokens) * sh.ed;
+    return bytes(interval, backward) + (4 * te + 2 * te + 4.0 * sh.ed) + (backward ? 2 * te + 4.0 * sh.ed : 0.0);
   }
 
   explicit problem(bench_shape const& s)
@@ -217,8 +240,9 @@ void bm_copy(benchmark::State& state) {
   state.counters["us_median"] = median * 1e6;
 }
 
+//! Times forward (+ backward) of Policy at shape state.range(0); as_model: as the bf16 Mamba block calls it.
 template <class Policy, bool Backward>
-void bm_scan(benchmark::State& state) {
+void time_scan(benchmark::State& state, bool as_model) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
     return;
@@ -228,21 +252,36 @@ void bm_scan(benchmark::State& state) {
   auto const be = stream.backend();
   double const median = time_iterations(state, stream.get(), [&](int i) {
     auto& p = *pb.sets[static_cast<std::size_t>(i) % pb.sets.size()];
-    sc::selective_scan_forward(Policy{}, be, pb.seqs, p.args, p.y.data(), p.ck.data(), p.final_state.data(),
-                               pb.workspace.data());
+    auto const& args = as_model ? p.model_args : p.args;
+    sc::gate_output const gate{.z = p.z.data(), .ld_z = pb.sh.ed, .gated_rounded = p.gated16.data()};
+    sc::selective_scan_forward(Policy{}, be, pb.seqs, args, p.y.data(), p.ck.data(), p.final_state.data(),
+                               pb.workspace.data(), as_model ? gate : sc::gate_output{});
     if constexpr (Backward) {
-      sc::selective_scan_backward(Policy{}, be, pb.seqs, p.args, p.ck.data(), p.grads, pb.workspace.data());
+      sc::selective_scan_backward(Policy{}, be, pb.seqs, args, p.ck.data(), p.grads, pb.workspace.data(),
+                                  as_model ? p.ddt16.data() : nullptr);
     }
   });
-  double const bytes = pb.bytes(Policy::checkpoint_interval, Backward);
+  double const bytes = as_model ? pb.model_bytes(Policy::checkpoint_interval, Backward)
+                                : pb.bytes(Policy::checkpoint_interval, Backward);
   double const tokch = double(pb.seqs.tokens) * pb.sh.ed;
-  state.SetLabel(std::string(pb.sh.name) + " " + Policy::name() + (Backward ? " fwd+bwd" : " fwd"));
+  state.SetLabel(std::string(pb.sh.name) + " " + Policy::name() + (Backward ? " fwd+bwd" : " fwd") +
+                 (as_model ? " as the bf16 block calls it" : ""));
   state.counters["us_median"] = median * 1e6;
   state.counters["GB/s"] = bytes / median * 1e-9;
   state.counters["copy_frac"] = bytes / median / copy_rate();
   state.counters["Gtokch/s"] = tokch / median * 1e-9;
   state.counters["Gexp/s"] = tokch * pb.sh.ns * (Backward ? 2 : 1) / median * 1e-9;
   state.counters["xcheck"] = pb.xcheck;
+}
+
+template <class Policy, bool Backward>
+void bm_scan(benchmark::State& state) {
+  time_scan<Policy, Backward>(state, false);
+}
+
+template <class Policy, bool Backward>
+void bm_scan_as_model(benchmark::State& state) {
+  time_scan<Policy, Backward>(state, true);
 }
 
 void both_shapes(benchmark::internal::Benchmark* b) {
@@ -269,3 +308,6 @@ BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 8>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 16>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<2>, true)->Apply(both_shapes);
+// The model's default policy, with the fused softplus, gate and bf16 copies of the Mamba block's call.
+BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, false)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, true)->Apply(both_shapes);
