@@ -61,6 +61,14 @@ device_buffer<float> on_device(std::vector<float> const& v) {
   return b;
 }
 
+//! n floats of device memory (logits) on the host; the copy waits for the device's earlier work.
+std::vector<float> to_host(float const* device, std::size_t n) {
+  std::vector<float> host(n);
+  ssmlen::backends::cuda_check(cudaMemcpy(host.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost),
+                               "copy logits");
+  return host;
+}
+
 //! Copies ids to the device in the order of `stream`'s work.
 void upload(ssmlen::backends::cuda_stream const& stream, device_buffer<std::int32_t>& dst,
             std::vector<std::int32_t> const& src) {
@@ -346,9 +354,7 @@ void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t
     }
     float const* logits = dev.step(h, tokens.data(), batch, st, w);
     stream.synchronize();
-    std::vector<float> got(logits_ref.size());
-    ssmlen::backends::cuda_check(cudaMemcpy(got.data(), logits, got.size() * sizeof(float), cudaMemcpyDeviceToHost),
-                                 "copy logits");
+    auto const got = to_host(logits, logits_ref.size());
     double const e = rel_error(got, logits_ref);
     CAPTURE(t);
     CHECK(e < tol);
@@ -367,10 +373,7 @@ void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t
     for (std::int64_t r = 0; r < batch; ++r) {
       std::copy_n(all.data() + ((r + 1) * steps - 1) * v, v, last.data() + r * v);
     }
-    std::vector<float> got(last.size());
-    ssmlen::backends::cuda_check(
-        cudaMemcpy(got.data(), w.logits.data(), got.size() * sizeof(float), cudaMemcpyDeviceToHost), "copy logits");
-    double const e = rel_error(got, last);
+    double const e = rel_error(to_host(w.logits.data(), last.size()), last);
     CHECK(e < tol);
     worst = std::max(worst, e);
   }
@@ -405,9 +408,7 @@ void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t
     next.fill_bytes(0xFF, stream.get());
     dev.greedy_step(h, tokens.data(), next.data(), batch, st, w);
     stream.synchronize();
-    std::vector<float> got(logits_ref.size());
-    ssmlen::backends::cuda_check(
-        cudaMemcpy(got.data(), w.logits.data(), got.size() * sizeof(float), cudaMemcpyDeviceToHost), "copy logits");
+    auto const got = to_host(w.logits.data(), logits_ref.size());
     double const e = rel_error(got, logits_ref);
     CAPTURE(t);
     CHECK(e < tol);
@@ -469,14 +470,11 @@ void check_bf16_step_against_forward(mamba_config const& cfg, std::int64_t batch
     packed.push_back(static_cast<std::int32_t>(g.uniform_int(0, v - 1)));
   }
   auto const seqs = ssmlen::sequences::from_lengths(std::vector<std::int64_t>(static_cast<std::size_t>(batch), steps));
-  std::vector<float> forward(packed.size() * static_cast<std::size_t>(v));  // [B * L, V]
   dev.reserve(seqs);
   dev.poison();  // every activation NaN until the forward writes it
   float const* forward_logits = dev.forward(packed, seqs);
-  ssmlen::backends::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // the model's stream
-  ssmlen::backends::cuda_check(
-      cudaMemcpy(forward.data(), forward_logits, forward.size() * sizeof(float), cudaMemcpyDeviceToHost),
-      "copy forward logits");
+  ssmlen::backends::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");             // the model's stream
+  auto const forward = to_host(forward_logits, packed.size() * static_cast<std::size_t>(v));  // [B * L, V]
 
   ssmlen::backends::cuda_stream stream;
   ssmlen::backends::blas_handle h(stream.backend());
@@ -485,7 +483,7 @@ void check_bf16_step_against_forward(mamba_config const& cfg, std::int64_t batch
   device_buffer<std::int32_t> tokens(static_cast<std::size_t>(batch));
   auto host_state = ref.make_state(batch);
   host_model::step_workspace hw;
-  std::vector<float> host_logits(static_cast<std::size_t>(batch * v)), want(host_logits.size()), got(want.size());
+  std::vector<float> host_logits(static_cast<std::size_t>(batch * v)), want(host_logits.size());
   std::vector<std::int32_t> feed(static_cast<std::size_t>(batch)), coded(feed.size());
   double worst_forward = 0, worst_host = 0;
   for (std::int64_t t = 0; t < steps; ++t) {
@@ -499,8 +497,7 @@ void check_bf16_step_against_forward(mamba_config const& cfg, std::int64_t batch
     upload(stream, tokens, coded);
     float const* logits = dev.step(h, tokens.data(), batch, st, w);
     stream.synchronize();
-    ssmlen::backends::cuda_check(cudaMemcpy(got.data(), logits, got.size() * sizeof(float), cudaMemcpyDeviceToHost),
-                                 "copy step logits");
+    auto const got = to_host(logits, want.size());
     double const ef = rel_error(got, want), eh = rel_error(got, host_logits);
     CAPTURE(t);
     CHECK(ef < bf16_tol);
