@@ -275,3 +275,7 @@ BENCHMARK_CAPTURE(bm_step_loop, paper_tf32_graph, true, gemm_precision::tf32, tr
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_step_loop, paper_bf16_graph, true, gemm_precision::bf16, true)
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);

@@ -569,6 +569,7 @@ TEST_CASE("cuda adamw: three steps match the host optimizer (clipping on and off
     std::vector<ssmlen::layers::param<double>> host(sizes.size());
     std::vector<ssmlen::layers::named_param<double>> named;
     std::vector<device_buffer<float>> value, grad, m, v;
+    std::vector<device_buffer<ssmlen::bfloat16>> rounded;  // every tensor but the third keeps a bf16 copy
     std::vector<std::vector<float>> start;
     std::vector<ssmlen::train::cuda::adamw_tensor> tensors;
     for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -581,9 +582,12 @@ TEST_CASE("cuda adamw: three steps match the host optimizer (clipping on and off
       grad.push_back(poisoned(n));
       m.push_back(on_device(std::vector<float>(n, 0.0f)));
       v.push_back(on_device(std::vector<float>(n, 0.0f)));
+      rounded.emplace_back(i == 2 ? 0 : n);
+      rounded.back().fill_bytes(0xFF, nullptr);
     }
     for (std::size_t i = 0; i < sizes.size(); ++i) {
-      tensors.push_back({value[i].data(), grad[i].data(), m[i].data(), v[i].data(), sizes[i], decay[i]});
+      tensors.push_back({value[i].data(), grad[i].data(), m[i].data(), v[i].data(), sizes[i], decay[i],
+                         i == 2 ? nullptr : rounded[i].data()});
     }
     ssmlen::train::adamw<double> ref(cfg, named);
     ssmlen::backends::cuda_stream stream;
@@ -623,6 +627,14 @@ TEST_CASE("cuda adamw: three steps match the host optimizer (clipping on and off
       double const ed = rel_error(delta, delta_ref);
       CHECK(ed < 1e-3);
       worst = std::max(worst, e);
+      if (i != 2) {  // the bf16 copy holds the new weights rounded to nearest even, bit for bit
+        auto const r = rounded[i].to_host();
+        std::size_t wrong = 0;
+        for (std::size_t j = 0; j < w.size(); ++j) {
+          wrong += r[j].bits != ssmlen::bfloat16(w[j]).bits ? 1 : 0;
+        }
+        CHECK(wrong == 0);
+      }
     }
     std::printf("adamw clip=%g: max relative error of the weights after 3 steps %.2e\n", clip, worst);
   }
@@ -638,14 +650,19 @@ TEST_CASE("cuda adamw: a non-finite gradient norm leaves everything unchanged") 
   g[17] = std::numeric_limits<float>::infinity();
   auto value = on_device(w0), grad = on_device(g), m = on_device(std::vector<float>(n, 0.25f)),
        v = on_device(std::vector<float>(n, 0.5f));
+  device_buffer<ssmlen::bfloat16> rounded(n);
+  rounded.fill_bytes(0x3F, nullptr);
   ssmlen::backends::cuda_stream stream;
   ssmlen::train::cuda::adamw opt(
-      {}, {{value.data(), grad.data(), m.data(), v.data(), static_cast<std::int64_t>(n), true}}, stream.backend());
+      {}, {{value.data(), grad.data(), m.data(), v.data(), static_cast<std::int64_t>(n), true, rounded.data()}},
+      stream.backend());
   opt.step(1e-3);
   CHECK_FALSE(std::isfinite(opt.grad_norm()));
   CHECK(same_bits(value.to_host(), w0));
   CHECK(same_bits(m.to_host(), std::vector<float>(n, 0.25f)));
   CHECK(same_bits(v.to_host(), std::vector<float>(n, 0.5f)));
+  auto const r = rounded.to_host();
+  CHECK(std::all_of(r.begin(), r.end(), [](ssmlen::bfloat16 b) { return b.bits == 0x3F3F; }));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -949,7 +966,7 @@ TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
     return;
   }
   for (std::int64_t c : {37, 64}) {
-    for (std::int64_t k : {4, 1}) {
+    for (std::int64_t k : {4, 1, 2, 3, 6}) {  // 2-4: the window in registers; 1 and 6: the general loop
       CAPTURE(c);
       CAPTURE(k);
       std::int64_t const batch = 5, ldx = c + 3;
@@ -977,11 +994,23 @@ TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
         }
         auto dx = on_device(x);
         auto dy = poisoned(y_ref.size());
+        device_buffer<ssmlen::bfloat16> dy16(step == 1 ? 0 : y_ref.size());  // the second step: y16 not asked for
+        dy16.fill_bytes(0xFF, nullptr);
         lc::conv1d_step(stream.backend(), w, dx.data(), ldx, dy.data(), dstate.data(), batch,
-                        with_silu ? lc::conv_activation::silu : lc::conv_activation::none);
+                        with_silu ? lc::conv_activation::silu : lc::conv_activation::none,
+                        step == 1 ? nullptr : dy16.data());
         stream.synchronize();
-        CHECK(rel_error(dy.to_host(), y_ref) < fp32_tol);
+        auto const y = dy.to_host();
+        CHECK(rel_error(y, y_ref) < fp32_tol);
         CHECK(rel_error(dstate.to_host(), state_ref) < fp32_tol);
+        if (step != 1) {  // y16 is y rounded to nearest even, bit for bit
+          auto const y16 = dy16.to_host();
+          std::size_t wrong = 0;
+          for (std::size_t i = 0; i < y.size(); ++i) {
+            wrong += y16[i].bits != ssmlen::bfloat16(y[i]).bits ? 1 : 0;
+          }
+          CHECK(wrong == 0);
+        }
       }
     }
   }

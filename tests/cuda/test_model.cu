@@ -560,7 +560,21 @@ void check_bf16_model(mamba_config const& cfg) {
   // A large step, so that gradients from stale bf16 weights (made before the update) would be far off.
   dev.train_step(b, 0.05);
   dev.download(ref);
-  for (int pass = 0; pass < 2; ++pass) {  // twice: every forward remakes the rounded weights
+  // The update wrote every weight's bf16 copy: each is the new value rounded to nearest even, bit for bit.
+  auto const hp = ref.named_params();
+  for (auto const& e : dev.params().entries()) {
+    CAPTURE(e.name);
+    std::vector<ssmlen::bfloat16> r(static_cast<std::size_t>(e.size));
+    ssmlen::backends::cuda_check(
+        cudaMemcpy(r.data(), dev.params().rounded(e.name), r.size() * sizeof(r[0]), cudaMemcpyDeviceToHost), "copy");
+    auto const& w = std::find_if(hp.begin(), hp.end(), [&](auto const& p) { return p.name == e.name; })->p->value;
+    std::size_t wrong = 0;
+    for (std::size_t j = 0; j < r.size(); ++j) {
+      wrong += r[j].bits != ssmlen::bfloat16(w.data()[j]).bits ? 1 : 0;
+    }
+    CHECK(wrong == 0);
+  }
+  for (int pass = 0; pass < 2; ++pass) {  // twice: the forward reads the copies, it does not remake them
     dev.reserve(b.seqs);
     dev.poison();
     dev.compute_gradients(b);

@@ -516,28 +516,54 @@ __global__ void __launch_bounds__(conv_threads) conv_dweight_reduce_kernel(conv_
   }
 }
 
-//! One token per sequence: x [B, C] (row stride ldx) -> y [B, C]; state [B, K-1, C] (oldest first) shifts in place.
-template <class T>
+//! One token per sequence: x [B, C] (row stride ldx) -> y [B, C] (and its bf16 rounding y16, when not null);
+//! state [B, K-1, C] (oldest first) shifts in place. Channels on the grid's x, rows on its y: no division. KM1 > 0
+//! is the state's row count K-1 at compile time (Mamba's d_conv 4 and the smaller ones): the window is loaded into
+//! registers, all its loads in flight at once, before any store; KM1 = 0 walks any width from memory.
+template <class T, int KM1>
 __global__ void __launch_bounds__(conv_threads)
     conv_step_kernel(std::int64_t batch, std::int64_t channels, std::int64_t width, T const* weight, T const* bias,
-                     T const* x, std::int64_t ldx, T* y, T* state, conv_activation act) {
-  std::int64_t const total = batch * channels, km1 = width - 1;
-  for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * conv_threads) {
-    std::int64_t const b = i / channels, c = i % channels;
-    T const xv = x[b * ldx + c];
-    T const* w = weight + c * width;                             // [K]
-    T* st = km1 > 0 ? state + b * km1 * channels + c : nullptr;  // column c of [K-1, C]
-    T v = bias[c] + w[km1] * xv;
-    for (std::int64_t k = 0; k < km1; ++k) {
-      v += w[k] * st[k * channels];
-    }
-    y[b * channels + c] = act == conv_activation::silu ? silu(v) : v;
-    for (std::int64_t k = 0; k + 1 < km1; ++k) {
-      st[k * channels] = st[(k + 1) * channels];
-    }
-    if (km1 > 0) {
-      st[(km1 - 1) * channels] = xv;
+                     T const* x, std::int64_t ldx, T* y, bfloat16* y16, T* state, conv_activation act) {
+  std::int64_t const km1 = width - 1;
+  for (std::int64_t c = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; c < channels;
+       c += std::int64_t{gridDim.x} * conv_threads) {
+    T const* w = weight + c * width;  // [K]
+    for (std::int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
+      T const xv = x[b * ldx + c];
+      T* st = km1 > 0 ? state + b * km1 * channels + c : nullptr;  // column c of [K-1, C]
+      T v = bias[c] + w[km1] * xv;  // the host's order of summation: the newest tap first, then oldest to newest
+      if constexpr (KM1 > 0) {
+        T win[KM1];  // [K-1]: the window, oldest first
+#pragma unroll
+        for (int k = 0; k < KM1; ++k) {
+          win[k] = st[k * channels];
+        }
+#pragma unroll
+        for (int k = 0; k < KM1; ++k) {
+          v += w[k] * win[k];
+        }
+#pragma unroll
+        for (int k = 0; k + 1 < KM1; ++k) {
+          st[k * channels] = win[k + 1];
+        }
+      } else {
+        for (std::int64_t k = 0; k < km1; ++k) {
+          v += w[k] * st[k * channels];
+        }
+        for (std::int64_t k = 0; k + 1 < km1; ++k) {
+          st[k * channels] = st[(k + 1) * channels];
+        }
+      }
+      if (km1 > 0) {
+        st[(km1 - 1) * channels] = xv;
+      }
+      T const out = act == conv_activation::silu ? silu(v) : v;
+      if (y != nullptr) {
+        y[b * channels + c] = out;
+      }
+      if (y16 != nullptr) {
+        y16[b * channels + c] = bfloat16(static_cast<float>(out));
+      }
     }
   }
 }
@@ -747,22 +773,41 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
 }
 
 //! One token per sequence on `be.stream`: x [B, C] (row stride ldx) -> y [B, C] (or silu of it, per `act`);
-//! state [B, K-1, C] (oldest row first) shifts in place, as conv1d::step on the host.
+//! state [B, K-1, C] (oldest row first) shifts in place, as conv1d::step on the host. y16 ([B, C], or null) also
+//! receives y rounded to bf16 (nearest even), for GEMMs that read it; y may then be null.
 inline void conv1d_step(backends::cuda const& be, conv1d_weights const& w, float const* x, std::int64_t ldx, float* y,
-                        float* state, std::int64_t batch, conv_activation act = conv_activation::none) {
+                        float* state, std::int64_t batch, conv_activation act = conv_activation::none,
+                        bfloat16* y16 = nullptr) {
   check_arg(batch >= 0, "conv1d step batch", batch, "must be non-negative");
   check_arg(w.channels >= 1, "conv1d channels", w.channels, "must be positive");
   check_arg(w.width >= 1, "d_conv", w.width, "must be at least 1");
   check_arg(ldx >= w.channels, "conv1d ldx", ldx, "must be at least the channel count");
-  check(batch == 0 || (w.weight != nullptr && w.bias != nullptr && x != nullptr && y != nullptr &&
+  check(batch == 0 || (w.weight != nullptr && w.bias != nullptr && x != nullptr && (y != nullptr || y16 != nullptr) &&
                        (w.width == 1 || state != nullptr)),
-        "conv1d step (cuda): weight, bias, x, y and state must be device pointers, not null");
+        "conv1d step (cuda): weight, bias, x, y (or y16) and state must be device pointers, not null");
   if (batch == 0) {
     return;
   }
-  detail::conv_step_kernel<float>
-      <<<ops::cuda::grid_blocks(batch * w.channels, detail::conv_threads), detail::conv_threads, 0, be.stream>>>(
-          batch, w.channels, w.width, w.weight, w.bias, x, ldx, y, state, act);
+  dim3 const grid(ops::cuda::grid_blocks(w.channels, detail::conv_threads),
+                  static_cast<unsigned>(batch < 65535 ? batch : 65535));
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, detail::conv_threads, 0, be.stream>>>(batch, w.channels, w.width, w.weight, w.bias, x, ldx, y, y16,
+                                                         state, act);
+  };
+  switch (w.width) {
+  case 2:
+    launch(detail::conv_step_kernel<float, 1>);
+    break;
+  case 3:
+    launch(detail::conv_step_kernel<float, 2>);
+    break;
+  case 4:
+    launch(detail::conv_step_kernel<float, 3>);
+    break;
+  default:
+    launch(detail::conv_step_kernel<float, 0>);
+    break;
+  }
   backends::cuda_check_launch("conv_step_kernel");
 }
 

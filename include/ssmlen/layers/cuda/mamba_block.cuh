@@ -201,21 +201,30 @@ struct mamba_block_step_scratch {
   backends::device_buffer<float> xz;   // [B, 2ED]: conv input x, then gate z
   backends::device_buffer<float> xs;   // [B, ED]: SSM input, silu of the conv (the step keeps no pre-activation)
   backends::device_buffer<float> dbc;  // [B, R + 2N]: Δ_low, B, C
-  backends::device_buffer<float> y;    // [B, ED]: the gated SSM output
+  backends::device_buffer<float> y;    // [B, ED]: the gated SSM output (fp32 and TF32 GEMMs)
+  // bf16 GEMMs only: what x_proj and out_proj read, rounded by the kernels that make them
+  backends::device_buffer<bfloat16> xs16, y16;  // [B, ED]
 
-  void reserve(mamba_block_shape const& s, std::int64_t batch, cudaStream_t stream) {
+  //! rounded: the bf16 copies (a block with bf16 GEMMs) instead of y.
+  void reserve(mamba_block_shape const& s, std::int64_t batch, bool rounded, cudaStream_t stream) {
     auto const be = static_cast<std::size_t>(batch * s.d_inner);
     grow_buffer(xz, 2 * be, stream);
-    for (auto* b : {&xs, &y}) {
-      grow_buffer(*b, be, stream);
-    }
+    grow_buffer(xs, be, stream);
     grow_buffer(dbc, static_cast<std::size_t>(batch * s.bc_width()), stream);
+    if (rounded) {
+      grow_buffer(xs16, be, stream);
+      grow_buffer(y16, be, stream);
+    } else {
+      grow_buffer(y, be, stream);
+    }
   }
 
   void poison(cudaStream_t stream) {
     for (auto* b : {&xz, &xs, &dbc, &y}) {
       poison_buffer(*b, stream);
     }
+    poison_buffer(xs16, stream);
+    poison_buffer(y16, stream);
   }
 };
 
@@ -510,8 +519,10 @@ public:
 
   //! One token for each of B sequences, as the host block's step_row on every row: u [B, D] -> out [B, D], device
   //! pointers; state.conv [B, K-1, ED] and state.ssm [B, N, ED] advance in place. Work goes to h's stream and
-  //! allocates nothing once `ws` has held a batch this large, so it can be captured in a CUDA graph.
-  void step(backends::blas_handle& h, std::int64_t batch, float const* u, float* out,
+  //! allocates nothing once `ws` has held a batch this large, so it can be captured in a CUDA graph. With bf16
+  //! GEMMs the weights are read through their rounded copies (when the block has them) and the activations the
+  //! GEMMs read are rounded by the kernels that make them: a step runs no rounding pass of its own.
+  void step(backends::blas_handle& h, std::int64_t batch, mamba_block_rows const& u, float* out,
             mamba_block_states<float*> const& state, mamba_block_step_scratch& ws) const {
     using ops::trans;
     cudaStream_t const stream = h.backend().stream;
@@ -521,14 +532,17 @@ public:
     if (batch == 0) {
       return;
     }
-    ws.reserve(s_, batch, stream);
+    ws.reserve(s_, batch, bf16(), stream);
     std::int64_t const d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, ns = s_.d_state, w = s_.bc_width();
-    backends::gemm(h, trans::n, trans::t, batch, 2 * ed, d, 1.0f, u, d, value_.in_proj, d, 0.0f, ws.xz.data(), 2 * ed,
-                   precision_);  // [B, 2ED]
+    bfloat16* const xs16 = bf16() ? ws.xs16.data() : nullptr;
+    bfloat16* const y16 = bf16() ? ws.y16.data() : nullptr;
+    float* const y = bf16() ? nullptr : ws.y.data();
+    gemm(h, trans::n, trans::t, batch, 2 * ed, d, {u.values, d, u.rounded}, {value_.in_proj, d, rounded_.in_proj}, 0.0f,
+         ws.xz.data(), 2 * ed);  // [B, 2ED]
     conv1d_step(h.backend(), conv_weights(), ws.xz.data(), 2 * ed, ws.xs.data(), state.conv, batch,
-                conv_activation::silu);  // [B, ED]: silu of the conv
-    backends::gemm(h, trans::n, trans::t, batch, w, ed, 1.0f, ws.xs.data(), ed, value_.x_proj, ed, 0.0f, ws.dbc.data(),
-                   w, precision_);           // [B, R + 2N]
+                conv_activation::silu, xs16);  // [B, ED]: silu of the conv (the scan reads it; x_proj its rounding)
+    gemm(h, trans::n, trans::t, batch, w, ed, {ws.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
+         ws.dbc.data(), w);                  // [B, R + 2N]
     scan::cuda::selective_scan_step_args a;  // dt_proj inside: fp32 products
     a.batch = batch;
     a.channels = ed;
@@ -548,10 +562,11 @@ public:
     a.z = ws.xz.data() + ed;
     a.ld_z = 2 * ed;
     a.state = state.ssm;
-    a.y = ws.y.data();
+    a.y = y;
+    a.y_rounded = y16;
     scan::cuda::selective_scan_step(h.backend(), a);
-    backends::gemm(h, trans::n, trans::t, batch, d, ed, 1.0f, ws.y.data(), ed, value_.out_proj, ed, 0.0f, out, d,
-                   precision_);  // [B, D]
+    gemm(h, trans::n, trans::t, batch, d, ed, {y, ed, y16}, {value_.out_proj, ed, rounded_.out_proj}, 0.0f, out,
+         d);  // [B, D]
   }
 
 private:

@@ -5,7 +5,9 @@
 //! aligned). Tensors are found by their mamba_ssm names; values upload from the host parameters, values and
 //! gradients download back into them; the list of AdamW tensors points into moment buffers of the same layout, and
 //! those moments move to and from a host optimizer's tensors (training checkpoints). For bf16 GEMMs a third flat
-//! buffer holds the values rounded to bfloat16 at the same offsets, remade by refresh_rounded().
+//! buffer holds the values rounded to bfloat16 at the same offsets, always current: upload() rounds the values it
+//! copies, and AdamW writes each value's rounding as it updates it (adamw_tensor::rounded), so neither a forward nor
+//! a recurrent step (nor a captured graph of one) has to remake it.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -38,8 +40,8 @@ public:
 
   device_params() = default;
 
-  //! Lays out (and allocates, unset) one device tensor per host parameter.
-  explicit device_params(std::vector<layers::named_param<float>> const& host) {
+  //! Lays out (and allocates, unset) one device tensor per host parameter; `rounded`: keep the bf16 copy too.
+  explicit device_params(std::vector<layers::named_param<float>> const& host, bool rounded = false) {
     constexpr std::int64_t align = 64;  // floats: 256 bytes
     std::int64_t offset = 0;
     for (auto const& p : host) {
@@ -49,6 +51,9 @@ public:
     }
     values_ = backends::device_buffer<float>(static_cast<std::size_t>(offset));
     grads_ = backends::device_buffer<float>(static_cast<std::size_t>(offset));
+    if (rounded) {
+      rounded_ = backends::device_buffer<bfloat16>(static_cast<std::size_t>(offset));
+    }
   }
 
   [[nodiscard]] std::vector<entry> const& entries() const { return entries_; }
@@ -76,12 +81,12 @@ public:
   [[nodiscard]] float* values() { return values_.data(); }
   [[nodiscard]] float* grads() { return grads_.data(); }
 
-  //! The values rounded to bfloat16, at the same offsets; allocated (unset) on first use, set by refresh_rounded().
-  [[nodiscard]] bfloat16 const* rounded(std::string_view name) { return rounded_values() + find(name).offset; }
-  //! Rounds every value into the bfloat16 copy on `stream` (after the values change: an optimizer step, upload).
-  void refresh_rounded(cudaStream_t stream) {
-    auto const n = static_cast<std::int64_t>(values_.size());
-    backends::round_to_bf16(backends::cuda{stream}, 1, n, values_.data(), n, rounded_values());
+  //! Whether the bf16 copy is kept (constructed with `rounded`).
+  [[nodiscard]] bool has_rounded() const { return rounded_.size() != 0; }
+  //! The values rounded to bfloat16, at the same offsets; null without the copy. Writing through value() or
+  //! values() leaves it stale: change values by upload() or an AdamW step.
+  [[nodiscard]] bfloat16 const* rounded(std::string_view name) const {
+    return has_rounded() ? rounded_.data() + find(name).offset : nullptr;
   }
 
   //! Copies the host values to the device on `stream` (the host memory may be reused on return).
@@ -92,6 +97,10 @@ public:
     for (std::size_t i = 0; i < host.size(); ++i) {
       copy(values_.data() + entries_[i].offset, host[i].p->value.data(), entries_[i].size, cudaMemcpyHostToDevice,
            stream);
+    }
+    if (has_rounded()) {
+      auto const n = static_cast<std::int64_t>(values_.size());
+      backends::round_to_bf16(backends::cuda{stream}, 1, n, values_.data(), n, rounded_.data());
     }
     backends::cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (parameter upload)");
   }
@@ -145,24 +154,18 @@ public:
     backends::cuda_check(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream), "cudaMemsetAsync (zero_grad)");
   }
 
-  //! Every tensor for train::cuda::adamw, with moments at the same offsets of m and v (capacity() floats each).
+  //! Every tensor for train::cuda::adamw, with moments at the same offsets of m and v (capacity() floats each); the
+  //! update rewrites the bf16 copy too when there is one.
   [[nodiscard]] std::vector<train::cuda::adamw_tensor> adamw_tensors(float* m, float* v) {
     std::vector<train::cuda::adamw_tensor> out;
     for (auto const& e : entries_) {
-      out.push_back({values_.data() + e.offset, grads_.data() + e.offset, m + e.offset, v + e.offset, e.size, e.decay});
+      out.push_back({values_.data() + e.offset, grads_.data() + e.offset, m + e.offset, v + e.offset, e.size, e.decay,
+                     has_rounded() ? rounded_.data() + e.offset : nullptr});
     }
     return out;
   }
 
 private:
-  //! The bfloat16 copy, allocated on first use.
-  bfloat16* rounded_values() {
-    if (rounded_.size() == 0) {
-      rounded_ = backends::device_buffer<bfloat16>(values_.size());
-    }
-    return rounded_.data();
-  }
-
   void check_sizes(std::vector<tensor<float>> const& host) const {
     check_arg(host.size() == entries_.size(), "host tensor count", host.size(),
               "must equal the device's " + std::to_string(entries_.size()));

@@ -7,7 +7,8 @@
 //! add is fused into the RMSNorm that follows it (h = block output + u is written out and normalized in one pass).
 //! With bf16 GEMMs the RMSNorm kernels also write the bf16 rounding of each block's input (forward) and of the
 //! gradient into each block's output (backward), which the block's GEMMs read instead of rounding them again; the
-//! blocks' inputs are then kept only rounded (their GEMMs read nothing else), the head's input in fp32 too.
+//! blocks' inputs are then kept only rounded (their GEMMs read nothing else), the head's input in fp32 too. The
+//! weights' bf16 copies are kept current by the upload and by AdamW (device_params), never remade by a forward.
 //! All work is enqueued on one stream; a training step waits for the host once, to report its loss and norm.
 //! Buffers grow to the largest batch seen and are reused. For rollouts, `step` advances B sequences by one token
 //! each (the host model's step) on a caller's stream, on device states (`make_state`), and `greedy_step` also picks
@@ -70,6 +71,7 @@ struct mamba_lm_state {
 struct mamba_lm_step_workspace {
   backends::device_buffer<std::int32_t> ids;      // [B]: the tokens, fresh marks removed
   backends::device_buffer<float> u, normed, out;  // [B, D]: residual stream, its norm, a block's output
+  backends::device_buffer<bfloat16> normed16;     // [B, D]: with bf16 GEMMs, the norm kept only rounded
   backends::device_buffer<float> logits;          // [B, V]
   layers::cuda::mamba_block_step_scratch block;   // shared by the blocks
 
@@ -77,6 +79,7 @@ struct mamba_lm_step_workspace {
     for (auto* b : {&u, &normed, &out, &logits}) {
       layers::cuda::poison_buffer(*b, stream);
     }
+    layers::cuda::poison_buffer(normed16, stream);
     layers::cuda::poison_buffer(ids, stream);
     block.poison(stream);
   }
@@ -129,7 +132,8 @@ public:
   //! Uploads the host model's parameters; the optimizer starts fresh (zero moments, step 0).
   template <class HostScan>
   explicit mamba_lm(models::mamba_lm<float, HostScan>& host, mamba_lm_options const& options = {})
-      : cfg_(host.config()), opt_(options), blas_(options.be), params_(host.named_params()), m_(params_.capacity()),
+      : cfg_(host.config()), opt_(options), blas_(options.be),
+        params_(host.named_params(), options.precision == backends::gemm_precision::bf16), m_(params_.capacity()),
         v_(params_.capacity()), adamw_(options.optimizer, params_.adamw_tensors(m_.data(), v_.data()), options.be) {
     params_.upload(host.named_params(), stream());
     params_.zero_grad(stream());
@@ -149,7 +153,7 @@ public:
             get(m + "out_proj.weight")};
       };
       layers::cuda::mamba_block_params<bfloat16 const*> rounded{};
-      if (bf16()) {  // the weight matrices' bf16 copies, remade by every forward
+      if (bf16()) {  // the weight matrices' bf16 copies, kept current by the upload and AdamW
         std::string const m = pre + "mixer.";
         rounded.in_proj = params_.rounded(m + "in_proj.weight");
         rounded.x_proj = params_.rounded(m + "x_proj.weight");
@@ -162,7 +166,7 @@ public:
     }
     norms_.push_back({params_.value("backbone.norm_f.weight"), params_.grad("backbone.norm_f.weight")});
     std::string const head = cfg_.tie_embeddings ? "backbone.embedding.weight" : "lm_head.weight";
-    head_ = {params_.value(head), params_.grad(head)};
+    head_ = {params_.value(head), params_.grad(head), params_.rounded(head)};
     embedding_ = {params_.value("backbone.embedding.weight"), params_.grad("backbone.embedding.weight")};
     caches_.resize(static_cast<std::size_t>(cfg_.n_layers));
     ce_result_ = backends::device_buffer<ops::cross_entropy_result>(1);
@@ -244,9 +248,13 @@ public:
     cudaStream_t const stream = be.stream;
     auto const bd = static_cast<std::size_t>(batch * d);
     layers::cuda::grow_buffer(w.ids, static_cast<std::size_t>(batch), stream);
-    for (auto* b : {&w.u, &w.normed, &w.out}) {
+    for (auto* b : {&w.u, &w.out}) {
       layers::cuda::grow_buffer(*b, bd, stream);
     }
+    layers::cuda::grow_buffer(w.normed, bf16() ? 0 : bd, stream);  // with bf16 GEMMs the norm is kept only rounded
+    layers::cuda::grow_buffer(w.normed16, bf16() ? bd : 0, stream);
+    float* const normed = bf16() ? nullptr : w.normed.data();
+    bfloat16* const normed16 = bf16() ? w.normed16.data() : nullptr;
     layers::cuda::grow_buffer(w.logits, static_cast<std::size_t>(batch * v), stream);
     std::int64_t const per_row = n * (s.conv_row + s.ssm_row);
     dim3 const grid(ops::cuda::grid_blocks(per_row, detail::begin_step_threads * 4, 32), static_cast<unsigned>(batch));
@@ -254,16 +262,16 @@ public:
         tokens, w.ids.data(), n, s.batch, s.conv_row, s.ssm_row, s.conv.data(), s.ssm.data());
     backends::cuda_check_launch("begin_step_kernel");
     layers::cuda::embedding_forward(be, v, d, embedding_.value, w.ids.data(), batch, w.u.data());
-    layers::cuda::rmsnorm_forward(be, batch, d, cfg_.norm_eps, w.u.data(), nullptr, nullptr, norms_[0].value,
-                                  w.normed.data(), nullptr);
+    layers::cuda::rmsnorm_forward(be, batch, d, cfg_.norm_eps, w.u.data(), nullptr, nullptr, norms_[0].value, normed,
+                                  nullptr, normed16);
     for (std::int64_t i = 0; i < n; ++i) {
-      blocks_[static_cast<std::size_t>(i)].step(h, batch, w.normed.data(), w.out.data(), s.layer(i), w.block);
+      blocks_[static_cast<std::size_t>(i)].step(h, batch, {normed, normed16}, w.out.data(), s.layer(i), w.block);
       // u += block output, normalized by the next layer's norm (norm_f after the last block)
       layers::cuda::rmsnorm_forward(be, batch, d, cfg_.norm_eps, w.out.data(), w.u.data(), w.u.data(),
-                                    norms_[static_cast<std::size_t>(i + 1)].value, w.normed.data(), nullptr);
+                                    norms_[static_cast<std::size_t>(i + 1)].value, normed, nullptr, normed16);
     }
-    backends::gemm(h, ops::trans::n, ops::trans::t, batch, v, d, 1.0f, w.normed.data(), d, head_.value, d, 0.0f,
-                   w.logits.data(), v, opt_.precision);  // [B, V]
+    backends::gemm(h, ops::trans::n, ops::trans::t, batch, v, d, 1.0f, {normed, d, normed16},
+                   {head_.value, d, head_.rounded}, 0.0f, w.logits.data(), v, opt_.precision);  // [B, V]
     return w.logits.data();
   }
 
@@ -336,9 +344,6 @@ public:
     copy_to_device(tokens_.data(), tokens.data(), tokens.size());
     device_sequences const dseqs = device_seqs();
     auto const be = backend();
-    if (bf16()) {
-      params_.refresh_rounded(stream());  // the values changed since the last forward (optimizer step, upload)
-    }
     layers::cuda::embedding_forward(be, v, d, embedding_.value, tokens_.data(), rows, residual(0));
     layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, residual(0), nullptr, nullptr, norms_[0].value, normed(0),
                                   rstd(0), block_input16(0));
@@ -350,8 +355,8 @@ public:
                                     norms_[static_cast<std::size_t>(i + 1)].value, normed(i + 1), rstd(i + 1),
                                     i + 1 < n ? block_input16(i + 1) : nullptr);
     }
-    backends::gemm(blas_, ops::trans::n, ops::trans::t, rows, v, d, 1.0f, normed(n), d, head_.value, d, 0.0f,
-                   logits_.data(), v, opt_.precision);  // [T, V]
+    backends::gemm(blas_, ops::trans::n, ops::trans::t, rows, v, d, 1.0f, {normed(n), d},
+                   {head_.value, d, head_.rounded}, 0.0f, logits_.data(), v, opt_.precision);  // [T, V]
     return logits_.data();
   }
 
@@ -362,8 +367,8 @@ public:
     device_sequences const dseqs = device_seqs();
     backends::gemm(blas_, ops::trans::t, ops::trans::n, v, d, rows, 1.0f, dlogits, v, normed(n), d, 1.0f, head_.grad, d,
                    opt_.precision);  // [V, D]
-    backends::gemm(blas_, ops::trans::n, ops::trans::n, rows, d, v, 1.0f, dlogits, v, head_.value, d, 0.0f,
-                   dnormed_.data(), d, opt_.precision);  // [T, D]
+    backends::gemm(blas_, ops::trans::n, ops::trans::n, rows, d, v, 1.0f, {dlogits, v}, {head_.value, d, head_.rounded},
+                   0.0f, dnormed_.data(), d, opt_.precision);  // [T, D]
     // du: the gradient of the residual stream u[i+1], which is also that of block i's output; the norm's backward
     // that completes it (the last to add to it) writes its bf16 rounding for the block.
     layers::cuda::rmsnorm_backward(be, rows, d, residual(n), rstd(n), norms_[static_cast<std::size_t>(n)].value,
@@ -438,6 +443,7 @@ private:
   struct tensor_pair {
     float* value = nullptr;
     float* grad = nullptr;
+    bfloat16 const* rounded = nullptr;  // with bf16 GEMMs, the value's bf16 copy (matrices only)
   };
 
   [[nodiscard]] bool bf16() const { return opt_.precision == backends::gemm_precision::bf16; }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file kernel_support.cuh
 //! What the layer, loss and optimizer kernels share: a stream-ordered workspace (the caller's, or one allocated for
-//! the call), grid sizes for grid-stride loops, vector loads and stores of float rows, and warp and block sums whose
-//! results are the same bits on every run.
+//! the call), grid sizes for grid-stride loops, vector loads and stores of float rows, warp and block sums whose
+//! results are the same bits on every run, and the one-instruction exponential the scans use.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -17,6 +17,15 @@
 namespace ssmlen::ops::cuda {
 
 inline constexpr int warp_lanes = 32;
+inline constexpr float log2e = 1.44269504088896341f;  // exp(x) = exp2(x log2 e)
+
+//! 2^x as one MUFU.EX2 (flushing subnormal results to 0: a decay below 2^-126 is 0 for a scan). exp2f without
+//! fast-math adds range fix-ups around it, about four instructions per decay.
+__device__ inline float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 
 //! Rounds a byte count up to 256 so that every piece of a workspace starts aligned for any vector type.
 inline constexpr std::size_t align_bytes(std::size_t n) { return (n + 255) / 256 * 256; }

@@ -87,8 +87,9 @@ namespace detail {
 using backends::cuda_check;
 using backends::cuda_check_launch;
 
-inline constexpr float log2e = 1.44269504088896341f;  // exp(x) = exp2(x log2 e)
-inline constexpr float ln2 = 0.693147180559945309f;   // 1 / log2 e
+using ops::cuda::exp2_approx;
+using ops::cuda::log2e;
+inline constexpr float ln2 = 0.693147180559945309f;  // 1 / log2 e
 inline constexpr std::int64_t max_states = 256;
 inline constexpr int lanes = 32;
 
@@ -132,14 +133,6 @@ __device__ inline void store_ddt(backward_params const& p, std::int64_t i, float
   if (p.ddt_rounded != nullptr) {
     p.ddt_rounded[i] = bfloat16(v);
   }
-}
-
-//! 2^x as one MUFU.EX2 (flushing subnormal results to 0: a decay below 2^-126 is 0 for the scan). exp2f without
-//! fast-math adds range fix-ups around it, about four instructions per decay.
-__device__ inline float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 __device__ inline float load_or_zero(float const* p, std::int64_t i, bool ok) { return ok ? __ldg(p + i) : 0.0f; }

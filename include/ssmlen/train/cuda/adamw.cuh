@@ -6,14 +6,16 @@
 //!   1. Σ g² per chunk of 4096 elements of one tensor (double, a fixed tree inside the block),
 //!   2. one block sums the chunk partials in a fixed order: the norm, and the clip factor next to it,
 //!   3. one fused update over every chunk of every tensor, reading the clip factor from device memory.
-//! The norm is therefore the same bits on every run. The host optimizer throws when the norm is not finite; here
-//! the update is skipped instead (parameters and moments stay as they were) and the caller sees the norm through
-//! grad_norm() or grad_norm_device().
+//! The norm is therefore the same bits on every run. A tensor with a bf16 copy (what bf16 GEMMs read) gets its copy
+//! rewritten by the update, the new value rounded to nearest even, with no pass of its own. The host optimizer throws
+//! when the norm is not finite; here the update is skipped instead (parameters and moments stay as they were) and the
+//! caller sees the norm through grad_norm() or grad_norm_device().
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 #include <ssmlen/train/adamw.hpp>
@@ -37,7 +39,8 @@ struct adamw_tensor {
   float* m = nullptr;
   float* v = nullptr;
   std::int64_t size = 0;
-  bool decay = false;  // decoupled weight decay applies (matrices and embeddings)
+  bool decay = false;           // decoupled weight decay applies (matrices and embeddings)
+  bfloat16* rounded = nullptr;  // `size` bf16: the value rounded, rewritten with it; or null
 };
 
 namespace detail {
@@ -109,6 +112,9 @@ __global__ void __launch_bounds__(adamw_threads)
     t.m[j] = m;
     t.v[j] = v;
     t.value[j] = w;
+    if (t.rounded != nullptr) {
+      t.rounded[j] = bfloat16(static_cast<float>(w));
+    }
   }
 }
 
