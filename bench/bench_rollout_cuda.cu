@@ -10,7 +10,11 @@
 //                              token: `graph` replays the captured step (ids up, every layer, argmax, ids down) and
 //                              waits; `eager` enqueues the same kernels and GEMMs one by one. Models: the headline
 //                              model, and a random one of the paper's 130M shape (24 layers, d_model 768, d_state 16,
-//                              expand 2, vocabulary 50280, tied), for which rollouts would end at once.
+//                              expand 2, tied) with the vocabulary of 50280 (`paper_`) or with the addition task's
+//                              (`paper_task_vocab_`, the paper-scale model 04_train_cuda trains); rollouts of these
+//                              random models would end at once. With SSMLEN_PROFILE_STEP set, an eager loop runs one
+//                              more step between cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start
+//                              off` (tests/cuda/profile_on_gpu.sh step: time per kernel).
 // Counters:
 //   tok/s      episode tokens (prompt, model and observation tokens) per second; for the step loop, rows × steps
 //   step_us    seconds per step: every step feeds one token to each live slot, so at a flat step time the cost per
@@ -36,6 +40,7 @@
 #include <ssmlen/tasks/any_task.hpp>
 
 #include <benchmark/benchmark.h>
+#include <cuda_profiler_api.h>
 
 #include <algorithm>
 #include <chrono>
@@ -83,12 +88,23 @@ ssmlen::models::mamba_lm<float>* headline_model(std::string& why) {
   return model.get();
 }
 
-//! A random model of the paper's 130M shape, made once.
-ssmlen::models::mamba_lm<float>& paper_model() {
-  static ssmlen::models::mamba_lm<float> model(
-      ssmlen::models::mamba_config{.vocab = 50280, .d_model = 768, .n_layers = 24, .d_state = 16, .expand = 2}, 1);
+//! A random model of the paper's 130M shape, made once: with the vocabulary of 50280, or with the addition task's
+//! (the shape of the paper-scale model that 04_train_cuda trains).
+ssmlen::models::mamba_lm<float>& paper_model(bool task_vocab = false) {
+  auto make = [](std::int64_t vocab) {
+    return ssmlen::models::mamba_lm<float>(
+        ssmlen::models::mamba_config{.vocab = vocab, .d_model = 768, .n_layers = 24, .d_state = 16, .expand = 2}, 1);
+  };
+  if (task_vocab) {
+    static auto model = make(static_cast<std::int64_t>(ssmlen::tasks::addition::make_vocab().size()));
+    return model;
+  }
+  static auto model = make(50280);
   return model;
 }
+
+//! Which model a step loop runs.
+enum class step_model { headline, paper, paper_task_vocab };
 
 struct additions {
   std::vector<ssmlen::tasks::episode_spec> specs;
@@ -162,13 +178,14 @@ void bm_rollout(benchmark::State& state, bool gpu) {
 }
 
 //! The device step loop alone: each step's argmax ids are the next step's tokens.
-void bm_step_loop(benchmark::State& state, bool paper, gemm_precision precision, bool graph) {
+void bm_step_loop(benchmark::State& state, step_model which, gemm_precision precision, bool graph) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
     return;
   }
   std::string why;
-  auto* host = paper ? &paper_model() : headline_model(why);
+  bool const paper = which != step_model::headline;
+  auto* host = paper ? &paper_model(which == step_model::paper_task_vocab) : headline_model(why);
   if (host == nullptr) {
     state.SkipWithError(why.c_str());
     return;
@@ -224,6 +241,12 @@ void bm_step_loop(benchmark::State& state, bool paper, gemm_precision precision,
       seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       state.SetIterationTime(seconds);
     }
+    if (std::getenv("SSMLEN_PROFILE_STEP") != nullptr) {  // one more step, alone in ncu's view
+      cuda_check(cudaProfilerStart(), "cudaProfilerStart");
+      dev.greedy_step(h, tokens.data(), next.data(), rows, st, w);
+      stream.synchronize();
+      cuda_check(cudaProfilerStop(), "cudaProfilerStop");
+    }
   }
   double const step_s = seconds / steps;
   auto const& cfg = host->config();
@@ -231,8 +254,8 @@ void bm_step_loop(benchmark::State& state, bool paper, gemm_precision precision,
   double const state_bytes =
       4.0 * static_cast<double>(cfg.n_layers * rows * cfg.d_inner() * (cfg.d_conv - 1 + cfg.d_state));
   char const* prec = precision == gemm_precision::fp32 ? "fp32" : precision == gemm_precision::tf32 ? "tf32" : "bf16";
-  state.SetLabel(std::string(paper ? "paper 130M shape" : "headline") + ", " + prec + ", " +
-                 (graph ? "graph" : "eager") + ", " + std::to_string(rows) + " rows, " +
+  state.SetLabel(std::string(paper ? "paper 130M shape, vocabulary " + std::to_string(cfg.vocab) : "headline") + ", " +
+                 prec + ", " + (graph ? "graph" : "eager") + ", " + std::to_string(rows) + " rows, " +
                  std::to_string(static_cast<long long>(params)) + " params");
   state.counters["step_us"] = step_s * 1e6;
   state.counters["tok/s"] = static_cast<double>(rows) / step_s;
@@ -255,27 +278,35 @@ BENCHMARK_CAPTURE(bm_rollout, host, false)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, headline_fp32_graph, false, gemm_precision::fp32, true)
+BENCHMARK_CAPTURE(bm_step_loop, headline_fp32_graph, step_model::headline, gemm_precision::fp32, true)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, headline_fp32_eager, false, gemm_precision::fp32, false)
+BENCHMARK_CAPTURE(bm_step_loop, headline_fp32_eager, step_model::headline, gemm_precision::fp32, false)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_fp32_graph, true, gemm_precision::fp32, true)
+BENCHMARK_CAPTURE(bm_step_loop, paper_fp32_graph, step_model::paper, gemm_precision::fp32, true)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_fp32_eager, true, gemm_precision::fp32, false)
+BENCHMARK_CAPTURE(bm_step_loop, paper_fp32_eager, step_model::paper, gemm_precision::fp32, false)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_tf32_graph, true, gemm_precision::tf32, true)
+BENCHMARK_CAPTURE(bm_step_loop, paper_tf32_graph, step_model::paper, gemm_precision::tf32, true)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_bf16_graph, true, gemm_precision::bf16, true)
+BENCHMARK_CAPTURE(bm_step_loop, paper_bf16_graph, step_model::paper, gemm_precision::bf16, true)
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_step_loop, paper_task_vocab_bf16_graph, step_model::paper_task_vocab, gemm_precision::bf16, true)
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_step_loop, paper_task_vocab_bf16_eager, step_model::paper_task_vocab, gemm_precision::bf16, false)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);

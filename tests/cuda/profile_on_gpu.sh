@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hardware counters (ncu) and disassembly of the scan kernels on a GPU machine, for tuning. Logs go to $OUT.
 # Usage from the repository root: tests/cuda/profile_on_gpu.sh [benchmark filter]
-#                             or: tests/cuda/profile_on_gpu.sh train [benchmark filter]   (kernel times of a step)
+#                             or: tests/cuda/profile_on_gpu.sh train|step [filter]   (kernel times of a training or
+#                                 rollout step)
 # The benchmark's setup runs recurrent and block_parallel<8, 8> once (its cross-check): with the default filter, ncu
 # profiles those first launches of each kernel family.
 set -uo pipefail
@@ -10,12 +11,19 @@ mkdir -p "$out"
 
 # tests/cuda/profile_on_gpu.sh train [benchmark filter]: the time of every kernel in one training step
 # (bench_train_cuda.cu, default the paper shape on addition batches with bf16 GEMMs), summed per kernel.
-if [[ ${1:-} == train ]]; then
+# tests/cuda/profile_on_gpu.sh step [benchmark filter]: the same for one rollout step (bench_rollout_cuda.cu, default
+# 256 rows of the paper shape with the addition task's vocabulary, bf16 GEMMs, eager launches).
+if [[ ${1:-} == train || ${1:-} == step ]]; then
+  if [[ $1 == train ]]; then
+    src=bench/bench_train_cuda.cu filter=${2:-paper_addition_bf16} name=train_step_kernels
+  else
+    src=bench/bench_rollout_cuda.cu filter=${2:-bm_step_loop/paper_task_vocab_bf16_eager} name=rollout_step_kernels
+  fi
   nvcc -O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude \
-    bench/bench_train_cuda.cu -o /tmp/bench_train_cuda -lcublas -lbenchmark_main -lbenchmark -lpthread || exit 1
+    "$src" -o /tmp/bench_profiled -lcublas -lbenchmark_main -lbenchmark -lpthread || exit 1
   SSMLEN_PROFILE_STEP=1 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
-    /tmp/bench_train_cuda --benchmark_filter="${2:-paper_addition_bf16}" >"$out/train_step_kernels.csv" 2>"$out/ncu.err"
-  python3 - "$out/train_step_kernels.csv" <<'PY' | tee "$out/train_step_kernels.txt"
+    /tmp/bench_profiled --benchmark_filter="$filter" >"$out/$name.csv" 2>"$out/ncu.err"
+  python3 - "$out/$name.csv" <<'PY' | tee "$out/$name.txt"
 import collections, csv, sys
 total, count, header = collections.defaultdict(float), collections.Counter(), None
 for row in csv.reader(open(sys.argv[1])):
