@@ -278,35 +278,34 @@ BENCHMARK_CAPTURE(bm_rollout, host, false)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, headline_fp32_graph, step_model::headline, gemm_precision::fp32, true)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, headline_fp32_eager, step_model::headline, gemm_precision::fp32, false)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_fp32_graph, step_model::paper, gemm_precision::fp32, true)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_fp32_eager, step_model::paper, gemm_precision::fp32, false)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_tf32_graph, step_model::paper, gemm_precision::tf32, true)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_bf16_graph, step_model::paper, gemm_precision::bf16, true)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_task_vocab_bf16_graph, step_model::paper_task_vocab, gemm_precision::bf16, true)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_step_loop, paper_task_vocab_bf16_eager, step_model::paper_task_vocab, gemm_precision::bf16, false)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
+
+namespace {
+
+//! The step loops, registered from one table: bm_step_loop/<name>.
+struct step_loop_case {
+  char const* name;
+  step_model model;
+  gemm_precision precision;
+  bool graph;
+};
+
+[[maybe_unused]] int const step_loops_registered = [] {
+  using enum step_model;
+  for (auto const& c : {step_loop_case{"headline_fp32_graph", headline, gemm_precision::fp32, true},
+                        step_loop_case{"headline_fp32_eager", headline, gemm_precision::fp32, false},
+                        step_loop_case{"paper_fp32_graph", paper, gemm_precision::fp32, true},
+                        step_loop_case{"paper_fp32_eager", paper, gemm_precision::fp32, false},
+                        step_loop_case{"paper_tf32_graph", paper, gemm_precision::tf32, true},
+                        step_loop_case{"paper_bf16_graph", paper, gemm_precision::bf16, true},
+                        step_loop_case{"paper_task_vocab_bf16_graph", paper_task_vocab, gemm_precision::bf16, true},
+                        step_loop_case{"paper_task_vocab_bf16_eager", paper_task_vocab, gemm_precision::bf16, false}}) {
+    benchmark::RegisterBenchmark((std::string("bm_step_loop/") + c.name).c_str(),
+                                 [c](benchmark::State& state) { bm_step_loop(state, c.model, c.precision, c.graph); })
+        ->UseManualTime()
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+  }
+  return 0;
+}();
+
+}  // namespace
