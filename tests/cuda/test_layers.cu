@@ -47,6 +47,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::mismatched_roundings;
 using ssmlen::testing::normal;
 using ssmlen::testing::rel_error;
 
@@ -628,12 +629,7 @@ TEST_CASE("cuda adamw: three steps match the host optimizer (clipping on and off
       CHECK(ed < 1e-3);
       worst = std::max(worst, e);
       if (i != 2) {  // the bf16 copy holds the new weights rounded to nearest even, bit for bit
-        auto const r = rounded[i].to_host();
-        std::size_t wrong = 0;
-        for (std::size_t j = 0; j < w.size(); ++j) {
-          wrong += r[j].bits != ssmlen::bfloat16(w[j]).bits ? 1 : 0;
-        }
-        CHECK(wrong == 0);
+        CHECK(mismatched_roundings(rounded[i].to_host(), w) == 0);
       }
     }
     std::printf("adamw clip=%g: max relative error of the weights after 3 steps %.2e\n", clip, worst);
@@ -1004,12 +1000,7 @@ TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
         CHECK(rel_error(y, y_ref) < fp32_tol);
         CHECK(rel_error(dstate.to_host(), state_ref) < fp32_tol);
         if (step != 1) {  // y16 is y rounded to nearest even, bit for bit
-          auto const y16 = dy16.to_host();
-          std::size_t wrong = 0;
-          for (std::size_t i = 0; i < y.size(); ++i) {
-            wrong += y16[i].bits != ssmlen::bfloat16(y[i]).bits ? 1 : 0;
-          }
-          CHECK(wrong == 0);
+          CHECK(mismatched_roundings(dy16.to_host(), y) == 0);
         }
       }
     }

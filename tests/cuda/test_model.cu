@@ -51,6 +51,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::mismatched_roundings;
 using ssmlen::testing::normal;
 using ssmlen::testing::rel_error;
 
@@ -561,18 +562,18 @@ void check_bf16_model(mamba_config const& cfg) {
   dev.train_step(b, 0.05);
   dev.download(ref);
   // The update wrote every weight's bf16 copy: each is the new value rounded to nearest even, bit for bit.
-  auto const hp = ref.named_params();
-  for (auto const& e : dev.params().entries()) {
-    CAPTURE(e.name);
-    std::vector<ssmlen::bfloat16> r(static_cast<std::size_t>(e.size));
+  auto const hp = ref.named_params();  // the device layout's order
+  auto const& entries = dev.params().entries();
+  REQUIRE(hp.size() == entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    CAPTURE(entries[i].name);
+    REQUIRE(hp[i].name == entries[i].name);
+    std::vector<ssmlen::bfloat16> r(static_cast<std::size_t>(entries[i].size));
     ssmlen::backends::cuda_check(
-        cudaMemcpy(r.data(), dev.params().rounded(e.name), r.size() * sizeof(r[0]), cudaMemcpyDeviceToHost), "copy");
-    auto const& w = std::find_if(hp.begin(), hp.end(), [&](auto const& p) { return p.name == e.name; })->p->value;
-    std::size_t wrong = 0;
-    for (std::size_t j = 0; j < r.size(); ++j) {
-      wrong += r[j].bits != ssmlen::bfloat16(w.data()[j]).bits ? 1 : 0;
-    }
-    CHECK(wrong == 0);
+        cudaMemcpy(r.data(), dev.params().rounded(entries[i].name), r.size() * sizeof(r[0]), cudaMemcpyDeviceToHost),
+        "copy");
+    auto const& w = hp[i].p->value;
+    CHECK(mismatched_roundings(r, std::vector<float>(w.begin(), w.end())) == 0);
   }
   for (int pass = 0; pass < 2; ++pass) {  // twice: the forward reads the copies, it does not remake them
     dev.reserve(b.seqs);

@@ -42,6 +42,7 @@
 namespace {
 
 using ssmlen::testing::gpu_or_skip;
+using ssmlen::testing::mismatched_roundings;
 using ssmlen::testing::normal;
 using ssmlen::testing::rel_error;
 
@@ -167,11 +168,7 @@ void check_scan_step(std::int64_t batch, std::int64_t ed, std::int64_t ns, float
   if (fp32_y) {  // y, and y16 its rounding to nearest even bit for bit
     auto const y = dy.to_host();
     ey = rel_error(y, y_ref);
-    std::size_t wrong = 0;
-    for (std::size_t i = 0; i < y.size(); ++i) {
-      wrong += y16[i].bits != ssmlen::bfloat16(y[i]).bits ? 1 : 0;
-    }
-    CHECK(wrong == 0);
+    CHECK(mismatched_roundings(y16, y) == 0);
   } else {  // y16 alone: within bf16's rounding of the host's y
     std::vector<float> y(y16.size());
     std::transform(y16.begin(), y16.end(), y.begin(), [](ssmlen::bfloat16 b) { return static_cast<float>(b); });
