@@ -14,17 +14,19 @@
 //! sliding window of the K-1 neighbouring rows in registers (right-aligned in 4 or 8 slots, so that every register
 //! index is a compile-time constant), loads a batch of its rows before using them (several loads in flight), and
 //! finds its sequence once per run (a binary search), stepping to the next one where the run crosses a start.
-//! Forward walks 16 tokens, refilling the window from the initial state (or zeros) at each sequence start; dx walks
-//! 16 tokens backwards with the next K-1 rows of dy, masking rows past the sequence end, where the final state's
-//! gradient enters. dweight and dbias are deterministic without atomics: a thread per (channel group, block of 128
-//! tokens) sums the K+1 products over the block in token order into one partial per (block, k, channel), and a
-//! second kernel adds the partials in block order. Widths past 8 take kernels that read every tap from memory.
+//! Forward walks 16 tokens, refilling the window from the initial state (or zeros) at each sequence start. The
+//! backward is one walk backwards over 128 tokens that reads each dy and x row once and gives both dx (from the next
+//! K-1 rows of dy, masking rows past the sequence end, where the final state's gradient enters) and the dweight,
+//! dbias sums. Those are deterministic without atomics: one partial per (block of 128 tokens, k, channel), summed
+//! in token order, which a second kernel adds in block order. Widths past 8 take kernels that read every tap from
+//! memory, dx and the partials apart.
 //!
-//! Fused outputs, each saving the Mamba block a pass over [T, C]: the forward can also write silu(y) and its bf16
-//! rounding (the SSM input and its copy for bf16 GEMMs) from the registers that hold y, and the backward can also
-//! write dx rounded to bf16 (an operand of the in_proj GEMMs). The results are those of the separate passes. (Taking
-//! dy through silu' inside the backward was tried and is slower: both the dx and the dweight kernels read dy, so
-//! silu' would be computed twice; docs/perf.md.)
+//! Fused forms, each saving the Mamba block a pass over [T, C]: the forward can also write silu(y) and its bf16
+//! rounding (the SSM input and its copy for bf16 GEMMs) from the registers that hold y, and then need not write y
+//! itself; the backward can take dy as the gradient of silu(y), recomputing y from the x window it holds anyway
+//! (K multiply-adds per element, no stored y), and can write dx rounded to bf16 (an operand of the in_proj GEMMs).
+//! The results are those of the separate passes, except that silu' is made on the multi-function unit (within a few
+//! 1e-7 of the host's).
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -35,6 +37,7 @@
 #include <ssmlen/core/math.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 
+#include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -58,10 +61,11 @@ struct conv1d_weights {
 namespace detail {
 
 inline constexpr int conv_threads = 256;
-inline constexpr int conv_partial_threads = 64;         // small blocks: the partials have few threads to spread
-inline constexpr std::int64_t conv_run_tokens = 16;     // tokens per forward and dx thread
+inline constexpr int conv_partial_threads = 64;         // small blocks: the backward has few threads to spread
+inline constexpr std::int64_t conv_run_tokens = 16;     // tokens per forward thread
 inline constexpr int conv_batch_tokens = 8;             // rows a thread loads before it uses them
-inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per dweight partial: fixed, so the sum order is too
+inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per backward thread and dweight partial: fixed, so
+                                                        // the sum order is too
 inline constexpr std::int64_t conv_max_window = 8;      // widest d_conv kept in registers
 
 template <class T>
@@ -74,6 +78,7 @@ struct conv_params {
   T* y_silu;                                   // forward, or null: silu(y), [T, C]
   bfloat16* y_silu16;                          // forward, or null: silu(y) rounded, [T, C]
   T const *dy, *d_final;                       // backward
+  conv_activation dy_of;                       // backward: dy is ∂L/∂y, or ∂L/∂silu(y) (y recomputed from x)
   T *dx, *d_init, *partial, *dweight, *dbias;  // backward; dx may be null when dx16 is not
   bfloat16* dx16;                              // backward, or null: dx rounded, row stride lddx
   std::int64_t lddx;
@@ -138,12 +143,57 @@ __device__ inline float_vec<V> input_at(conv_params<T> const& p, std::int64_t s,
   return float_vec<V>{};
 }
 
+//! The convolution at position pos >= 0 of sequence s (starting at token t0), channels [c, c + V), summed in the
+//! forward kernels' order (the bias, then k ascending), so that it has the bits the forward wrote.
+template <int V, class T>
+__device__ inline float_vec<V> output_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
+                                         std::int64_t c) {
+  float_vec<V> acc;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    acc.v[j] = p.bias[c + j];
+  }
+  for (std::int64_t k = 0; k < p.width; ++k) {
+    float_vec<V> const xv = input_at<V>(p, s, t0, pos - (p.width - 1) + k, c);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      acc.v[j] += p.weight[(c + j) * p.width + k] * xv.v[j];
+    }
+  }
+  return acc;
+}
+
+//! g *= silu'(y) per channel: ∂L/∂y from ∂L/∂silu(y). The sigmoid is one EX2 and one RCP on the multi-function
+//! unit (within a few 1e-7 of the host's silu_grad, exact at both tails): with the host's exp and IEEE division the
+//! fused backward was bound by its instruction count, not by its bytes.
+template <int V>
+__device__ inline void through_silu(float_vec<V>& g, float_vec<V> const& y) {
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    float const sig = __fdividef(1.0f, 1.0f + ops::cuda::exp2_approx(-y.v[j] * ops::cuda::log2e));
+    g.v[j] *= sig * (1.0f + y.v[j] * (1.0f - sig));
+  }
+}
+
+//! ∂L/∂y at position pos >= 0 of sequence s, channels [c, c + V): dy, or dy · silu'(y) with y recomputed.
+template <int V, class T>
+__device__ inline float_vec<V> grad_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
+                                       std::int64_t c) {
+  float_vec<V> g = load_floats<V>(p.dy + (t0 + pos) * p.channels + c);
+  if (p.dy_of == conv_activation::silu) {
+    through_silu(g, output_at<V>(p, s, t0, pos, c));
+  }
+  return g;
+}
+
 //! Writes y's channels [c, c + V) of token t and, where asked, their SiLU and its bf16 rounding: the same value
 //! the block's separate silu pass computes from the stored y, rounded from the stored fp32 activation.
 template <int V, class T>
 __device__ inline void store_output(conv_params<T> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& y) {
   std::int64_t const at = t * p.channels + c;
-  store_floats<V>(p.y + at, y);
+  if (p.y != nullptr) {
+    store_floats<V>(p.y + at, y);
+  }
   if (p.y_silu != nullptr || p.y_silu16 != nullptr) {
     float_vec<V> a;
 #pragma unroll
@@ -323,7 +373,7 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
   for (std::int64_t k = p.width - 1; k >= 0; --k) {
     std::int64_t const tp = e - k;
     if (tp >= 0 && tp < len) {
-      float_vec<V> const g = load_floats<V>(p.dy + (t0 + tp) * p.channels + c);
+      float_vec<V> const g = grad_at<V>(p, s, t0, tp, c);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         acc.v[j] += p.weight[(c + j) * p.width + k] * g.v[j];
@@ -333,64 +383,158 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
   return acc;
 }
 
-//! dx over runs of conv_run_tokens walked backwards: `ahead` holds the dy rows t+1 .. t+KMAX-1, whichever sequence
-//! they belong to, and a row counts only when it lies before the end of t's sequence. The sum is extended_grad's:
-//! the final state's gradient (positions within K-1 of the sequence end), then dy[t], dy[t+1], ... in that order.
+//! dx and the dweight, dbias partials of a block of conv_block_tokens tokens, walked backwards; each dy and x row
+//! is read once. The window is left-aligned (win[k] = the input at t-(K-1)+k, k < K; x[t] at k = K-1), so that the
+//! walk brings each older input in at slot 0 and shifts the rest up; it is refilled where the walk enters an earlier
+//! sequence. `ahead` holds g = ∂L/∂y of rows t+1 .. t+KMAX-1, whichever sequence they belong to, and a row counts
+//! only when it lies before the end of t's sequence. dx[t] is extended_grad's sum (the final state's gradient within
+//! K-1 of the sequence end, then g[t], g[t+1], ...); the partials sum g[t] · input[t-(K-1)+k] and g[t] over the
+//! block's tokens, last first. Through the SiLU, y[t] is recomputed from the window in the forward's order.
+//! The thread holds far more state than a plain pass (taps, window, the next rows' g, the sums), so its rows come
+//! through shared memory by asynchronous copies, two batches in flight, instead of through registers: with the
+//! loads in registers a batch at a time, few blocks fit an SM and too few bytes are in flight to keep DRAM busy.
 template <int V, int KMAX, class T>
-__global__ void __launch_bounds__(conv_threads) conv_backward_dx_kernel(conv_params<T> p) {
-  std::int64_t const runs = (p.tokens + conv_run_tokens - 1) / conv_run_tokens, total = runs * (p.channels / V);
-  std::int64_t const width = p.width;
-  for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * conv_threads) {
-    conv_run const r = run_of<V>(p, i, conv_run_tokens);
-    float_vec<V> tap[KMAX], ahead[KMAX - 1];  // tap[j] = w[c, K-1-j] meets dy[t + j]; ahead[m]: dy[t + 1 + m]
-    load_taps<V, KMAX, true>(p, r.c, tap);
+__global__ void __launch_bounds__(conv_partial_threads) conv_backward_kernel(conv_params<T> p) {
+  constexpr int NB = conv_batch_tokens;  // rows of a batch; each thread's own slots, so no barrier is needed
+  __shared__ __align__(16) float rows[2][NB][2][conv_partial_threads * V];  // [stage, token, dy | older x, thread]
+  int const slot = static_cast<int>(threadIdx.x) * V;
+  std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
+  std::int64_t const total = blocks * (p.channels / V), width = p.width;
+  bool const silu = p.dy_of == conv_activation::silu;
+  for (std::int64_t i = blockIdx.x * std::int64_t{conv_partial_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * conv_partial_threads) {
+    conv_run const r = run_of<V>(p, i, conv_block_tokens);
+    float_vec<V> tap[KMAX], back[KMAX], bias;  // tap[k] = w[c, k] (k < K); back[j] = w[c, K-1-j] meets g[t + j]
+    load_taps<V, KMAX, true>(p, r.c, back);
+#pragma unroll
+    for (int k = 0; k < KMAX; ++k) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        tap[k].v[j] = k < width ? p.weight[(r.c + j) * width + k] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      bias.v[j] = p.bias[r.c + j];
+    }
+    float_vec<V> win[KMAX], ahead[KMAX - 1], sum[KMAX] = {}, bias_sum{};  // sum[k]: tap k
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_end - 1), seq_begin = p.offsets[s], seq_end = p.offsets[s + 1];
 #pragma unroll
     for (int m = 0; m < KMAX - 1; ++m) {
-      ahead[m] = m + 1 < width && r.t_end + m < seq_end ? load_floats<V>(p.dy + (r.t_end + m) * p.channels + r.c)
+      ahead[m] = m + 1 < width && r.t_end + m < seq_end ? grad_at<V>(p, s, seq_begin, r.t_end + m - seq_begin, r.c)
                                                         : float_vec<V>{};
     }
-    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= conv_batch_tokens) {
-      float_vec<V> gs[conv_batch_tokens];  // rows tb - 1 - u of dy
+    auto fill = [&](std::int64_t t) {  // the window of token t, in sequence s
 #pragma unroll
-      for (int u = 0; u < conv_batch_tokens; ++u) {
-        if (tb - 1 - u >= r.t_begin) {
-          gs[u] = load_floats<V>(p.dy + (tb - 1 - u) * p.channels + r.c);
-        }
+      for (int k = 0; k < KMAX; ++k) {
+        win[k] = k < width ? input_at<V>(p, s, seq_begin, t - seq_begin - (width - 1) + k, r.c) : float_vec<V>{};
       }
+    };
+    // Batch tb: rows tb-1-u of dy and tb-1-u-K of x (the next window's oldest input), into stage st.
+    auto issue = [&](int st, std::int64_t tb) {
 #pragma unroll
-      for (int u = 0; u < conv_batch_tokens; ++u) {
+      for (int u = 0; u < NB; ++u) {
         std::int64_t const t = tb - 1 - u;
         if (t >= r.t_begin) {
-          if (t < seq_begin) {  // t is the last token of an earlier sequence (skipping empty ones)
-            while (t < p.offsets[s]) {
-              --s;
-            }
-            seq_begin = p.offsets[s];
-            seq_end = p.offsets[s + 1];
+          __pipeline_memcpy_async(&rows[st][u][0][slot], p.dy + t * p.channels + r.c, sizeof(float) * V);
+          if (t - width >= 0) {
+            __pipeline_memcpy_async(&rows[st][u][1][slot], p.x + (t - width) * p.ldx + r.c, sizeof(float) * V);
           }
-          std::int64_t const rows_left = seq_end - t;  // t and the rows after it in its sequence
-          float_vec<V> acc{};
-          if (rows_left < width && p.d_final != nullptr) {
-            acc = load_floats<V>(p.d_final + (s * (width - 1) + width - 1 - rows_left) * p.channels + r.c);
-          }
-          multiply_add(acc, tap[0], gs[u]);
-#pragma unroll
-          for (int j = 1; j < KMAX; ++j) {
-            if (j < width && j < rows_left) {
-              multiply_add(acc, tap[j], ahead[j - 1]);
-            }
-          }
-          store_dx<V>(p, t, r.c, acc);
-#pragma unroll
-          for (int m = KMAX - 2; m > 0; --m) {
-            ahead[m] = ahead[m - 1];
-          }
-          ahead[0] = gs[u];
         }
       }
+      __pipeline_commit();
+    };
+    fill(r.t_end - 1);
+    issue(0, r.t_end);
+    issue(1, r.t_end - NB);
+    int st = 0;
+    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= NB, st ^= 1) {
+      __pipeline_wait_prior(1);  // this batch has landed; the next one may still be in flight
+      // Token t from row u of the stage. Edge: t may start an earlier sequence, lie within K-1 of its sequence's
+      // end (the final state's gradient, rows of ahead past the end) or within K of its start (the window's next
+      // input from the initial state); batches wholly inside a sequence skip those checks.
+      auto token = [&]<bool Edge>(int u, std::int64_t t) {
+        if (Edge && t < seq_begin) {  // t is the last token of an earlier sequence (skipping empty ones)
+          while (t < p.offsets[s]) {
+            --s;
+          }
+          seq_begin = p.offsets[s];
+          seq_end = p.offsets[s + 1];
+          fill(t);
+        }
+        float_vec<V> g = load_floats<V>(&rows[st][u][0][slot]);
+        if (silu) {
+          float_vec<V> y = bias;
+#pragma unroll
+          for (int k = 0; k < KMAX; ++k) {
+            if (k < width) {
+              multiply_add(y, tap[k], win[k]);
+            }
+          }
+          through_silu(g, y);
+        }
+#pragma unroll
+        for (int k = 0; k < KMAX; ++k) {
+          if (k < width) {
+            multiply_add(sum[k], g, win[k]);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          bias_sum.v[j] += g.v[j];
+        }
+        std::int64_t const rows_left = Edge ? seq_end - t : width;  // t and the rows after it in its sequence
+        float_vec<V> acc{};
+        if (Edge && rows_left < width && p.d_final != nullptr) {
+          acc = load_floats<V>(p.d_final + (s * (width - 1) + width - 1 - rows_left) * p.channels + r.c);
+        }
+        multiply_add(acc, back[0], g);
+#pragma unroll
+        for (int j = 1; j < KMAX; ++j) {
+          if (j < width && (!Edge || j < rows_left)) {
+            multiply_add(acc, back[j], ahead[j - 1]);
+          }
+        }
+        store_dx<V>(p, t, r.c, acc);
+#pragma unroll
+        for (int m = KMAX - 2; m > 0; --m) {
+          ahead[m] = ahead[m - 1];
+        }
+        ahead[0] = g;
+#pragma unroll
+        for (int k = KMAX - 1; k > 0; --k) {
+          win[k] = win[k - 1];
+        }
+        if (!Edge || t - width >= seq_begin) {  // t - 1's oldest input
+          win[0] = load_floats<V>(&rows[st][u][1][slot]);
+        } else if (t > seq_begin) {  // from the initial state; at a sequence start the window is refilled instead
+          win[0] = input_at<V>(p, s, seq_begin, t - width - seq_begin, r.c);
+        }
+      };
+      if (tb - NB >= r.t_begin && tb - NB - width >= seq_begin && tb - 1 + width <= seq_end) {
+#pragma unroll
+        for (int u = 0; u < NB; ++u) {
+          token.template operator()<false>(u, tb - 1 - u);
+        }
+      } else {
+#pragma unroll
+        for (int u = 0; u < NB; ++u) {
+          if (tb - 1 - u >= r.t_begin) {
+            token.template operator()<true>(u, tb - 1 - u);
+          }
+        }
+      }
+      issue(st, tb - 2 * NB);  // this thread has read the stage's rows above
     }
+    __pipeline_wait_prior(0);  // nothing in flight into the slots when the next item starts
+    T* out = p.partial + (r.t_begin / conv_block_tokens) * (width + 1) * p.channels + r.c;  // [K+1, C] of the block
+#pragma unroll
+    for (int k = 0; k < KMAX; ++k) {
+      if (k < width) {
+        store_floats<V>(out + k * p.channels, sum[k]);
+      }
+    }
+    store_floats<V>(out + width * p.channels, bias_sum);
   }
 }
 
@@ -417,62 +561,6 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_init_kernel(conv_p
   }
 }
 
-//! partial[b, k, c] = Σ over tokens of block b (in order) of dy[t, c] · input[t - (K-1) + k, c], and for k = K of
-//! dy[t, c] (the bias). One thread per (channel group, block) reads each dy and x row once, with the window of the
-//! K-1 inputs before t (refilled where a sequence starts) and the K+1 sums in registers.
-template <int V, int KMAX, class T>
-__global__ void __launch_bounds__(conv_partial_threads) conv_dweight_partial_kernel(conv_params<T> p) {
-  std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
-  std::int64_t const total = blocks * (p.channels / V), cols = (p.width + 1) * p.channels;
-  int const lead = KMAX - static_cast<int>(p.width);
-  for (std::int64_t i = blockIdx.x * std::int64_t{conv_partial_threads} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * conv_partial_threads) {
-    conv_run const r = run_of<V>(p, i, conv_block_tokens);
-    float_vec<V> win[KMAX - 1], sum[KMAX] = {}, bias_sum{};  // sum[KMAX - K + k]: tap k
-    std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
-    fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
-    for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
-      float_vec<V> xs[conv_batch_tokens], gs[conv_batch_tokens];  // rows tb + u of x and dy
-#pragma unroll
-      for (int u = 0; u < conv_batch_tokens; ++u) {
-        if (tb + u < r.t_end) {
-          xs[u] = load_floats<V>(p.x + (tb + u) * p.ldx + r.c);
-          gs[u] = load_floats<V>(p.dy + (tb + u) * p.channels + r.c);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < conv_batch_tokens; ++u) {
-        std::int64_t const t = tb + u;
-        if (t < r.t_end) {
-          if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
-            fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
-          }
-#pragma unroll
-          for (int m = 0; m < KMAX - 1; ++m) {
-            if (m >= lead) {
-              multiply_add(sum[m], gs[u], win[m]);
-            }
-          }
-          multiply_add(sum[KMAX - 1], gs[u], xs[u]);
-#pragma unroll
-          for (int j = 0; j < V; ++j) {
-            bias_sum.v[j] += gs[u].v[j];
-          }
-          shift_in(win, xs[u]);
-        }
-      }
-    }
-    T* out = p.partial + (r.t_begin / conv_block_tokens) * cols + r.c;  // [K+1, C] of block b, channels c..
-#pragma unroll
-    for (int m = 0; m < KMAX; ++m) {
-      if (m >= lead) {
-        store_floats<V>(out + (m - lead) * p.channels, sum[m]);
-      }
-    }
-    store_floats<V>(out + p.width * p.channels, bias_sum);
-  }
-}
-
 //! The partials for widths past conv_max_window: blockIdx.x = token block; threads over the (K+1)·C columns.
 template <class T>
 __global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_kernel(conv_params<T> p) {
@@ -489,8 +577,8 @@ __global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_k
       while (t >= p.offsets[s + 1]) {
         ++s;
       }
-      T const g = p.dy[t * p.channels + c];
       std::int64_t const t0 = p.offsets[s];
+      T const g = grad_at<1>(p, s, t0, t - t0, c).v[0];
       acc += k == p.width ? g : g * input_at<1>(p, s, t0, t - t0 - (p.width - 1) + k, c).v[0];
     }
     p.partial[blockIdx.x * cols + q] = acc;
@@ -627,13 +715,9 @@ inline bool forward_vec4(conv_params<float> const& p) {
   return p.channels % 4 == 0 && p.ldx % 4 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.init) &&
          aligned16(p.y_silu) && aligned8(p.y_silu16);
 }
-inline bool dx_vec4(conv_params<float> const& p) {
-  return p.channels % 4 == 0 && p.lddx % 4 == 0 && aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final) &&
-         aligned8(p.dx16);
-}
-inline bool dweight_vec4(conv_params<float> const& p) {
-  return p.channels % 4 == 0 && p.ldx % 4 == 0 && aligned16(p.x) && aligned16(p.dy) && aligned16(p.init) &&
-         aligned16(p.partial);
+inline bool backward_vec4(conv_params<float> const& p) {
+  return p.channels % 4 == 0 && p.ldx % 4 == 0 && p.lddx % 4 == 0 && aligned16(p.x) && aligned16(p.init) &&
+         aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final) && aligned8(p.dx16) && aligned16(p.partial);
 }
 
 //! Launches a run-structured kernel or, for widths past conv_max_window, its any-width form (a thread per token and
@@ -659,33 +743,27 @@ inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
   });
 }
 
-inline void launch_backward_dx(conv_params<float> const& p, cudaStream_t stream) {
-  launch_by_shape(p, dx_vec4(p), "conv_backward_dx_kernel", stream, [](auto v, auto kmax) {
-    constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
-    if constexpr (KMAX == 0) {
-      return &conv_backward_dx_any_width_kernel<V, float>;
-    } else {
-      return &conv_backward_dx_kernel<V, KMAX, float>;
-    }
-  });
-}
-
-//! The per-block partials of dweight and dbias (`blocks` token blocks), then their sum in block order.
-inline void launch_dweight(conv_params<float> const& p, std::int64_t blocks, cudaStream_t stream) {
-  bool const vec4 = dweight_vec4(p);
+//! dx and the per-block partials of dweight and dbias (`blocks` token blocks) in one walk, or for widths past
+//! conv_max_window in two kernels; then the partials' sum in block order.
+inline void launch_backward(conv_params<float> const& p, std::int64_t blocks, cudaStream_t stream) {
+  bool const vec4 = backward_vec4(p);
   std::int64_t const cols = (p.width + 1) * p.channels;
   by_shape(vec4, p.width, [&](auto v, auto kmax) {
     constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
     if constexpr (KMAX == 0) {
+      conv_backward_dx_any_width_kernel<V, float>
+          <<<ops::cuda::grid_blocks(p.tokens * (p.channels / V), conv_threads), conv_threads, 0, stream>>>(p);
+      backends::cuda_check_launch("conv_backward_dx_any_width_kernel");
       dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(cols, conv_threads, 64));
       conv_dweight_partial_any_width_kernel<float><<<grid, conv_threads, 0, stream>>>(p);
+      backends::cuda_check_launch("conv_dweight_partial_any_width_kernel");
     } else {
-      conv_dweight_partial_kernel<V, KMAX, float>
+      conv_backward_kernel<V, KMAX, float>
           <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_partial_threads), conv_partial_threads,
              0, stream>>>(p);
+      backends::cuda_check_launch("conv_backward_kernel");
     }
   });
-  backends::cuda_check_launch("conv_dweight_partial_kernel");
   conv_dweight_reduce_kernel<float><<<ops::cuda::grid_blocks(cols, conv_threads), conv_threads, 0, stream>>>(p, blocks);
   backends::cuda_check_launch("conv_dweight_reduce_kernel");
 }
@@ -694,22 +772,24 @@ inline void launch_dweight(conv_params<float> const& p, std::int64_t blocks, cud
 
 //! The forward's optional activated outputs, written by the pass that writes y (device pointers, null: not
 //! written): y = silu of the convolution, and y16 = the same values rounded to bf16 (nearest even, as
-//! backends::round_to_bf16 of y). Both [T, C] like the plain output, which is still written (the backward reads it).
+//! backends::round_to_bf16 of y). Both [T, C] like the plain output.
 struct conv_silu_out {
   float* y = nullptr;       // [T, C]
   bfloat16* y16 = nullptr;  // [T, C]
 };
 
 //! Forward on `be.stream`, device pointers: x [T, C] (row stride ldx) -> y [T, C]; init_state and final_state
-//! [S, K-1, C] or null; silu_out (null pointers: none) also receives silu(y).
+//! [S, K-1, C] or null; silu_out (null pointers: none) also receives silu(y). y may be null when silu_out is not:
+//! a backward given dy_of = silu recomputes y.
 inline void conv1d_forward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
                            float const* x, std::int64_t ldx, float* y, float const* init_state, float* final_state,
                            conv_silu_out const& silu_out = {}) {
   detail::check_conv(seqs, w, ldx);
-  check(seqs.tokens == 0 || (x != nullptr && y != nullptr), "conv1d forward (cuda): x and y must not be null");
+  check(seqs.tokens == 0 || (x != nullptr && (y != nullptr || silu_out.y != nullptr || silu_out.y16 != nullptr)),
+        "conv1d forward (cuda): x must not be null, and y neither unless a silu output is asked for");
   auto const overwrites = [&](void const* q) { return q != nullptr && (q == x || q == y); };
   check(!overwrites(silu_out.y) && !overwrites(silu_out.y16),
-        "conv1d forward (cuda): the silu outputs must not overwrite x or y (the backward reads both)");
+        "conv1d forward (cuda): the silu outputs must not overwrite x or y");
   auto p = detail::input_params(seqs, w, x, ldx, init_state);
   p.y = y;
   p.y_silu = silu_out.y;
@@ -736,11 +816,13 @@ inline std::size_t conv1d_backward_workspace_bytes(std::int64_t tokens, std::int
 //! [S, K-1, C]; adds to dweight [C, K] and dbias [C]. dy is [T, C]; init_state (the forward's) and d_final_state
 //! (the gradient arriving at the final state) are [S, K-1, C] or null. dx16 (null: not written) also receives dx
 //! rounded to bf16 (nearest even, as backends::round_to_bf16 of dx), with dx's row stride; with dx16, dx may be
-//! null (a bf16 GEMM's operand needs only the rounding).
+//! null (a bf16 GEMM's operand needs only the rounding). dy_of = silu: dy is the gradient of silu(y), the
+//! forward's silu output (y is recomputed from x; the host layer's backward with y_pre).
 inline void conv1d_backward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
                             float const* x, std::int64_t ldx, float const* dy, float* dx, std::int64_t lddx,
                             float const* init_state, float const* d_final_state, float* d_init_state, float* dweight,
-                            float* dbias, void* workspace = nullptr, bfloat16* dx16 = nullptr) {
+                            float* dbias, void* workspace = nullptr, bfloat16* dx16 = nullptr,
+                            conv_activation dy_of = conv_activation::none) {
   detail::check_conv(seqs, w, ldx);
   check_arg(lddx >= w.channels, "conv1d lddx", lddx, "must be at least the channel count");
   check(dweight != nullptr && dbias != nullptr, "conv1d backward (cuda): dweight and dbias must not be null");
@@ -752,6 +834,7 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   ops::cuda::scratch ws(workspace, conv1d_backward_workspace_bytes(seqs.tokens, w.channels, w.width), be.stream);
   auto p = detail::input_params(seqs, w, x, ldx, init_state);
   p.dy = dy;
+  p.dy_of = dy_of;
   p.d_final = d_final_state;
   p.dx = dx;
   p.dx16 = dx16;
@@ -761,8 +844,7 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   p.dbias = dbias;
   p.lddx = lddx;
   if (seqs.tokens > 0) {
-    detail::launch_backward_dx(p, be.stream);
-    detail::launch_dweight(p, blocks, be.stream);
+    detail::launch_backward(p, blocks, be.stream);
   }
   std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
   if (d_init_state != nullptr && state_items > 0) {

@@ -9,8 +9,9 @@
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
 //! activations are the host's up to GEMM summation order (the softplus and the gate's silu, which the scan applies,
-//! within a few 1e-7). The conv writes SiLU of its output beside it, and the kernels that make a bf16 GEMM's operand
-//! write its bf16 copy, to save a pass over [T, ED] each; u and dout may come with theirs, written by the model's
+//! within a few 1e-7). The conv writes only SiLU of its output (its backward recomputes the output from the input
+//! window it reads anyway and goes through silu' itself), and the kernels that make a bf16 GEMM's operand write its
+//! bf16 copy, to save a pass over [T, ED] each; u and dout may come with theirs, written by the model's
 //! RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only rounded. The scan makes Δ from dt_proj's
 //! output as it reads it (bias, softplus on the multi-function unit) and its backward writes ∂L/∂dt_pre and its bf16
 //! copy, so Δ is never stored; its forward also writes the gated output y · silu(z) (silu on the same unit) for
@@ -118,7 +119,6 @@ void poison_buffer(backends::device_buffer<T>& b, cudaStream_t stream) {
 //! What the forward keeps for the backward; sized by the forward for its batch.
 struct mamba_block_cache {
   backends::device_buffer<float> xz;           // [T, 2ED]: conv input x, then gate z
-  backends::device_buffer<float> xc;           // [T, ED]: conv output, before SiLU
   backends::device_buffer<float> xs;           // [T, ED]: SSM input
   backends::device_buffer<float> dbc;          // [T, R + 2N]: Δ_low, B, C
   backends::device_buffer<float> dt_pre;       // [T, ED]: dt_proj(Δ_low); the scan adds the bias, takes the softplus
@@ -138,7 +138,6 @@ struct mamba_block_cache {
                cudaStream_t stream) {
     auto const te = static_cast<std::size_t>(rows * s.d_inner);
     grow_buffer(xz, 2 * te, stream);
-    grow_buffer(xc, te, stream);
     grow_buffer(xs, te, stream);
     grow_buffer(dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
     grow_buffer(dt_pre, te, stream);
@@ -156,7 +155,7 @@ struct mamba_block_cache {
   }
 
   void poison(cudaStream_t stream) {
-    for (auto* b : {&xz, &xc, &xs, &dbc, &dt_pre, &a, &checkpoints, &y, &yg}) {
+    for (auto* b : {&xz, &xs, &dbc, &dt_pre, &a, &checkpoints, &y, &yg}) {
       poison_buffer(*b, stream);
     }
     for (auto* b : {&u16, &xs16, &dbc16, &yg16}) {
@@ -170,7 +169,7 @@ struct mamba_block_scratch {
   backends::device_buffer<float> dyg;    // [T, ED]
   backends::device_buffer<float> dxz;    // [T, 2ED] (fp32 GEMMs only; bf16 ones keep dxz16)
   backends::device_buffer<float> dy;     // [T, ED]
-  backends::device_buffer<float> dxs;    // [T, ED]: ∂L/∂xs, then ∂L/∂xc in place
+  backends::device_buffer<float> dxs;    // [T, ED]: ∂L/∂xs
   backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂dt_pre (the scan goes through the softplus)
   backends::device_buffer<float> d_dbc;  // [T, R + 2N]
   backends::device_buffer<float> da;     // [N, ED]
@@ -290,21 +289,6 @@ __global__ void __launch_bounds__(rowwise_threads)
     if (dxz16 != nullptr) {
       store_rounded<V>(dxz16 + r * 2 * ed + ed + c, d_z);
     }
-  });
-}
-
-//! Through xs = silu(xc): dxs *= silu'(xc).
-template <int V>
-__global__ void __launch_bounds__(rowwise_threads)
-    silu_backward_kernel(std::int64_t rows, std::int64_t ed, float const* xc, float* dxs) {
-  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto v = load_floats<V>(dxs + r * ed + c);
-    auto const x = load_floats<V>(xc + r * ed + c);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      v.v[j] *= silu_grad(x.v[j]);
-    }
-    store_floats<V>(dxs + r * ed + c, v);
   });
 }
 
@@ -432,8 +416,8 @@ public:
     k.u_rounded = rounding_of(h, u, rows, k.u16);
     gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u.values, d, k.u_rounded}, {value_.in_proj, d, rounded_.in_proj},
          0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
-    conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, k.xc.data(), init.conv, final.conv,
-                   {.y = k.xs.data(), .y16 = xs16});  // [T, ED]: xc, and xs = silu(xc)
+    conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, nullptr, init.conv, final.conv,
+                   {.y = k.xs.data(), .y16 = xs16});  // [T, ED]: xs = silu(conv), which the backward recomputes
     gemm(h, trans::n, trans::t, rows, w, ed, {k.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
          k.dbc.data(), w);  // [T, R + 2N]
     gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
@@ -504,11 +488,9 @@ public:
          grad_.x_proj, ed);  // [R + 2N, ED]
     gemm(h, trans::n, trans::n, rows, ed, w, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 1.0f, ws.dxs.data(),
          ed);  // [T, ED]
-    detail::launch_rowwise(detail::silu_backward_kernel<4>, detail::silu_backward_kernel<1>, "silu_backward_kernel",
-                           stream, rows, ed, k.xc.data(), ws.dxs.data());
     conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), dxz, 2 * ed, init.conv,
-                    d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(),
-                    dxz16);  // x's columns of dxz (or of dxz16)
+                    d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(), dxz16,
+                    conv_activation::silu);  // through xs = silu(conv): x's columns of dxz (or of dxz16)
     // dxz or dxz16: x's columns from the conv, z's from the gate's backward
     backends::gemm_operand const dxz_op{dxz, 2 * ed, dxz16};
     gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, k.u_rounded}, 1.0f, grad_.in_proj,
