@@ -224,6 +224,44 @@ TEST_CASE("cuda gemm: fp32, tf32 and bf16 match gemm_reference on odd shapes") {
               worst[1], worst[2], worst_rounded);
 }
 
+TEST_CASE("cuda bf16 rounding: the host's bits for every kind of float, dense and strided") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  // Ties both ways, denormals, zeros, infinities, values that round up to infinity, NaNs with payloads, and normal
+  // values over the whole exponent range: the device converts with one instruction, the host with bit arithmetic.
+  std::vector<std::uint32_t> bits{0x00000000u, 0x80000000u, 0x00000001u, 0x807FFFFFu, 0x00008000u,
+                                  0x00018000u, 0x3F808000u, 0x3F818000u, 0x3F807FFFu, 0x3F808001u,
+                                  0x7F7FFFFFu, 0xFF7F8000u, 0x7F7F7FFFu, 0x7F800000u, 0xFF800000u,
+                                  0x7FC00000u, 0xFFC00001u, 0x7F800001u, 0x7FA12345u, 0xFF812345u};
+  std::uint64_t state = 12345;
+  while (bits.size() < 4000) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    bits.push_back(static_cast<std::uint32_t>(state >> 32));
+  }
+  std::vector<float> values(bits.size());
+  std::memcpy(values.data(), bits.data(), bits.size() * sizeof(float));
+  ssmlen::backends::cuda_stream stream;
+  auto const src = on_device(values);
+  struct shape {
+    std::int64_t rows, cols, ld;
+  };
+  for (shape const sh : {shape{50, 80, 80}, shape{40, 97, 100}, shape{25, 80, 160}, shape{1, 4000, 4000}}) {
+    CAPTURE(sh.rows);
+    CAPTURE(sh.cols);
+    CAPTURE(sh.ld);
+    auto out = poisoned_bf16(static_cast<std::size_t>(sh.rows * sh.cols) + 1);
+    ssmlen::backends::round_to_bf16(stream.backend(), sh.rows, sh.cols, src.data(), sh.ld, out.data());
+    stream.synchronize();
+    std::vector<float> read;  // the [rows, cols] values the call reads
+    for (std::int64_t r = 0; r < sh.rows; ++r) {
+      auto const row = values.begin() + static_cast<std::ptrdiff_t>(r * sh.ld);
+      read.insert(read.end(), row, row + sh.cols);
+    }
+    CHECK(is_rounding_of(out.to_host(), read));
+  }
+}
+
 TEST_CASE("cuda gemm: bfloat16 operands, k = 0 and alpha = 0, argument checks") {
   if (!gpu_or_skip()) {
     return;

@@ -176,6 +176,11 @@ inline void round_to_bf16(cuda const& be, std::int64_t rows, std::int64_t cols, 
     return;
   }
   check(src != nullptr && dst != nullptr, "round_to_bf16: src and dst must be device pointers, not null");
+  if (ld == cols) {  // dense: one long row, so that the grid spreads over elements, not over rows of a few columns
+    cols *= rows;    // (x_proj's [T, R + 2N] operands put one 80-column row on each block of 256 threads)
+    ld = cols;
+    rows = 1;
+  }
   auto const addr = [](void const* p) { return reinterpret_cast<std::uintptr_t>(p); };
   bool const vec4 = cols % 4 == 0 && ld % 4 == 0 && addr(src) % 16 == 0 && addr(dst) % 8 == 0;
   std::int64_t const groups = vec4 ? cols / 4 : cols;

@@ -18,7 +18,7 @@
 //! backward is one walk backwards over 128 tokens that reads each dy and x row once and gives both dx (from the next
 //! K-1 rows of dy, masking rows past the sequence end, where the final state's gradient enters) and the dweight,
 //! dbias sums. Those are deterministic without atomics: one partial per (block of 128 tokens, k, channel), summed
-//! in token order, which a second kernel adds in block order. Widths past 8 take kernels that read every tap from
+//! in token order, which a second kernel adds in a fixed order. Widths past 8 take kernels that read every tap from
 //! memory, dx and the partials apart.
 //!
 //! Fused forms, each saving the Mamba block a pass over [T, C]: the forward can also write silu(y) and its bf16
@@ -391,12 +391,13 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
 //! K-1 of the sequence end, then g[t], g[t+1], ...); the partials sum g[t] · input[t-(K-1)+k] and g[t] over the
 //! block's tokens, last first. Through the SiLU, y[t] is recomputed from the window in the forward's order.
 //! The thread holds far more state than a plain pass (taps, window, the next rows' g, the sums), so its rows come
-//! through shared memory by asynchronous copies, two batches in flight, instead of through registers: with the
+//! through shared memory by asynchronous copies, two batches of 4 in flight, instead of through registers: with the
 //! loads in registers a batch at a time, few blocks fit an SM and too few bytes are in flight to keep DRAM busy.
+//! For d_conv <= 4 the registers are capped at 128 (8 blocks per SM, as the shared memory allows; a few bytes spill).
 template <int V, int KMAX, class T>
-__global__ void __launch_bounds__(conv_partial_threads) conv_backward_kernel(conv_params<T> p) {
-  constexpr int NB = conv_batch_tokens;  // rows of a batch; each thread's own slots, so no barrier is needed
-  __shared__ __align__(16) float rows[2][NB][2][conv_partial_threads * V];  // [stage, token, dy | older x, thread]
+__global__ void __launch_bounds__(conv_partial_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T> p) {
+  constexpr int NB = conv_batch_tokens / 2, NS = 2;  // rows of a batch, batches in flight (each thread's own slots)
+  __shared__ __align__(16) float rows[NS][NB][2][conv_partial_threads * V];  // [stage, token, dy | older x, thread]
   int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
   std::int64_t const total = blocks * (p.channels / V), width = p.width;
@@ -445,11 +446,13 @@ __global__ void __launch_bounds__(conv_partial_threads) conv_backward_kernel(con
       __pipeline_commit();
     };
     fill(r.t_end - 1);
-    issue(0, r.t_end);
-    issue(1, r.t_end - NB);
+#pragma unroll
+    for (int q = 0; q < NS; ++q) {
+      issue(q, r.t_end - q * NB);
+    }
     int st = 0;
-    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= NB, st ^= 1) {
-      __pipeline_wait_prior(1);  // this batch has landed; the next one may still be in flight
+    for (std::int64_t tb = r.t_end; tb > r.t_begin; tb -= NB, st = st + 1 < NS ? st + 1 : 0) {
+      __pipeline_wait_prior(NS - 1);  // this batch has landed; the later ones may still be in flight
       // Token t from row u of the stage. Edge: t may start an earlier sequence, lie within K-1 of its sequence's
       // end (the final state's gradient, rows of ahead past the end) or within K of its start (the window's next
       // input from the initial state); batches wholly inside a sequence skip those checks.
@@ -524,7 +527,7 @@ __global__ void __launch_bounds__(conv_partial_threads) conv_backward_kernel(con
           }
         }
       }
-      issue(st, tb - 2 * NB);  // this thread has read the stage's rows above
+      issue(st, tb - NS * NB);  // this thread has read the stage's rows above
     }
     __pipeline_wait_prior(0);  // nothing in flight into the slots when the next item starts
     T* out = p.partial + (r.t_begin / conv_block_tokens) * (width + 1) * p.channels + r.c;  // [K+1, C] of the block
@@ -585,22 +588,41 @@ __global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_k
   }
 }
 
-//! dweight[c, k] += Σ_b partial[b, k, c] and dbias[c] += Σ_b partial[b, K, c], blocks in order.
+//! dweight[c, k] += Σ_b partial[b, k, c] and dbias[c] += Σ_b partial[b, K, c]: a block per 32 columns, warp w
+//! summing block rows w, w + 8, ... in order, then lane c of warp 0 the 8 sums in warp order (a fixed order, so the
+//! result is deterministic; one thread per column summing every row left most SMs idle).
+inline constexpr int conv_reduce_warps = 8;
+
 template <class T>
-__global__ void __launch_bounds__(conv_threads) conv_dweight_reduce_kernel(conv_params<T> p, std::int64_t blocks) {
+__global__ void __launch_bounds__(conv_reduce_warps * 32)
+    conv_dweight_reduce_kernel(conv_params<T> p, std::int64_t blocks) {
+  __shared__ T part[conv_reduce_warps][32];
   std::int64_t const cols = (p.width + 1) * p.channels;
-  for (std::int64_t q = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; q < cols;
-       q += std::int64_t{gridDim.x} * conv_threads) {
+  int const lane = static_cast<int>(threadIdx.x) % 32, w = static_cast<int>(threadIdx.x) / 32;
+  for (std::int64_t q0 = blockIdx.x * std::int64_t{32}; q0 < cols; q0 += std::int64_t{gridDim.x} * 32) {
+    std::int64_t const q = q0 + lane;
     T sum = 0;
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      sum += p.partial[b * cols + q];
+    if (q < cols) {
+      for (std::int64_t b = w; b < blocks; b += conv_reduce_warps) {
+        sum += p.partial[b * cols + q];
+      }
     }
-    std::int64_t const k = q / p.channels, c = q % p.channels;
-    if (k < p.width) {
-      p.dweight[c * p.width + k] += sum;
-    } else {
-      p.dbias[c] += sum;
+    part[w][lane] = sum;
+    __syncthreads();
+    if (w == 0 && q < cols) {
+      T total = 0;
+#pragma unroll
+      for (int g = 0; g < conv_reduce_warps; ++g) {
+        total += part[g][lane];
+      }
+      std::int64_t const k = q / p.channels, c = q % p.channels;
+      if (k < p.width) {
+        p.dweight[c * p.width + k] += total;
+      } else {
+        p.dbias[c] += total;
+      }
     }
+    __syncthreads();  // part is read before the next columns' sums replace it
   }
 }
 
@@ -744,7 +766,7 @@ inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
 }
 
 //! dx and the per-block partials of dweight and dbias (`blocks` token blocks) in one walk, or for widths past
-//! conv_max_window in two kernels; then the partials' sum in block order.
+//! conv_max_window in two kernels; then the partials' sum in a fixed order.
 inline void launch_backward(conv_params<float> const& p, std::int64_t blocks, cudaStream_t stream) {
   bool const vec4 = backward_vec4(p);
   std::int64_t const cols = (p.width + 1) * p.channels;
@@ -764,7 +786,7 @@ inline void launch_backward(conv_params<float> const& p, std::int64_t blocks, cu
       backends::cuda_check_launch("conv_backward_kernel");
     }
   });
-  conv_dweight_reduce_kernel<float><<<ops::cuda::grid_blocks(cols, conv_threads), conv_threads, 0, stream>>>(p, blocks);
+  conv_dweight_reduce_kernel<float><<<ops::cuda::grid_blocks(cols, 32), conv_reduce_warps * 32, 0, stream>>>(p, blocks);
   backends::cuda_check_launch("conv_dweight_reduce_kernel");
 }
 
