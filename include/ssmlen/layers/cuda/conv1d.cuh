@@ -7,12 +7,12 @@
 //! last K−1 inputs. The backward gives dx, d_init_state (gradients through both states) and adds dweight, dbias;
 //! step advances one token per sequence of a batch of recurrent states.
 //!
-//! The kernels are memory-bound (a few flops per byte), so each reads every row once. Forward, dx and the dweight
-//! partials give a thread 4 channels (16-byte loads and stores when the channel count, the row strides and the
-//! pointers allow it; 1 channel otherwise) over a run of consecutive tokens, and the threads of a warp take
-//! neighbouring channel groups of the same run, so every row access is coalesced. The thread keeps its taps and a
-//! sliding window of the K-1 neighbouring rows in registers (right-aligned in 4 or 8 slots, so that every register
-//! index is a compile-time constant), loads a batch of its rows before using them (several loads in flight), and
+//! The kernels are memory-bound (a few flops per byte), so each reads every row once. Forward and backward give a
+//! thread 4 channels (16-byte loads and stores when the channel count, the row strides and the pointers allow it;
+//! 1 channel otherwise) over a run of consecutive tokens, and the threads of a warp take neighbouring channel groups
+//! of the same run, so every row access is coalesced. The thread keeps its taps and a sliding window of the K-1
+//! neighbouring rows in registers (aligned in 4 or 8 slots so that every register index is a compile-time
+//! constant), has its rows copied into shared memory asynchronously, many in flight without holding registers, and
 //! finds its sequence once per run (a binary search), stepping to the next one where the run crosses a start.
 //! Forward walks 16 tokens, refilling the window from the initial state (or zeros) at each sequence start. The
 //! backward is one walk backwards over 128 tokens that reads each dy and x row once and gives both dx (from the next
@@ -25,8 +25,8 @@
 //! rounding (the SSM input and its copy for bf16 GEMMs) from the registers that hold y, and then need not write y
 //! itself; the backward can take dy as the gradient of silu(y), recomputing y from the x window it holds anyway
 //! (K multiply-adds per element, no stored y), and can write dx rounded to bf16 (an operand of the in_proj GEMMs).
-//! The results are those of the separate passes, except that silu' is made on the multi-function unit (within a few
-//! 1e-7 of the host's).
+//! The results are those of the separate passes, except that silu and silu' are made on the multi-function unit
+//! (within a few 1e-7 of the host's).
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -61,9 +61,10 @@ struct conv1d_weights {
 namespace detail {
 
 inline constexpr int conv_threads = 256;
-inline constexpr int conv_partial_threads = 64;         // small blocks: the backward has few threads to spread
-inline constexpr std::int64_t conv_run_tokens = 16;     // tokens per forward thread
-inline constexpr int conv_batch_tokens = 8;             // rows a thread loads before it uses them
+inline constexpr int conv_forward_threads = 128;     // 32 KB of staged rows per block (16 tokens × 16 bytes a thread)
+inline constexpr int conv_partial_threads = 64;      // small blocks: the backward has few threads to spread
+inline constexpr std::int64_t conv_run_tokens = 16;  // tokens per forward thread
+inline constexpr int conv_backward_batch = 4;        // rows of a backward batch; two batches in flight
 inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per backward thread and dweight partial: fixed, so
                                                         // the sum order is too
 inline constexpr std::int64_t conv_max_window = 8;      // widest d_conv kept in registers
@@ -163,15 +164,17 @@ __device__ inline float_vec<V> output_at(conv_params<T> const& p, std::int64_t s
   return acc;
 }
 
-//! g *= silu'(y) per channel: ∂L/∂y from ∂L/∂silu(y). The sigmoid is one EX2 and one RCP on the multi-function
-//! unit (within a few 1e-7 of the host's silu_grad, exact at both tails): with the host's exp and IEEE division the
-//! fused backward was bound by its instruction count, not by its bytes.
+//! silu(y) = y · sigmoid(y), the sigmoid on the multi-function unit (ops::cuda::sigmoid_fast): with the host's exp
+//! and IEEE division the forward and the backward were bound by their instruction counts, not by their bytes.
+__device__ inline float silu_fast(float y) { return y * ops::cuda::sigmoid_fast(y); }
+
+//! g *= silu'(y) = s (1 + y (1 - s)), s = sigmoid(y), per channel: ∂L/∂y from ∂L/∂silu(y).
 template <int V>
 __device__ inline void through_silu(float_vec<V>& g, float_vec<V> const& y) {
 #pragma unroll
   for (int j = 0; j < V; ++j) {
-    float const sig = __fdividef(1.0f, 1.0f + ops::cuda::exp2_approx(-y.v[j] * ops::cuda::log2e));
-    g.v[j] *= sig * (1.0f + y.v[j] * (1.0f - sig));
+    float const s = ops::cuda::sigmoid_fast(y.v[j]);
+    g.v[j] *= s * (1.0f + y.v[j] * (1.0f - s));
   }
 }
 
@@ -186,8 +189,8 @@ __device__ inline float_vec<V> grad_at(conv_params<T> const& p, std::int64_t s, 
   return g;
 }
 
-//! Writes y's channels [c, c + V) of token t and, where asked, their SiLU and its bf16 rounding: the same value
-//! the block's separate silu pass computes from the stored y, rounded from the stored fp32 activation.
+//! Writes y's channels [c, c + V) of token t (unless y is null) and, where asked, their SiLU and its bf16 rounding
+//! (the rounding of the fp32 activation written beside it).
 template <int V, class T>
 __device__ inline void store_output(conv_params<T> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& y) {
   std::int64_t const at = t * p.channels + c;
@@ -198,7 +201,7 @@ __device__ inline void store_output(conv_params<T> const& p, std::int64_t t, std
     float_vec<V> a;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      a.v[j] = silu(y.v[j]);
+      a.v[j] = silu_fast(y.v[j]);
     }
     if (p.y_silu != nullptr) {
       store_floats<V>(p.y_silu + at, a);
@@ -275,14 +278,27 @@ __device__ inline void shift_in(float_vec<V> (&win)[N], float_vec<V> const& newe
 }
 
 //! Forward over runs of conv_run_tokens; the window holds the K-1 inputs before the current token, and is refilled
-//! from the initial state (or zeros) where a sequence starts. Sums in the host's order: bias, then k ascending.
+//! from the initial state (or zeros) where a sequence starts. Sums in the host's order: bias, then k ascending. The
+//! run's rows of x arrive in shared memory by asynchronous copies, all at once and while the taps, the bias and the
+//! window load, each thread into its own slots: held in registers a batch at a time, they took a third of the
+//! registers and left too few bytes in flight to keep DRAM busy.
 template <int V, int KMAX, class T>
-__global__ void __launch_bounds__(conv_threads) conv_forward_kernel(conv_params<T> p) {
+__global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv_params<T> p) {
+  constexpr int R = static_cast<int>(conv_run_tokens);
+  __shared__ __align__(16) float rows[R][conv_forward_threads * V];  // [token of the run, thread]: x
+  int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const runs = (p.tokens + conv_run_tokens - 1) / conv_run_tokens, total = runs * (p.channels / V);
   int const lead = KMAX - static_cast<int>(p.width);
-  for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * conv_threads) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{conv_forward_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * conv_forward_threads) {
     conv_run const r = run_of<V>(p, i, conv_run_tokens);
+#pragma unroll
+    for (int u = 0; u < R; ++u) {
+      if (r.t_begin + u < r.t_end) {
+        __pipeline_memcpy_async(&rows[u][slot], p.x + (r.t_begin + u) * p.ldx + r.c, sizeof(float) * V);
+      }
+    }
+    __pipeline_commit();
     float_vec<V> tap[KMAX], win[KMAX - 1];
     load_taps<V, KMAX, false>(p, r.c, tap);
     float_vec<V> bias;
@@ -292,32 +308,25 @@ __global__ void __launch_bounds__(conv_threads) conv_forward_kernel(conv_params<
     }
     std::int64_t s = sequence_of(p.offsets, p.count, r.t_begin), t0 = p.offsets[s], next = p.offsets[s + 1];
     fill_window<V, KMAX>(p, s, t0, r.t_begin - t0 - (KMAX - 1), r.c, win);
-    for (std::int64_t tb = r.t_begin; tb < r.t_end; tb += conv_batch_tokens) {
-      float_vec<V> xs[conv_batch_tokens];  // rows tb + u of x
+    __pipeline_wait_prior(0);
 #pragma unroll
-      for (int u = 0; u < conv_batch_tokens; ++u) {
-        if (tb + u < r.t_end) {
-          xs[u] = load_floats<V>(p.x + (tb + u) * p.ldx + r.c);
+    for (int u = 0; u < R; ++u) {
+      std::int64_t const t = r.t_begin + u;
+      if (t < r.t_end) {
+        if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
+          fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
         }
-      }
+        float_vec<V> const xv = load_floats<V>(&rows[u][slot]);
+        float_vec<V> acc = bias;
 #pragma unroll
-      for (int u = 0; u < conv_batch_tokens; ++u) {
-        std::int64_t const t = tb + u;
-        if (t < r.t_end) {
-          if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
-            fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
+        for (int m = 0; m < KMAX - 1; ++m) {
+          if (m >= lead) {
+            multiply_add(acc, tap[m], win[m]);
           }
-          float_vec<V> acc = bias;
-#pragma unroll
-          for (int m = 0; m < KMAX - 1; ++m) {
-            if (m >= lead) {
-              multiply_add(acc, tap[m], win[m]);
-            }
-          }
-          multiply_add(acc, tap[KMAX - 1], xs[u]);
-          store_output<V>(p, t, r.c, acc);
-          shift_in(win, xs[u]);
         }
+        multiply_add(acc, tap[KMAX - 1], xv);
+        store_output<V>(p, t, r.c, acc);
+        shift_in(win, xv);
       }
     }
   }
@@ -396,7 +405,7 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
 //! For d_conv <= 4 the registers are capped at 128 (8 blocks per SM, as the shared memory allows; a few bytes spill).
 template <int V, int KMAX, class T>
 __global__ void __launch_bounds__(conv_partial_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T> p) {
-  constexpr int NB = conv_batch_tokens / 2, NS = 2;  // rows of a batch, batches in flight (each thread's own slots)
+  constexpr int NB = conv_backward_batch, NS = 2;  // rows of a batch, batches in flight (each thread's own slots)
   __shared__ __align__(16) float rows[NS][NB][2][conv_partial_threads * V];  // [stage, token, dy | older x, thread]
   int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
@@ -667,7 +676,7 @@ __global__ void __launch_bounds__(conv_threads)
       if (km1 > 0) {
         st[(km1 - 1) * channels] = xv;
       }
-      T const out = act == conv_activation::silu ? silu(v) : v;
+      T const out = act == conv_activation::silu ? silu_fast(v) : v;
       if (y != nullptr) {
         y[b * channels + c] = out;
       }
@@ -742,27 +751,21 @@ inline bool backward_vec4(conv_params<float> const& p) {
          aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final) && aligned8(p.dx16) && aligned16(p.partial);
 }
 
-//! Launches a run-structured kernel or, for widths past conv_max_window, its any-width form (a thread per token and
-//! channel group); pick(v, kmax) returns the kernel for V = v channels per thread and KMAX = kmax (0: any width).
-template <class Pick>
-void launch_by_shape(conv_params<float> const& p, bool vec4, char const* name, cudaStream_t stream, Pick&& pick) {
+//! The forward over runs of conv_run_tokens or, for widths past conv_max_window, a thread per token and channel group.
+inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
+  bool const vec4 = forward_vec4(p);
   by_shape(vec4, p.width, [&](auto v, auto kmax) {
     constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
-    std::int64_t const items = KMAX == 0 ? p.tokens * (p.channels / V) : run_items(p, vec4, conv_run_tokens);
-    pick(v, kmax)<<<ops::cuda::grid_blocks(items, conv_threads), conv_threads, 0, stream>>>(p);
-  });
-  backends::cuda_check_launch(name);
-}
-
-inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
-  launch_by_shape(p, forward_vec4(p), "conv_forward_kernel", stream, [](auto v, auto kmax) {
-    constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
     if constexpr (KMAX == 0) {
-      return &conv_forward_any_width_kernel<V, float>;
+      conv_forward_any_width_kernel<V, float>
+          <<<ops::cuda::grid_blocks(p.tokens * (p.channels / V), conv_threads), conv_threads, 0, stream>>>(p);
     } else {
-      return &conv_forward_kernel<V, KMAX, float>;
+      conv_forward_kernel<V, KMAX, float>
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_forward_threads), conv_forward_threads, 0,
+             stream>>>(p);
     }
   });
+  backends::cuda_check_launch("conv_forward_kernel");
 }
 
 //! dx and the per-block partials of dweight and dbias (`blocks` token blocks) in one walk, or for widths past

@@ -89,6 +89,7 @@ using backends::cuda_check_launch;
 
 using ops::cuda::exp2_approx;
 using ops::cuda::log2e;
+using ops::cuda::sigmoid_fast;
 inline constexpr float ln2 = 0.693147180559945309f;  // 1 / log2 e
 inline constexpr std::int64_t max_states = 256;
 inline constexpr int lanes = 32;
@@ -161,9 +162,6 @@ __device__ inline float softplus_fast(float z) {
   q = fmaf(q, t, 1.0f);
   return fmaxf(z, 0.0f) + 2.0f * s * q;
 }
-//! sigmoid(z) = 1 / (1 + e^-z) on MUFU.EX2 and MUFU.RCP: 0 where e^-z overflows.
-__device__ inline float sigmoid_fast(float z) { return __fdividef(1.0f, 1.0f + exp2_approx(-z * log2e)); }
-
 //! The gate's outputs for element `at` of y: y · silu(z), into whichever of gated and gated_rounded is not null.
 //! Only the launch that finishes y calls it.
 __device__ inline void store_gated(forward_params const& p, std::int64_t at, float y, float z) {
