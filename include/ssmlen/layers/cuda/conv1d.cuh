@@ -62,7 +62,7 @@ namespace detail {
 
 inline constexpr int conv_threads = 256;
 inline constexpr int conv_forward_threads = 128;     // 32 KB of staged rows per block (16 tokens × 16 bytes a thread)
-inline constexpr int conv_partial_threads = 64;      // small blocks: the backward has few threads to spread
+inline constexpr int conv_backward_threads = 64;     // small blocks: the backward has few threads to spread
 inline constexpr std::int64_t conv_run_tokens = 16;  // tokens per forward thread
 inline constexpr int conv_backward_batch = 4;        // rows of a backward batch; two batches in flight
 inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per backward thread and dweight partial: fixed, so
@@ -404,15 +404,15 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
 //! loads in registers a batch at a time, few blocks fit an SM and too few bytes are in flight to keep DRAM busy.
 //! For d_conv <= 4 the registers are capped at 128 (8 blocks per SM, as the shared memory allows; a few bytes spill).
 template <int V, int KMAX, class T>
-__global__ void __launch_bounds__(conv_partial_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T> p) {
+__global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T> p) {
   constexpr int NB = conv_backward_batch, NS = 2;  // rows of a batch, batches in flight (each thread's own slots)
-  __shared__ __align__(16) float rows[NS][NB][2][conv_partial_threads * V];  // [stage, token, dy | older x, thread]
+  __shared__ __align__(16) float rows[NS][NB][2][conv_backward_threads * V];  // [stage, token, dy | older x, thread]
   int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
   std::int64_t const total = blocks * (p.channels / V), width = p.width;
   bool const silu = p.dy_of == conv_activation::silu;
-  for (std::int64_t i = blockIdx.x * std::int64_t{conv_partial_threads} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * conv_partial_threads) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{conv_backward_threads} + threadIdx.x; i < total;
+       i += std::int64_t{gridDim.x} * conv_backward_threads) {
     conv_run const r = run_of<V>(p, i, conv_block_tokens);
     float_vec<V> tap[KMAX], back[KMAX], bias;  // tap[k] = w[c, k] (k < K); back[j] = w[c, K-1-j] meets g[t + j]
     load_taps<V, KMAX, true>(p, r.c, back);
@@ -784,8 +784,8 @@ inline void launch_backward(conv_params<float> const& p, std::int64_t blocks, cu
       backends::cuda_check_launch("conv_dweight_partial_any_width_kernel");
     } else {
       conv_backward_kernel<V, KMAX, float>
-          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_partial_threads), conv_partial_threads,
-             0, stream>>>(p);
+          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_backward_threads),
+             conv_backward_threads, 0, stream>>>(p);
       backends::cuda_check_launch("conv_backward_kernel");
     }
   });
