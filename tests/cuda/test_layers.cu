@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <span>
 #include <string>
@@ -950,83 +951,57 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   }
 }
 
-TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequences, with and without states") {
-  if (!gpu_or_skip()) {
-    return;
-  }
-  // Lengths include an empty sequence and sequences shorter than K - 1 (their states reach into the initial one).
+//! The conv1d cases in one mode (`fused`: the silu and bf16 outputs; `through_silu`: also the backward through the
+//! SiLU): at C = 37 (one channel per thread) and 64 (16-byte vectors) every width of `widths`, without and with the
+//! states, on ragged lengths (an empty sequence, sequences shorter than K - 1, whose states reach into the initial
+//! one); strided rows, vectorized and not; the `wide` widths (5-8: the 8-wide register window; 9: taps read from
+//! memory), fused ones also with only the new pointers misaligned; and sequences, empty ones too, starting and ending
+//! on the edges of the forward's 16-token runs and the backward's 128-token blocks, one spanning three blocks.
+void check_conv1d_cases(bool fused, bool through_silu, std::initializer_list<std::int64_t> widths,
+                        std::initializer_list<std::int64_t> wide, std::uint64_t seed) {
   std::vector<std::int64_t> const ragged{1, 7, 0, 130, 2, 300};
-  std::uint64_t seed = 1;
-  for (std::int64_t c : {37, 64}) {  // 37: one channel per thread; 64: 16-byte vectors
-    for (std::int64_t k : {4, 3, 1}) {
+  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0, 128, 300, 1};
+  auto const check = [&](std::vector<std::int64_t> const& lengths, std::int64_t c, std::int64_t k, std::int64_t ldx,
+                         std::int64_t lddx, bool init, bool d_final, bool misaligned = false) {
+    check_conv1d({lengths, c, k, ldx, lddx, init, d_final, fused, misaligned, through_silu}, seed++);
+  };
+  for (std::int64_t c : {37, 64}) {
+    for (std::int64_t k : widths) {
       for (bool states : {false, true}) {
-        check_conv1d({ragged, c, k, c, c, states, states}, seed++);
+        check(ragged, c, k, c, c, states, states);
       }
     }
   }
-  check_conv1d({ragged, 64, 4, 128, 68, true, false}, seed++);  // strided rows, still vectorized
-  check_conv1d({ragged, 64, 4, 66, 65, false, true}, seed++);   // strides not a multiple of 4: scalar path
-  check_conv1d({{1, 7, 130}, 37, 4, 40, 37, true, true}, seed++);
-  for (std::int64_t k : {2, 5, 9}) {  // 5: the 8-wide register window; 9: taps read from memory
-    check_conv1d({ragged, 64, k, 64, 64, true, true}, seed++);
-    check_conv1d({ragged, 37, k, 37, 37, true, false}, seed++);
+  check(ragged, 64, 4, 128, 68, true, false);  // strided rows, still vectorized
+  check(ragged, 64, 4, 66, 65, false, true);   // strides not a multiple of 4: scalar path
+  check({1, 7, 130}, 37, 4, 40, 37, true, true);
+  for (std::int64_t k : wide) {
+    check(ragged, 64, k, 64, 64, true, true);
+    check(ragged, 37, k, 37, 37, true, false);
+    if (fused) {
+      check(ragged, 64, k, 64, 64, true, true, true);
+    }
   }
-  // Sequences (empty ones too) starting and ending on the edges of the 16-token runs and the 128-token blocks.
-  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0};
-  check_conv1d({edges, 64, 4, 64, 64, true, true}, seed++);
-  check_conv1d({edges, 37, 4, 37, 37, false, true}, seed++);
+  check(edges, 64, 4, 64, 64, true, true);
+  check(edges, 37, 4, 37, 37, false, true);
+}
+
+TEST_CASE("cuda conv1d: forward and backward match the host layer on ragged sequences, with and without states") {
+  if (gpu_or_skip()) {
+    check_conv1d_cases(false, false, {4, 3, 1}, {2, 5, 9}, 1);
+  }
 }
 
 TEST_CASE("cuda conv1d: the fused silu and bf16 outputs match the host layer and the roundings") {
-  if (!gpu_or_skip()) {
-    return;
+  if (gpu_or_skip()) {
+    check_conv1d_cases(true, false, {4, 1}, {3, 5, 9}, 200);
   }
-  std::vector<std::int64_t> const ragged{1, 7, 0, 130, 2, 300};
-  std::uint64_t seed = 200;
-  for (std::int64_t c : {37, 64}) {  // 37: one channel per thread; 64: 16-byte vectors (8-byte bf16 stores)
-    for (std::int64_t k : {4, 1}) {
-      for (bool states : {false, true}) {
-        check_conv1d({ragged, c, k, c, c, states, states, true}, seed++);
-      }
-    }
-  }
-  check_conv1d({ragged, 64, 4, 128, 68, true, false, true}, seed++);  // strided rows, still vectorized
-  check_conv1d({ragged, 64, 4, 66, 65, false, true, true}, seed++);   // strides not a multiple of 4: scalar path
-  // 5: the 8-wide register window; 9: taps read from memory. Last: only the new pointers misaligned.
-  for (std::int64_t k : {3, 5, 9}) {
-    check_conv1d({ragged, 64, k, 64, 64, true, true, true}, seed++);
-    check_conv1d({ragged, 37, k, 37, 37, true, false, true}, seed++);
-    check_conv1d({ragged, 64, k, 64, 64, true, true, true, true}, seed++);
-  }
-  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0};
-  check_conv1d({edges, 64, 4, 64, 64, true, true, true}, seed++);
-  check_conv1d({edges, 37, 4, 37, 37, false, true, true}, seed++);
 }
 
 TEST_CASE("cuda conv1d: the backward through the SiLU (y recomputed, none stored) matches the host layer's") {
-  if (!gpu_or_skip()) {
-    return;
+  if (gpu_or_skip()) {
+    check_conv1d_cases(true, true, {4, 3, 2, 1}, {5, 8, 9}, 300);
   }
-  std::vector<std::int64_t> const ragged{1, 7, 0, 130, 2, 300};
-  std::uint64_t seed = 300;
-  for (std::int64_t c : {37, 64}) {  // 37: one channel per thread; 64: 16-byte vectors
-    for (std::int64_t k : {4, 3, 2, 1}) {
-      for (bool states : {false, true}) {
-        check_conv1d({ragged, c, k, c, c, states, states, true, false, true}, seed++);
-      }
-    }
-  }
-  check_conv1d({ragged, 64, 4, 128, 68, true, false, true, false, true}, seed++);  // strided rows, vectorized
-  check_conv1d({ragged, 64, 4, 66, 65, false, true, true, false, true}, seed++);   // scalar path
-  for (std::int64_t k : {5, 8, 9}) {  // 5, 8: the 8-wide register window; 9: taps read from memory
-    check_conv1d({ragged, 64, k, 64, 64, true, true, true, false, true}, seed++);
-    check_conv1d({ragged, 37, k, 37, 37, true, false, true, false, true}, seed++);
-  }
-  check_conv1d({ragged, 64, 4, 64, 64, true, true, true, true, true}, seed++);  // misaligned bf16 outputs
-  // Sequences (empty ones too) starting and ending on the edges of the 128-token blocks, and one spanning three.
-  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0, 128, 300, 1};
-  check_conv1d({edges, 64, 4, 64, 64, true, true, true, false, true}, seed++);
-  check_conv1d({edges, 37, 4, 37, 37, false, true, true, false, true}, seed++);
 }
 
 TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
