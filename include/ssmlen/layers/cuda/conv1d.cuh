@@ -34,7 +34,6 @@
 #include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
-#include <ssmlen/core/math.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 
 #include <cuda_pipeline_primitives.h>
