@@ -9,19 +9,19 @@
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
 //! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
 //! activations are the host's up to GEMM summation order (the softplus and the gate's silu, which the scan applies,
-//! within a few 1e-7). The conv writes only SiLU of its output (its backward recomputes the output from the input
-//! window it reads anyway and goes through silu' itself), and the kernels that make a bf16 GEMM's operand write its
-//! bf16 copy, to save a pass over [T, ED] each; u and dout may come with theirs, written by the model's
-//! RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only rounded. The scan makes Δ from dt_proj's
-//! output as it reads it (bias, softplus on the multi-function unit) and its backward writes ∂L/∂dt_pre and its bf16
-//! copy, so Δ is never stored; its forward also writes the gated output y · silu(z) (silu on the same unit) for
-//! out_proj, so the gate's forward is no pass of its own. The gate's backward stays a pass of its own (folded into the
-//! scan's backward, whose time issue sets, its exponentials and divisions cost more than the pass saves: docs/perf.md).
-//! The activations kept for the backward are the host's (the scan keeps only chunk-start states and recomputes the
-//! rest); the backward's buffers live in a scratch that every block of a model shares, since blocks run one after
-//! another on one stream. `step` advances B sequences by one token each (the host block's step_row on every row):
-//! in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step that applies dt_proj itself
-//! (scan/cuda/selective_scan_step.cuh), and out_proj.
+//! and the conv's silu, all on the multi-function unit, within a few 1e-7). The conv writes only SiLU of its output
+//! (its backward recomputes the output from the input window it reads anyway and goes through silu' itself), and the
+//! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each; u and dout may come
+//! with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only
+//! rounded. The scan makes Δ from dt_proj's output as it reads it (bias, softplus on the multi-function unit) and its
+//! backward writes ∂L/∂dt_pre and its bf16 copy, so Δ is never stored; its forward also writes the gated output y ·
+//! silu(z) (silu on the same unit) for out_proj, so the gate's forward is no pass of its own. The gate's backward stays
+//! a pass of its own (folded into the scan's backward, whose time issue sets, its exponentials and divisions cost more
+//! than the pass saves: docs/perf.md). The activations kept for the backward are the host's (the scan keeps only
+//! chunk-start states and recomputes the rest); the backward's buffers live in a scratch that every block of a model
+//! shares, since blocks run one after another on one stream. `step` advances B sequences by one token each (the host
+//! block's step_row on every row): in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step
+//! that applies dt_proj itself (scan/cuda/selective_scan_step.cuh), and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>

@@ -2,7 +2,8 @@
 //! @file kernel_support.cuh
 //! What the layer, loss and optimizer kernels share: a stream-ordered workspace (the caller's, or one allocated for
 //! the call), grid sizes for grid-stride loops, vector loads and stores of float rows, warp and block sums whose
-//! results are the same bits on every run, and the one-instruction exponential the scans use.
+//! results are the same bits on every run, and the multi-function-unit exponential and sigmoid that the scans and
+//! the conv kernels use.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
