@@ -152,16 +152,23 @@ struct rmsnorm_backward_params {
   bool accumulate;
 };
 
-//! dx (+)= s (dy·w − x̂ · mean(dy·w·x̂)), one warp per row, V columns per access.
-template <int V>
-__global__ void __launch_bounds__(rmsnorm_threads) rmsnorm_backward_dx_kernel(rmsnorm_backward_params<float> p) {
-  constexpr int groups = rmsnorm_groups<V>;
-  int const lane = static_cast<int>(threadIdx.x) % warp_lanes;
-  std::int64_t const warps = std::int64_t{gridDim.x} * (rmsnorm_threads / warp_lanes);
+__host__ __device__ inline std::int64_t rmsnorm_row_blocks(std::int64_t rows) {
+  return (rows + rmsnorm_block_rows - 1) / rmsnorm_block_rows;
+}
+
+//! dx (+)= s (dy·w − x̂ · mean(dy·w·x̂)), one warp per row, V columns per access. With Partials (a row fits one
+//! window) the kernel also writes dweight's partials, from the registers that hold dy and x: block b of the grid
+//! stride takes the rows [64 b, 64 b + 64), warp w of them rows 64 b + w, + 8, ..., adding dy · x̂ to its own row
+//! of shared memory in that order; the eight rows are then added in warp order into partial[b, :]. (A separate
+//! kernel re-reading x and dy took a quarter of the RMSNorm time; sums held in registers spilled.)
+template <int V, bool Partials>
+__global__ void __launch_bounds__(rmsnorm_threads, 2) rmsnorm_backward_dx_kernel(rmsnorm_backward_params<float> p) {
+  constexpr int groups = rmsnorm_groups<V>, block_warps = rmsnorm_threads / warp_lanes;
+  int const lane = static_cast<int>(threadIdx.x) % warp_lanes, warp = static_cast<int>(threadIdx.x) / warp_lanes;
   bool const row_held = p.dim <= rmsnorm_window;  // else the output pass re-reads each window
   auto const each = [&](std::int64_t w0, auto const& f) { for_each_window_group<V>(w0, p.dim, lane, f); };
-  for (std::int64_t r = (blockIdx.x * std::int64_t{rmsnorm_threads} + threadIdx.x) / warp_lanes; r < p.rows;
-       r += warps) {
+  __shared__ float sums[Partials ? block_warps : 1][Partials ? rmsnorm_window : 1];  // [warp, column]: Σ dy · x̂
+  auto const backward_row = [&](std::int64_t r) {
     std::int64_t const at = r * p.dim;  // the row's first element
     float const s = p.rstd[r];
     float_vec<V> x[groups] = {}, g[groups] = {};  // this lane's groups of the window: x, dy, then dx
@@ -179,6 +186,14 @@ __global__ void __launch_bounds__(rmsnorm_threads) rmsnorm_backward_dx_kernel(rm
 #pragma unroll
         for (int j = 0; j < V; ++j) {
           dot += g[k].v[j] * w.v[j] * x[k].v[j] * s;
+        }
+        if constexpr (Partials) {  // w0 = 0: the one window
+          auto sum = load_floats<V>(&sums[warp][c]);
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            sum.v[j] += g[k].v[j] * (x[k].v[j] * s);
+          }
+          store_floats<V>(&sums[warp][c], sum);
         }
       });
     }
@@ -209,6 +224,31 @@ __global__ void __launch_bounds__(rmsnorm_threads) rmsnorm_backward_dx_kernel(rm
           store_rounded<V>(p.dx16 + at + c, g[k]);
         }
       });
+    }
+  };
+  if constexpr (Partials) {
+    std::int64_t const blocks = rmsnorm_row_blocks(p.rows);
+    for (std::int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+      each(0, [&](int, std::int64_t c) { store_floats<V>(&sums[warp][c], float_vec<V>{}); });  // its own lanes' columns
+      for (std::int64_t r = b * rmsnorm_block_rows + warp; r < min((b + 1) * rmsnorm_block_rows, p.rows);
+           r += block_warps) {
+        backward_row(r);
+      }
+      __syncthreads();
+      for (std::int64_t c = threadIdx.x; c < p.dim; c += rmsnorm_threads) {
+        float total = 0;
+#pragma unroll
+        for (int w = 0; w < block_warps; ++w) {
+          total += sums[w][c];  // a warp without rows left its zeros
+        }
+        p.partial[b * p.dim + c] = total;
+      }
+      __syncthreads();  // the sums are read before the next block's stores
+    }
+  } else {
+    std::int64_t const warps = std::int64_t{gridDim.x} * block_warps;
+    for (std::int64_t r = blockIdx.x * std::int64_t{block_warps} + warp; r < p.rows; r += warps) {
+      backward_row(r);
     }
   }
 }
@@ -259,10 +299,6 @@ __global__ void __launch_bounds__(rmsnorm_threads)
 inline void check_rmsnorm_shape(std::int64_t rows, std::int64_t dim) {
   check_arg(rows >= 0, "rmsnorm rows", rows, "must be non-negative");
   check_arg(dim >= 1, "rmsnorm dim", dim, "must be positive");
-}
-
-inline std::int64_t rmsnorm_row_blocks(std::int64_t rows) {
-  return (rows + rmsnorm_block_rows - 1) / rmsnorm_block_rows;
 }
 
 }  // namespace detail
@@ -329,17 +365,28 @@ inline void rmsnorm_backward(backends::cuda const& be, std::int64_t rows, std::i
   detail::rmsnorm_backward_params<float> const p{rows,    dim,       x, rstd, weight, dy, dx, dx16, ws.at<float>(0),
                                                  dweight, accumulate};
   constexpr int rows_per_block = detail::rmsnorm_threads / detail::warp_lanes;
-  unsigned const row_grid = ops::cuda::grid_blocks(rows, rows_per_block);
-  if (dim % 4 == 0 && detail::aligned16(x) && detail::aligned16(weight) && detail::aligned16(dy) &&
-      detail::aligned16(dx) && detail::aligned8(dx16)) {
-    detail::rmsnorm_backward_dx_kernel<4><<<row_grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+  bool const vectors = dim % 4 == 0 && detail::aligned16(x) && detail::aligned16(weight) && detail::aligned16(dy) &&
+                       detail::aligned16(dx) && detail::aligned8(dx16);
+  if (dim <= detail::rmsnorm_window) {  // the rows fit the registers: the dx kernel writes the partials too
+    unsigned const grid = ops::cuda::grid_blocks(blocks, 1);
+    if (vectors) {
+      detail::rmsnorm_backward_dx_kernel<4, true><<<grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+    } else {
+      detail::rmsnorm_backward_dx_kernel<1, true><<<grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+    }
+    backends::cuda_check_launch("rmsnorm_backward_dx_kernel");
   } else {
-    detail::rmsnorm_backward_dx_kernel<1><<<row_grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+    unsigned const row_grid = ops::cuda::grid_blocks(rows, rows_per_block);
+    if (vectors) {
+      detail::rmsnorm_backward_dx_kernel<4, false><<<row_grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+    } else {
+      detail::rmsnorm_backward_dx_kernel<1, false><<<row_grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+    }
+    backends::cuda_check_launch("rmsnorm_backward_dx_kernel");
+    dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(dim, detail::rmsnorm_threads, 64));
+    detail::rmsnorm_dweight_partial_kernel<float><<<grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
+    backends::cuda_check_launch("rmsnorm_dweight_partial_kernel");
   }
-  backends::cuda_check_launch("rmsnorm_backward_dx_kernel");
-  dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(dim, detail::rmsnorm_threads, 64));
-  detail::rmsnorm_dweight_partial_kernel<float><<<grid, detail::rmsnorm_threads, 0, be.stream>>>(p);
-  backends::cuda_check_launch("rmsnorm_dweight_partial_kernel");
   detail::rmsnorm_dweight_reduce_kernel<float>
       <<<static_cast<unsigned>((dim + detail::warp_lanes - 1) / detail::warp_lanes), detail::rmsnorm_threads, 0,
          be.stream>>>(p, blocks);
