@@ -54,7 +54,7 @@ constexpr float test_delta_min = 0.01f;
 struct inputs {
   ssmlen::sequences seqs;
   std::int64_t ed = 0, ns = 0, ld = 0, tokens = 0;
-  std::vector<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final, da0, dd0;
+  std::vector<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final, da0, dd0, dbias0;
   std::vector<float> z;  // [T, ld_z]: the gate's input
   std::int64_t ld_z = 0;
   bool softplus = false;
@@ -105,6 +105,7 @@ struct inputs {
     }
     da0 = normal(static_cast<std::size_t>(ns * ed), 1.0);  // dA, dD accumulate: start from non-zero values
     dd0 = normal(static_cast<std::size_t>(ed), 1.0);
+    dbias0 = normal(static_cast<std::size_t>(ed), 1.0);  // dt's bias gradient accumulates too
   }
 };
 
@@ -112,7 +113,7 @@ std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.en
 
 //! The host oracle in double: outputs of forward (interval-64 checkpoints) and backward.
 struct oracle {
-  std::vector<double> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
+  std::vector<double> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init, dbias;
   std::vector<double> gated;  // y · silu(z)
 
   explicit oracle(inputs const& in) {
@@ -158,11 +159,13 @@ struct oracle {
     da = widen(in.da0);
     dd = widen(in.dd0);
     d_init.resize(state);
-    ssmlen::scan::selective_scan_grads<double> grads{dy.data(), in.d_final.empty() ? nullptr : d_final.data(),
-                                                     dx.data(), ddt.data(),
-                                                     db.data(), dc.data(),
-                                                     in.ns,     da.data(),
-                                                     dd.data(), d_init.data()};
+    dbias = widen(in.dbias0);
+    ssmlen::scan::selective_scan_grads<double> grads{dy.data(),   in.d_final.empty() ? nullptr : d_final.data(),
+                                                     dx.data(),   ddt.data(),
+                                                     db.data(),   dc.data(),
+                                                     in.ns,       da.data(),
+                                                     dd.data(),   d_init.data(),
+                                                     dbias.data()};
     ssmlen::scan::selective_scan_backward(interval, be, args, ck.data(), grads);
   }
 };
@@ -171,7 +174,7 @@ struct oracle {
 struct device_run {
   device_buffer<std::int64_t> offsets;
   device_buffer<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final;
-  device_buffer<float> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init;
+  device_buffer<float> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init, dbias;
   device_buffer<ssmlen::bfloat16> ddt_rounded;
   device_buffer<float> z, gated;
   device_buffer<ssmlen::bfloat16> gated_rounded;
@@ -190,8 +193,8 @@ struct device_run {
                                     in.ns * in.ed)),
         final_state(static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed)), dx(in.x.size()), ddt(in.x.size()),
         db(static_cast<std::size_t>(in.tokens * (in.ns + 2))), dc(db.size()), da(std::span(in.da0)),
-        dd(std::span(in.dd0)), d_init(final_state.size()), ddt_rounded(in.x.size()), z(std::span(in.z)),
-        gated(in.x.size()), gated_rounded(in.x.size()), ld_dbc(in.ns + 2) {
+        dd(std::span(in.dd0)), d_init(final_state.size()), dbias(std::span(in.dbias0)), ddt_rounded(in.x.size()),
+        z(std::span(in.z)), gated(in.x.size()), gated_rounded(in.x.size()), ld_dbc(in.ns + 2) {
     std::vector<std::int64_t> off(static_cast<std::size_t>(in.seqs.count()) + 1);
     for (std::int64_t s = 0; s <= in.seqs.count(); ++s) {
       off[static_cast<std::size_t>(s)] = s < in.seqs.count() ? in.seqs.begin(s) : in.seqs.tokens();
@@ -221,11 +224,12 @@ struct device_run {
       args.dt_bias = dt_bias.data();
       args.delta_min = test_delta_min;
     }
-    grads = {dy.data(), in.d_final.empty() ? nullptr : d_final.data(),
-             dx.data(), ddt.data(),
-             db.data(), dc.data(),
-             ld_dbc,    da.data(),
-             dd.data(), d_init.data()};
+    grads = {dy.data(),   in.d_final.empty() ? nullptr : d_final.data(),
+             dx.data(),   ddt.data(),
+             db.data(),   dc.data(),
+             ld_dbc,      da.data(),
+             dd.data(),   d_init.data(),
+             dbias.data()};
   }
 };
 
@@ -280,6 +284,7 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   CHECK(rel_error(run.da.to_host(), ref.da) < tol);
   CHECK(rel_error(run.dd.to_host(), ref.dd) < tol);
   CHECK(rel_error(run.d_init.to_host(), ref.d_init) < tol);
+  CHECK(rel_error(run.dbias.to_host(), ref.dbias) < tol);
 }
 
 template <class Policy>
@@ -376,6 +381,7 @@ void check_deterministic(Policy policy) {
   CHECK(same_bits(r1.da, r2.da));
   CHECK(same_bits(r1.dd, r2.dd));
   CHECK(same_bits(r1.d_init, r2.d_init));
+  CHECK(same_bits(r1.dbias, r2.dbias));
 }
 
 TEST_CASE("cuda selective scan: the backward is bit-identical across runs") {

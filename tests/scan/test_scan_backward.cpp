@@ -195,7 +195,8 @@ TEST_CASE("selective_scan_backward: float results are bit-identical on 1 and 2 t
 }
 #endif
 
-TEST_CASE("selective scan: Δ by the fused softplus, forward as the plain scan on Δ, ddt by finite differences") {
+TEST_CASE("selective scan: Δ by the fused softplus, forward as the plain scan on Δ, ddt and the bias's gradient by "
+          "finite differences") {
   problem<double> p({5, 70, 1, 66}, 6, 3, 11);
   rng g(12);
   std::vector<double> pre(p.dt.size()), bias(static_cast<std::size_t>(p.ed));
@@ -243,12 +244,15 @@ TEST_CASE("selective scan: Δ by the fused softplus, forward as the plain scan o
   };
   forward(fused, scan::recurrent{});
   std::vector<double> dx(p.x.size()), ddt(p.x.size()), dbc(p.bc.size()), da(static_cast<std::size_t>(p.n * p.ed)),
-      dd(static_cast<std::size_t>(p.ed)), dinit(p.init.size());
-  scan::selective_scan_grads<double> const grads{p.dy.data(),      p.dfin.data(), dx.data(), ddt.data(), dbc.data(),
-                                                 dbc.data() + p.n, 2 * p.n,       da.data(), dd.data(),  dinit.data()};
+      dd(static_cast<std::size_t>(p.ed)), dinit(p.init.size()), dbias(bias.size());
+  scan::selective_scan_grads<double> const grads{p.dy.data(), p.dfin.data(),    dx.data(),   ddt.data(),
+                                                 dbc.data(),  dbc.data() + p.n, 2 * p.n,     da.data(),
+                                                 dd.data(),   dinit.data(),     dbias.data()};
   scan::selective_scan_backward(interval, be, fused, ck.data(), grads);
-  testing::check_gradients(
-      loss, {{"dt (before the softplus)", pre.data(), ddt.data(), static_cast<std::int64_t>(pre.size())}}, 1e-6, 60);
+  testing::check_gradients(loss,
+                           {{"dt (before the softplus)", pre.data(), ddt.data(), static_cast<std::int64_t>(pre.size())},
+                            {"dt's bias", bias.data(), dbias.data(), p.ed}},
+                           1e-6, 60);
   auto unfused_min = plain;
   unfused_min.delta_min = delta_min;  // delta_min applies only with dt_softplus
   CHECK_THROWS_AS(forward(unfused_min, scan::recurrent{}), error);

@@ -63,6 +63,7 @@ struct selective_scan_grads {
   T* da = nullptr;            // [N, ED], accumulated
   T* dd = nullptr;            // [ED], accumulated
   T* d_init_state = nullptr;  // [S, N, ED] or null, written
+  T* d_dt_bias = nullptr;     // [ED] or null, accumulated: Σ over tokens of ddt, the gradient of a bias added to dt
 };
 
 //! Where each sequence's checkpoints start in the checkpoint buffer ([total, N, ED]).
@@ -448,6 +449,17 @@ void backward_tile(selective_scan_args<T> const& a, selective_scan_grads<T> cons
 template <class T>
 void selective_scan_backward(std::int64_t interval, backends::host const& be, selective_scan_args<T> const& a,
                              T const* checkpoints, selective_scan_grads<T> const& g, T const* ddt_scale = nullptr) {
+  if (g.d_dt_bias != nullptr) {  // d_dt_bias[d] += Σ_t ddt[t, d], in token order, after the rest
+    auto without = g;
+    without.d_dt_bias = nullptr;
+    selective_scan_backward(interval, be, a, checkpoints, without, ddt_scale);
+    for (std::int64_t t = 0; t < a.seqs->tokens(); ++t) {
+      for (std::int64_t d = 0; d < a.channels; ++d) {
+        g.d_dt_bias[d] += g.ddt[t * a.channels + d];
+      }
+    }
+    return;
+  }
   if (a.dt_softplus) {
     detail::plain_delta<T> plain(a, true);
     if (ddt_scale != nullptr) {

@@ -173,7 +173,6 @@ struct mamba_block_scratch {
   backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂dt_pre (the scan goes through the softplus)
   backends::device_buffer<float> d_dbc;  // [T, R + 2N]
   backends::device_buffer<float> da;     // [N, ED]
-  backends::device_buffer<float> ones;   // [T]: 1s, so that dt_proj's bias gradient is one GEMM
   backends::device_buffer<char> workspace;
   // bf16 GEMMs only: gradients that two GEMMs each read, rounded once
   backends::device_buffer<bfloat16> dout16;   // [T, D]
@@ -184,7 +183,7 @@ struct mamba_block_scratch {
   //! rounded: also the bf16 copies (a block with bf16 GEMMs).
   void reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded, cudaStream_t stream);
 
-  void poison(cudaStream_t stream) {  // not `ones`: a constant, not an output
+  void poison(cudaStream_t stream) {
     for (auto* b : {&dyg, &dxz, &dy, &dxs, &ddt, &d_dbc, &da}) {
       poison_buffer(*b, stream);
     }
@@ -321,14 +320,6 @@ __global__ void __launch_bounds__(block_threads)
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(block_threads) fill_kernel(std::int64_t n, T value, T* x) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{block_threads} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * block_threads) {
-    x[i] = value;
-  }
-}
-
 }  // namespace detail
 
 inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded,
@@ -341,11 +332,6 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
   grow_buffer(ddt, te, stream);
   grow_buffer(d_dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
   grow_buffer(da, static_cast<std::size_t>(s.d_state * ed), stream);
-  if (ones.size() < static_cast<std::size_t>(rows)) {
-    grow_buffer(ones, static_cast<std::size_t>(rows), stream);
-    detail::fill_kernel<float><<<detail::blocks_for(rows), detail::block_threads, 0, stream>>>(rows, 1.0f, ones.data());
-    backends::cuda_check_launch("fill_kernel");
-  }
   std::size_t const bytes = std::max({scan::cuda::forward_workspace_bytes(seqs, ed, s.d_state),
                                       scan::cuda::backward_workspace_bytes(seqs, ed, s.d_state),
                                       conv1d_backward_workspace_bytes(rows, ed, s.d_conv)});
@@ -465,21 +451,27 @@ public:
                            ws.dy.data(), dxz, dxz16);  // z's columns
     backends::cuda_check(cudaMemsetAsync(ws.da.data(), 0, static_cast<std::size_t>(ns * ed) * sizeof(float), stream),
                          "cudaMemsetAsync (dA)");  // the scan accumulates dA
-    scan::selective_scan_grads<float> const g{
-        ws.dy.data(), d_final.ssm, ws.dxs.data(), ws.ddt.data(), ws.d_dbc.data() + r, ws.d_dbc.data() + r + ns, w,
-        ws.da.data(), grad_.d,     d_init.ssm};
+    scan::selective_scan_grads<float> const g{.dy = ws.dy.data(),
+                                              .d_final_state = d_final.ssm,
+                                              .dx = ws.dxs.data(),
+                                              .ddt = ws.ddt.data(),
+                                              .db = ws.d_dbc.data() + r,
+                                              .dc = ws.d_dbc.data() + r + ns,
+                                              .ld_dbc = w,
+                                              .da = ws.da.data(),
+                                              .dd = grad_.d,
+                                              .d_init_state = d_init.ssm,
+                                              .d_dt_bias = grad_.dt_bias};  // Σ_t ∂L/∂dt_pre
     scan::cuda::selective_scan_backward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.checkpoints.data(), g,
                                         ws.workspace.data(), bf16() ? ws.ddt16.data() : nullptr);  // ∂L/∂dt_pre
     detail::a_log_backward_kernel<float><<<detail::blocks_for(ed * ns), detail::block_threads, 0, stream>>>(
         ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
     backends::cuda_check_launch("a_log_backward_kernel");
 
-    // dt_proj: weight, bias (Σ over rows as a product with ones, exact fp32 products), and Δ_low's columns of d_dbc
+    // dt_proj: weight (its bias's gradient came from the scan) and Δ_low's columns of d_dbc
     backends::gemm_operand const ddt_op{ws.ddt.data(), ed, bf16() ? ws.ddt16.data() : nullptr};
     gemm(h, trans::t, trans::n, ed, r, rows, ddt_op, {k.dbc.data(), w, bf16() ? k.dbc16.data() : nullptr}, 1.0f,
          grad_.dt_proj, r);  // [ED, R]
-    backends::gemm(h, trans::t, trans::n, ed, 1, rows, 1.0f, ws.ddt.data(), ed, ws.ones.data(), 1, 1.0f, grad_.dt_bias,
-                   1);  // [ED]
     gemm(h, trans::n, trans::n, rows, r, ed, ddt_op, {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, ws.d_dbc.data(),
          w);  // [T, R] of [T, R + 2N]
     // x_proj: weight, and dxs += d_dbc W (the scan wrote dxs)

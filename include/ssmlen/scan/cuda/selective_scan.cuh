@@ -126,6 +126,7 @@ struct backward_params {
   float* partial_bc;               // [groups, 2, N, T]: dB (0) and dC (1) summed over 32 channels
   float* partial_da;               // [S, N, ED]
   float* partial_dd;               // [S, ED]
+  float* partial_dbias;            // [S, ED]: Σ of ddt over each sequence's tokens, or null (no d_dt_bias asked)
 };
 
 //! Writes ddt[i] = v (and its rounding when asked for); later launches of a policy overwrite the rounding.
@@ -803,20 +804,41 @@ __global__ void reduce_bc_kernel(T const* partial, std::int64_t groups, std::int
   }
 }
 
+//! dA, dD and (when dbias is not null) dt's bias gradient += their per-sequence partials, summed in sequence order.
 template <class T>
-__global__ void reduce_params_kernel(T const* partial_da, T const* partial_dd, std::int64_t seqs, std::int64_t size,
-                                     std::int64_t ed, T* da, T* dd) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < size + ed;
+__global__ void reduce_params_kernel(T const* partial_da, T const* partial_dd, T const* partial_dbias,
+                                     std::int64_t seqs, std::int64_t size, std::int64_t ed, T* da, T* dd, T* dbias) {
+  std::int64_t const total = size + (dbias != nullptr ? 2 * ed : ed);
+  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * blockDim.x) {
-    bool const is_a = i < size;
-    T const* part = is_a ? partial_da + i : partial_dd + (i - size);
+    bool const is_a = i < size, is_d = !is_a && i < size + ed;
+    T const* part = is_a ? partial_da + i : is_d ? partial_dd + (i - size) : partial_dbias + (i - size - ed);
     std::int64_t const stride = is_a ? size : ed;
     T sum = 0;
     for (std::int64_t s = 0; s < seqs; ++s) {
       sum += part[s * stride];
     }
-    float* out = is_a ? da + i : dd + (i - size);
+    T* out = is_a ? da + i : is_d ? dd + (i - size) : dbias + (i - size - ed);
     *out += sum;
+  }
+}
+
+inline constexpr int ddt_sum_threads = 256;
+
+//! partial[s, d] = Σ of ddt[t, d] over sequence s's tokens, in order: dt's bias gradient for the policies whose
+//! backward does not sum it as it writes ddt. Block (sequence s, channels [256 c, 256 c + 256)), c < `tiles`.
+template <class T>
+__global__ void __launch_bounds__(ddt_sum_threads)
+    ddt_sequence_sums_kernel(std::int64_t const* offsets, std::int64_t ed, std::int64_t tiles, T const* ddt,
+                             T* partial) {
+  std::int64_t const s = blockIdx.x / tiles, t0 = offsets[s], t1 = offsets[s + 1];
+  std::int64_t const d = blockIdx.x % tiles * ddt_sum_threads + threadIdx.x;
+  if (d < ed) {
+    T sum = 0;
+    for (std::int64_t t = t0; t < t1; ++t) {
+      sum += ddt[t * ed + d];
+    }
+    partial[s * ed + d] = sum;
   }
 }
 
@@ -825,7 +847,8 @@ __global__ void reduce_params_kernel(T const* partial_da, T const* partial_dd, s
 
 //! Workspace pieces (byte offsets), for the forward (ck_offsets) and the backward (all).
 struct workspace_layout {
-  std::size_t ck_offsets = 0, partial_bc = 0, partial_da = 0, partial_dd = 0, forward_bytes = 0, backward_bytes = 0;
+  std::size_t ck_offsets = 0, partial_bc = 0, partial_da = 0, partial_dd = 0, partial_dbias = 0, forward_bytes = 0,
+              backward_bytes = 0;
 
   workspace_layout(device_sequences const& seqs, std::int64_t channels, std::int64_t states) {
     auto const count = static_cast<std::size_t>(seqs.count), ed = static_cast<std::size_t>(channels);
@@ -835,7 +858,8 @@ struct workspace_layout {
     partial_da =
         partial_bc + ops::cuda::align_bytes(groups * 2 * ns * static_cast<std::size_t>(seqs.tokens) * sizeof(float));
     partial_dd = partial_da + ops::cuda::align_bytes(count * ns * ed * sizeof(float));
-    backward_bytes = partial_dd + ops::cuda::align_bytes(count * ed * sizeof(float));
+    partial_dbias = partial_dd + ops::cuda::align_bytes(count * ed * sizeof(float));
+    backward_bytes = partial_dbias + ops::cuda::align_bytes(count * ed * sizeof(float));
   }
 };
 
@@ -932,20 +956,30 @@ inline backward_params make_backward_params(device_sequences const& seqs, select
           ddt_rounded,
           ws.at<float>(layout.partial_bc),
           ws.at<float>(layout.partial_da),
-          ws.at<float>(layout.partial_dd)};
+          ws.at<float>(layout.partial_dd),
+          g.d_dt_bias != nullptr ? ws.at<float>(layout.partial_dbias) : nullptr};
 }
 
+//! The fixed-order reductions that finish a backward: dB, dC over channel groups, and dA, dD (and dt's bias gradient
+//! when asked for) over sequences. `dbias_summed`: the backward kernel wrote partial_dbias itself; else it is summed
+//! here from ddt.
 inline void launch_reductions(backward_params const& p, selective_scan_grads<float> const& g, std::int64_t bc_groups,
-                              std::int64_t seqs, cudaStream_t stream) {
+                              std::int64_t seqs, cudaStream_t stream, bool dbias_summed = false) {
   std::int64_t const bc_total = 2 * p.f.ns * p.tokens;
   if (bc_total > 0) {
     reduce_bc_kernel<float><<<ops::cuda::grid_blocks(bc_total, 256, 4096), 256, 0, stream>>>(
         p.partial_bc, bc_groups, p.f.ns, p.tokens, g.db, g.dc, g.ld_dbc);
     cuda_check_launch("reduce_bc_kernel");
   }
-  std::int64_t const size = p.f.ns * p.f.ed;
-  reduce_params_kernel<float><<<ops::cuda::grid_blocks(size + p.f.ed, 256, 4096), 256, 0, stream>>>(
-      p.partial_da, p.partial_dd, seqs, size, p.f.ed, g.da, g.dd);
+  if (g.d_dt_bias != nullptr && !dbias_summed && seqs > 0) {
+    std::int64_t const tiles = (p.f.ed + ddt_sum_threads - 1) / ddt_sum_threads;  // at most the scan's groups
+    ddt_sequence_sums_kernel<float><<<static_cast<unsigned>(seqs * tiles), ddt_sum_threads, 0, stream>>>(
+        p.f.offsets, p.f.ed, tiles, g.ddt, p.partial_dbias);
+    cuda_check_launch("ddt_sequence_sums_kernel");
+  }
+  std::int64_t const size = p.f.ns * p.f.ed, total = size + (g.d_dt_bias != nullptr ? 2 : 1) * p.f.ed;
+  reduce_params_kernel<float><<<ops::cuda::grid_blocks(total, 256, 4096), 256, 0, stream>>>(
+      p.partial_da, p.partial_dd, p.partial_dbias, seqs, size, p.f.ed, g.da, g.dd, g.d_dt_bias);
   cuda_check_launch("reduce_params_kernel");
 }
 

@@ -332,6 +332,10 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     da[j] = 0.0f;
   }
   float dd = 0.0f;
+  // Σ of the final ddt over the tokens this thread finishes (the launch that finishes ddt, when asked for); the
+  // warps' sums are added in warp order at the end.
+  bool const sum_dbias = p.partial_dbias != nullptr && n0 + S >= f.ns;
+  float dbias = 0.0f;
   // x, dt, dy of SB tokens (this thread's lane; tokens w, w + WG, ...) carried in registers like bc_rows' B, C;
   // Δ (and its slope) are made from dt as they are stored.
   constexpr int XR = SB / WG;
@@ -504,6 +508,9 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
           }
           p.dx[at] = sx;
           store_ddt(p, at, st + st_before);
+          if (sum_dbias) {
+            dbias += st + st_before;
+          }
         }
       }
       if (ahead) {
@@ -526,6 +533,18 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     }
     if (n0 == 0 && w == 0) {
       p.partial_dd[s * f.ed + ch] = dd;
+    }
+  }
+  if (sum_dbias) {  // buffer `buf` was last read before the last batch's barrier
+    sm.dx[buf][w][0][lane] = dbias;
+    __syncthreads();
+    if (w == 0 && live) {
+      float total = 0.0f;
+#pragma unroll
+      for (int g = 0; g < WG; ++g) {
+        total += sm.dx[buf][g][0][lane];
+      }
+      p.partial_dbias[s * f.ed + ch] = total;
     }
   }
 }
@@ -615,7 +634,7 @@ void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_s
       launch.template operator()<1>();
     }
   }
-  detail::launch_reductions(p, g, p.f.groups, seqs.count, be.stream);
+  detail::launch_reductions(p, g, p.f.groups, seqs.count, be.stream, true);
 }
 
 }  // namespace ssmlen::scan::cuda
