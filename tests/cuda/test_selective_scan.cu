@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file test_selective_scan.cu
-//! Parity of the CUDA selective scan (recurrent, block_parallel) with the host oracle run in double precision:
-//! forward (y, checkpoints, final states) and backward (dx, ddt, dB, dC, dA, dD, d_init_state) on random inputs,
-//! odd shapes, ragged packed sequences, with and without initial states, with Δ given or made by the fused softplus
-//! (then ddt is ∂L/∂dt through it), the gated output y · silu(z) and the bf16 copies of it and of ddt; every output
-//! is poisoned with NaN first.
+//! Parity of the CUDA selective scan (recurrent, block_parallel, state_split) with the host oracle run in double
+//! precision: forward (y, checkpoints, final states) and backward (dx, ddt, dB, dC, dA, dD, d_init_state, dt's bias
+//! gradient) on random inputs, odd shapes, ragged packed sequences, with and without initial states, with Δ given or
+//! made by the fused softplus (then ddt is ∂L/∂dt through it), the gated output y · silu(z) and its backward (dy
+//! taken back through the gate, dz written), and the bf16 copies of the gated output, ddt and dz; every output is
+//! poisoned with NaN first.
 //! Also: bit-identical gradients across runs, channel counts past 65,535, and argument checks.
 //! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
 //! Without a GPU every case prints a skip message and passes.
@@ -44,7 +45,8 @@ struct shape {
   std::vector<std::int64_t> lengths;
   std::int64_t ed = 0, ns = 0;
   bool init = false, d_final = false;
-  bool softplus = false;  // dt holds pre-activations: Δ = delta_min + softplus(dt + bias)
+  bool softplus = false;   // dt holds pre-activations: Δ = delta_min + softplus(dt + bias)
+  bool gate_back = false;  // dy is the gated output's gradient: the backward takes it back through the gate
 };
 
 constexpr float test_delta_min = 0.01f;
@@ -57,11 +59,11 @@ struct inputs {
   std::vector<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final, da0, dd0, dbias0;
   std::vector<float> z;  // [T, ld_z]: the gate's input
   std::int64_t ld_z = 0;
-  bool softplus = false;
+  bool softplus = false, gate_back = false;
 
   inputs(shape const& sh, std::uint64_t seed)
       : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + 3), tokens(seqs.tokens()),
-        ld_z(sh.ed + 3), softplus(sh.softplus) {
+        ld_z(sh.ed + 3), softplus(sh.softplus), gate_back(sh.gate_back) {
     ssmlen::rng g(seed);
     auto normal = [&](std::size_t n, double scale) {
       std::vector<float> v(n);
@@ -115,6 +117,7 @@ std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.en
 struct oracle {
   std::vector<double> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init, dbias;
   std::vector<double> gated;  // y · silu(z)
+  std::vector<double> dz;     // with gate_back: ∂L/∂z = dy · y · silu'(z), [T, ED]
 
   explicit oracle(inputs const& in) {
     auto const te = static_cast<std::size_t>(in.tokens * in.ed);
@@ -152,6 +155,17 @@ struct oracle {
         gated[static_cast<std::size_t>(t * in.ed + e)] = y[static_cast<std::size_t>(t * in.ed + e)] * ssmlen::silu(zv);
       }
     }
+    if (in.gate_back) {  // dy is ∂L/∂gated: the scan's own output gets dy · silu(z)
+      dz.resize(te);
+      for (std::int64_t t = 0; t < in.tokens; ++t) {
+        for (std::int64_t e = 0; e < in.ed; ++e) {
+          auto const i = static_cast<std::size_t>(t * in.ed + e);
+          double const zv = in.z[static_cast<std::size_t>(t * in.ld_z + e)];
+          dz[i] = dy[i] * y[i] * ssmlen::silu_grad(zv);
+          dy[i] *= ssmlen::silu(zv);
+        }
+      }
+    }
     dx.resize(te);
     ddt.resize(te);
     db.resize(static_cast<std::size_t>(in.tokens * in.ns));
@@ -176,7 +190,9 @@ struct device_run {
   device_buffer<float> x, dt, dt_bias, a, b, c, d, init, dy, d_final;
   device_buffer<float> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init, dbias;
   device_buffer<ssmlen::bfloat16> ddt_rounded;
-  device_buffer<float> z, gated;
+  device_buffer<float> z, gated, dz;  // dz: [T, ld_z], the padding columns left poisoned
+  device_buffer<ssmlen::bfloat16> dz_rounded;
+  sc::gate_gradient gate_back;
   device_buffer<ssmlen::bfloat16> gated_rounded;
   sc::gate_output gate;
   sc::device_sequences seqs;
@@ -194,7 +210,8 @@ struct device_run {
         final_state(static_cast<std::size_t>(in.seqs.count() * in.ns * in.ed)), dx(in.x.size()), ddt(in.x.size()),
         db(static_cast<std::size_t>(in.tokens * (in.ns + 2))), dc(db.size()), da(std::span(in.da0)),
         dd(std::span(in.dd0)), d_init(final_state.size()), dbias(std::span(in.dbias0)), ddt_rounded(in.x.size()),
-        z(std::span(in.z)), gated(in.x.size()), gated_rounded(in.x.size()), ld_dbc(in.ns + 2) {
+        z(std::span(in.z)), gated(in.x.size()), dz(in.z.size()), dz_rounded(in.z.size()), gated_rounded(in.x.size()),
+        ld_dbc(in.ns + 2) {
     std::vector<std::int64_t> off(static_cast<std::size_t>(in.seqs.count()) + 1);
     for (std::int64_t s = 0; s <= in.seqs.count(); ++s) {
       off[static_cast<std::size_t>(s)] = s < in.seqs.count() ? in.seqs.begin(s) : in.seqs.tokens();
@@ -206,7 +223,12 @@ struct device_run {
     ddt_rounded.fill_bytes(0xFF);
     gated.fill_bytes(0xFF);
     gated_rounded.fill_bytes(0xFF);
+    dz.fill_bytes(0xFF);
+    dz_rounded.fill_bytes(0xFF);
     gate = {z.data(), in.ld_z, gated.data(), gated_rounded.data()};
+    if (in.gate_back) {
+      gate_back = {z.data(), in.ld_z, y.data(), dz.data(), dz_rounded.data(), in.ld_z};
+    }
     seqs = {offsets.data(), in.seqs.count(), in.tokens};
     args = {nullptr,
             in.ed,
@@ -258,7 +280,7 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   sc::selective_scan_forward(policy, stream.backend(), run.seqs, run.args, run.y.data(), run.ck.data(),
                              run.final_state.data(), nullptr, run.gate);
   sc::selective_scan_backward(policy, stream.backend(), run.seqs, run.args, run.ck.data(), run.grads, nullptr,
-                              run.ddt_rounded.data());
+                              run.ddt_rounded.data(), run.gate_back);
   stream.synchronize();
   std::string const policy_name = Policy::name();
   CAPTURE(policy_name);
@@ -267,6 +289,7 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   CAPTURE(sh.init);
   CAPTURE(sh.d_final);
   CAPTURE(sh.softplus);
+  CAPTURE(sh.gate_back);
   CHECK(rel_error(run.y.to_host(), ref.y) < tol);
   CHECK(rel_error(run.final_state.to_host(), ref.final_state) < tol);
   auto const gated = run.gated.to_host();
@@ -285,6 +308,18 @@ void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol
   CHECK(rel_error(run.dd.to_host(), ref.dd) < tol);
   CHECK(rel_error(run.d_init.to_host(), ref.d_init) < tol);
   CHECK(rel_error(run.dbias.to_host(), ref.dbias) < tol);
+  if (sh.gate_back) {
+    auto const dz = valid_columns(run.dz.to_host(), in.tokens, in.ed, in.ld_z);
+    CHECK(rel_error(dz, ref.dz) < tol);
+    auto const dz16 = run.dz_rounded.to_host();
+    std::vector<ssmlen::bfloat16> dz16_valid;
+    for (std::int64_t t = 0; t < in.tokens; ++t) {
+      for (std::int64_t e = 0; e < in.ed; ++e) {
+        dz16_valid.push_back(dz16[static_cast<std::size_t>(t * in.ld_z + e)]);
+      }
+    }
+    CHECK(mismatched_roundings(dz16_valid, dz) == 0);  // dz's bf16 copy: its rounding
+  }
 }
 
 template <class Policy>
@@ -297,10 +332,12 @@ void check_shapes(Policy policy) {
       check_parity(policy, {lengths, 37, ns, init, init}, seed++, 1e-5);
     }
   }
-  check_parity(policy, {{70, 3, 129}, 37, 100, true, true}, seed++, 1e-5);       // N past one register tile
-  check_parity(policy, {{70, 3}, 37, 256, true, true}, seed++, 1e-5);            // the largest N
-  check_parity(policy, {lengths, 37, 16, true, true, true}, seed++, 1e-5);       // Δ by the fused softplus
-  check_parity(policy, {{70, 3, 129}, 37, 40, true, true, true}, seed++, 1e-5);  // ... over several launches
+  check_parity(policy, {{70, 3, 129}, 37, 100, true, true}, seed++, 1e-5);             // N past one register tile
+  check_parity(policy, {{70, 3}, 37, 256, true, true}, seed++, 1e-5);                  // the largest N
+  check_parity(policy, {lengths, 37, 16, true, true, true}, seed++, 1e-5);             // Δ by the fused softplus
+  check_parity(policy, {{70, 3, 129}, 37, 40, true, true, true}, seed++, 1e-5);        // ... over several launches
+  check_parity(policy, {lengths, 37, 16, true, true, true, true}, seed++, 1e-5);       // dy back through the gate
+  check_parity(policy, {{70, 3, 129}, 37, 40, true, true, true, true}, seed++, 1e-5);  // ... over several launches
 }
 
 }  // namespace
@@ -308,7 +345,7 @@ void check_shapes(Policy policy) {
 TEST_CASE("cuda selective scan: small ragged batch, every policy") {  // quick; the sanitizer runs use it
   if (gpu_or_skip()) {
     for (bool softplus : {false, true}) {
-      shape const sh{{65, 1, 0, 20}, 37, 5, true, true, softplus};
+      shape const sh{{65, 1, 0, 20}, 37, 5, true, true, softplus, softplus};  // with the gate's backward too
       check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
       check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
       check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
@@ -359,13 +396,18 @@ TEST_CASE("cuda selective scan: channels beyond 65,535") {
 
 template <class Policy>
 void check_deterministic(Policy policy) {
-  inputs const in({{700, 513, 64, 9}, 300, 16, true, true, true}, 5);  // as the model runs it: Δ by the softplus
+  inputs const in({{700, 513, 64, 9}, 300, 16, true, true, true, true}, 5);  // as the model runs it: Δ by the
+                                                                             // softplus, dy through the gate
   device_run r1(policy, in), r2(policy, in);
   ssmlen::backends::cuda_stream stream;
   sc::selective_scan_forward(policy, stream.backend(), r1.seqs, r1.args, r1.y.data(), r1.ck.data(),
                              r1.final_state.data());
   for (auto* r : {&r1, &r2}) {
-    sc::selective_scan_backward(policy, stream.backend(), r->seqs, r->args, r1.ck.data(), r->grads);
+    auto gate = r1.gate_back;  // the forward's y is r1's
+    gate.dz = r->dz.data();
+    gate.dz_rounded = r->dz_rounded.data();
+    sc::selective_scan_backward(policy, stream.backend(), r->seqs, r->args, r1.ck.data(), r->grads, nullptr, nullptr,
+                                gate);
   }
   stream.synchronize();
   auto same_bits = [](device_buffer<float> const& p, device_buffer<float> const& q) {
@@ -382,6 +424,7 @@ void check_deterministic(Policy policy) {
   CHECK(same_bits(r1.dd, r2.dd));
   CHECK(same_bits(r1.d_init, r2.d_init));
   CHECK(same_bits(r1.dbias, r2.dbias));
+  CHECK(same_bits(r1.dz, r2.dz));
 }
 
 TEST_CASE("cuda selective scan: the backward is bit-identical across runs") {
@@ -427,4 +470,13 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
                   ssmlen::error);
   ssmlen::scan::selective_scan_grads<float> g{};
   CHECK_THROWS_AS(sc::selective_scan_backward(ssmlen::scan::recurrent{}, be, seqs, args, nullptr, g), ssmlen::error);
+  float ck = 0, out = 0;  // host addresses: the checks come before any launch
+  ssmlen::scan::selective_scan_grads<float> const full{&v, nullptr, &out, &out, &out, &out, 16, &out, &out};  // valid
+  auto gated_backward = [&](sc::gate_gradient const& gate) {
+    sc::selective_scan_backward(sc::state_split<>{}, be, seqs, args, &ck, full, nullptr, nullptr, gate);
+  };
+  CHECK_THROWS_AS(gated_backward({&v, 4, &y, nullptr, nullptr, 4}), ssmlen::error);    // a gate with nothing to write
+  CHECK_THROWS_AS(gated_backward({&v, 4, nullptr, &out, nullptr, 4}), ssmlen::error);  // no y to take back
+  CHECK_THROWS_AS(gated_backward({&v, 3, &y, &out, nullptr, 4}), ssmlen::error);       // z rows too short
+  CHECK_THROWS_AS(gated_backward({&v, 4, &y, &out, nullptr, 3}), ssmlen::error);       // dz rows too short
 }

@@ -7,17 +7,17 @@
 //! over a packed batch of variable-length sequences, each starting from a given state (conv window, SSM state) or
 //! zeros and reporting its final state; the backward gives ∂L/∂u, adds every parameter gradient, and carries
 //! gradients through both states. Composed from the cuBLAS GEMM (ops::gemm's argument order), the conv1d and scan
-//! kernels, and the elementwise kernels below, which use the host's scalar functions (core/math.hpp), so the
-//! activations are the host's up to GEMM summation order (the softplus and the gate's silu, which the scan applies,
-//! and the conv's silu, all on the multi-function unit, within a few 1e-7). The conv writes only SiLU of its output
+//! kernels, and two small kernels below (A from A_log, and back), so the activations are the host's up to GEMM
+//! summation order (the softplus and the gate's silu, which the scan applies, and the conv's silu, all on the
+//! multi-function unit, within a few 1e-7). The conv writes only SiLU of its output
 //! (its backward recomputes the output from the input window it reads anyway and goes through silu' itself), and the
 //! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each; u and dout may come
 //! with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only
 //! rounded. The scan makes Δ from dt_proj's output as it reads it (bias, softplus on the multi-function unit) and its
 //! backward writes ∂L/∂dt_pre and its bf16 copy, so Δ is never stored; its forward also writes the gated output y ·
-//! silu(z) (silu on the same unit) for out_proj, so the gate's forward is no pass of its own. The gate's backward stays
-//! a pass of its own (folded into the scan's backward, whose time issue sets, its exponentials and divisions cost more
-//! than the pass saves: docs/perf.md). The activations kept for the backward are the host's (the scan keeps only
+//! silu(z) (silu on the same unit) for out_proj, so the gate's forward is no pass of its own; its backward takes the
+//! gated output's gradient back through the gate as it loads it and writes ∂L/∂z (and sums dt_bias's gradient), so
+//! neither is a pass of its own either. The activations kept for the backward are the host's (the scan keeps only
 //! chunk-start states and recomputes the rest); the backward's buffers live in a scratch that every block of a model
 //! shares, since blocks run one after another on one stream. `step` advances B sequences by one token each (the host
 //! block's step_row on every row): in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step
@@ -31,7 +31,6 @@
 #include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
-#include <ssmlen/core/math.hpp>
 #include <ssmlen/core/sequences.hpp>
 #include <ssmlen/layers/cuda/conv1d.cuh>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
@@ -166,9 +165,8 @@ struct mamba_block_cache {
 
 //! The backward's buffers and the kernels' workspace; one scratch serves every block of a model.
 struct mamba_block_scratch {
-  backends::device_buffer<float> dyg;    // [T, ED]
+  backends::device_buffer<float> dyg;    // [T, ED]: ∂L/∂(y · silu(z)), which the scan takes back through the gate
   backends::device_buffer<float> dxz;    // [T, 2ED] (fp32 GEMMs only; bf16 ones keep dxz16)
-  backends::device_buffer<float> dy;     // [T, ED]
   backends::device_buffer<float> dxs;    // [T, ED]: ∂L/∂xs
   backends::device_buffer<float> ddt;    // [T, ED]: ∂L/∂dt_pre (the scan goes through the softplus)
   backends::device_buffer<float> d_dbc;  // [T, R + 2N]
@@ -184,7 +182,7 @@ struct mamba_block_scratch {
   void reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded, cudaStream_t stream);
 
   void poison(cudaStream_t stream) {
-    for (auto* b : {&dyg, &dxz, &dy, &dxs, &ddt, &d_dbc, &da}) {
+    for (auto* b : {&dyg, &dxz, &dxs, &ddt, &d_dbc, &da}) {
       poison_buffer(*b, stream);
     }
     for (auto* b : {&dout16, &ddt16, &d_dbc16, &dxz16}) {
@@ -232,29 +230,6 @@ inline constexpr int block_threads = 256;
 
 inline unsigned blocks_for(std::int64_t items) { return ops::cuda::grid_blocks(items, block_threads); }
 
-// Elementwise kernels over [rows, ED] activations (xz has rows of 2ED): rows over blockIdx.y, groups of V
-// columns over the threads of x, grid-stride both ways, so no thread divides; V = 4 moves 16-byte vectors (ED a
-// multiple of 4: every row then starts 16-byte aligned). Templates, so that the header may be included by several
-// translation units.
-
-inline constexpr int rowwise_threads = 128;
-
-using ops::cuda::float_vec;  // V consecutive floats of one row
-using ops::cuda::load_floats;
-using ops::cuda::store_floats;
-using ops::cuda::store_rounded;
-
-//! f(row, first column) for every group of V columns of a [rows, cols] activation.
-template <int V, class F>
-__device__ inline void for_each_group(std::int64_t rows, std::int64_t cols, F const& f) {
-  for (std::int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    for (std::int64_t c = (blockIdx.x * std::int64_t{rowwise_threads} + threadIdx.x) * V; c < cols;
-         c += std::int64_t{gridDim.x} * rowwise_threads * V) {
-      f(r, c);
-    }
-  }
-}
-
 //! a[n, c] = -exp(a_log[c, n]): A transposed to [N, ED] for the scan.
 template <class T>
 __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, std::int64_t ns, T const* a_log, T* a) {
@@ -263,50 +238,6 @@ __global__ void __launch_bounds__(block_threads) make_a_kernel(std::int64_t ed, 
     std::int64_t const n = i / ed, c = i % ed;
     a[i] = -exp(a_log[c * ns + n]);
   }
-}
-
-//! Through the gate: dy = dyg · silu(z), and dz = dyg · y · silu'(z) into dxz[:, ED:] and/or (its bf16 rounding)
-//! dxz16[:, ED:], whichever is not null.
-template <int V>
-__global__ void __launch_bounds__(rowwise_threads)
-    gate_backward_kernel(std::int64_t rows, std::int64_t ed, float const* dyg, float const* y, float const* xz,
-                         float* dy, float* dxz, bfloat16* dxz16) {
-  for_each_group<V>(rows, ed, [&](std::int64_t r, std::int64_t c) {
-    auto const g = load_floats<V>(dyg + r * ed + c);
-    auto const yv = load_floats<V>(y + r * ed + c);
-    auto const z = load_floats<V>(xz + r * 2 * ed + ed + c);
-    float_vec<V> d_y, d_z;
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      d_y.v[j] = g.v[j] * silu(z.v[j]);
-      d_z.v[j] = g.v[j] * yv.v[j] * silu_grad(z.v[j]);
-    }
-    store_floats<V>(dy + r * ed + c, d_y);
-    if (dxz != nullptr) {
-      store_floats<V>(dxz + r * 2 * ed + ed + c, d_z);
-    }
-    if (dxz16 != nullptr) {
-      store_rounded<V>(dxz16 + r * 2 * ed + ed + c, d_z);
-    }
-  });
-}
-
-//! Launches kernel<4> when ED is a multiple of 4 (vector rows), else kernel<1>, over [rows, ED].
-template <class Kernel4, class Kernel1, class... Args>
-void launch_rowwise(Kernel4 k4, Kernel1 k1, char const* name, cudaStream_t stream, std::int64_t rows, std::int64_t ed,
-                    Args... args) {
-  if (rows == 0) {
-    return;
-  }
-  int const v = ed % 4 == 0 ? 4 : 1;
-  dim3 const grid(ops::cuda::grid_blocks(ed / v, rowwise_threads, 64),
-                  static_cast<unsigned>(rows < 65535 ? rows : 65535));
-  if (v == 4) {
-    k4<<<grid, rowwise_threads, 0, stream>>>(rows, ed, args...);
-  } else {
-    k1<<<grid, rowwise_threads, 0, stream>>>(rows, ed, args...);
-  }
-  backends::cuda_check_launch(name);
 }
 
 //! Through A = -exp(A_log), ∂A/∂A_log = A: d_a_log[c, n] += da[n, c] · a[n, c].
@@ -327,7 +258,6 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
   auto const rows = seqs.tokens, ed = s.d_inner;
   auto const te = static_cast<std::size_t>(rows * ed);
   grow_buffer(dyg, te, stream);
-  grow_buffer(dy, te, stream);
   grow_buffer(dxs, te, stream);
   grow_buffer(ddt, te, stream);
   grow_buffer(d_dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
@@ -446,12 +376,9 @@ public:
          ed);  // [D, ED]
     gemm(h, trans::n, trans::n, rows, ed, d, dout_op, {value_.out_proj, ed, rounded_.out_proj}, 0.0f, ws.dyg.data(),
          ed);  // [T, ED]
-    detail::launch_rowwise(detail::gate_backward_kernel<4>, detail::gate_backward_kernel<1>, "gate_backward_kernel",
-                           stream, rows, ed, static_cast<float const*>(ws.dyg.data()), k.y.data(), k.xz.data(),
-                           ws.dy.data(), dxz, dxz16);  // z's columns
     backends::cuda_check(cudaMemsetAsync(ws.da.data(), 0, static_cast<std::size_t>(ns * ed) * sizeof(float), stream),
-                         "cudaMemsetAsync (dA)");  // the scan accumulates dA
-    scan::selective_scan_grads<float> const g{.dy = ws.dy.data(),
+                         "cudaMemsetAsync (dA)");                   // the scan accumulates dA
+    scan::selective_scan_grads<float> const g{.dy = ws.dyg.data(),  // the gated output's: the scan takes it back
                                               .d_final_state = d_final.ssm,
                                               .dx = ws.dxs.data(),
                                               .ddt = ws.ddt.data(),
@@ -462,8 +389,15 @@ public:
                                               .dd = grad_.d,
                                               .d_init_state = d_init.ssm,
                                               .d_dt_bias = grad_.dt_bias};  // Σ_t ∂L/∂dt_pre
+    scan::cuda::gate_gradient const gate{.z = k.xz.data() + ed,             // [T, ED] of [T, 2ED]
+                                         .ld_z = 2 * ed,
+                                         .y = k.y.data(),
+                                         .dz = dxz != nullptr ? dxz + ed : nullptr,  // z's columns of ∂L/∂xz
+                                         .dz_rounded = dxz16 != nullptr ? dxz16 + ed : nullptr,
+                                         .ld_dz = 2 * ed};
     scan::cuda::selective_scan_backward(Scan{}, h.backend(), seqs, scan_args(k, init.ssm), k.checkpoints.data(), g,
-                                        ws.workspace.data(), bf16() ? ws.ddt16.data() : nullptr);  // ∂L/∂dt_pre
+                                        ws.workspace.data(), bf16() ? ws.ddt16.data() : nullptr,
+                                        gate);  // ∂L/∂dt_pre, and ∂L/∂z through the gate
     detail::a_log_backward_kernel<float><<<detail::blocks_for(ed * ns), detail::block_threads, 0, stream>>>(
         ed, ns, ws.da.data(), k.a.data(), grad_.a_log);
     backends::cuda_check_launch("a_log_backward_kernel");

@@ -82,6 +82,19 @@ struct gate_output {
   bfloat16* gated_rounded = nullptr;
 };
 
+//! The Mamba block's gate, taken back by a backward as it reads dy: with a z, the grads' dy holds ∂L/∂(y · silu(z))
+//! (the gated output's gradient); the backward goes on with dy · silu(z) and writes dz = dy · y · silu'(z) into
+//! whichever of dz and dz_rounded (its bf16 rounding) is not null ([T, ED] with row stride ld_dz). z: [T, ED] with row
+//! stride ld_z; y: the forward's own output [T, ED]. silu on the multi-function unit, as in the forward's gate.
+struct gate_gradient {
+  float const* z = nullptr;
+  std::int64_t ld_z = 0;
+  float const* y = nullptr;
+  float* dz = nullptr;
+  bfloat16* dz_rounded = nullptr;
+  std::int64_t ld_dz = 0;
+};
+
 namespace detail {
 
 using backends::cuda_check;
@@ -127,6 +140,7 @@ struct backward_params {
   float* partial_da;               // [S, N, ED]
   float* partial_dd;               // [S, ED]
   float* partial_dbias;            // [S, ED]: Σ of ddt over each sequence's tokens, or null (no d_dt_bias asked)
+  gate_gradient gate;              // no z: dy is the scan's own output's gradient
 };
 
 //! Writes ddt[i] = v (and its rounding when asked for); later launches of a policy overwrite the rounding.
@@ -173,6 +187,35 @@ __device__ inline void store_gated(forward_params const& p, std::int64_t at, flo
   if (p.gated_rounded != nullptr) {
     p.gated_rounded[at] = bfloat16(yg);
   }
+}
+//! The gradient of y at token t, channel c from the loaded dy value, with z and y of the element (loaded by the
+//! caller; ignored without a gate): dy itself, or through the gate dy · silu(z), writing dz when `write_dz`.
+__device__ inline float dy_through_gate(backward_params const& p, std::int64_t t, std::int64_t c, float dy, float z,
+                                        float y, bool write_dz) {
+  if (p.gate.z == nullptr) {
+    return dy;
+  }
+  float const s = sigmoid_fast(z);
+  if (write_dz) {
+    float const dz = dy * y * (s * (1.0f + z * (1.0f - s)));  // silu'(z) = σ(z) (1 + z (1 − σ(z)))
+    std::int64_t const at = t * p.gate.ld_dz + c;
+    if (p.gate.dz != nullptr) {
+      p.gate.dz[at] = dz;
+    }
+    if (p.gate.dz_rounded != nullptr) {
+      p.gate.dz_rounded[at] = bfloat16(dz);
+    }
+  }
+  return dy * (z * s);
+}
+//! dy_through_gate with its own loads of z and y (for the policies whose loads are not staged ahead).
+__device__ inline float load_dy_through_gate(backward_params const& p, std::int64_t t, std::int64_t c, float dy,
+                                             bool write_dz) {
+  if (p.gate.z == nullptr) {
+    return dy;
+  }
+  return dy_through_gate(p, t, c, dy, __ldg(p.gate.z + t * p.gate.ld_z + c),
+                         write_dz ? __ldg(p.gate.y + t * p.f.ed + c) : 0.0f, write_dz);
 }
 //! Δ of a loaded dt value.
 __device__ inline float delta_of(forward_params const& p, float dt, float bias) {
@@ -456,7 +499,7 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads, 2) backward_block
     for (int i = 0; i < I; ++i) {
       x[i] = i < valid ? __ldg(f.x + row + i * f.ed) : 0.0f;
       dt[i] = i < valid ? delta_of(f, __ldg(f.dt + row + i * f.ed), dt_bias) : 0.0f;
-      dy[i] = i < valid ? __ldg(p.dy + row + i * f.ed) : 0.0f;
+      dy[i] = i < valid ? load_dy_through_gate(p, tc + tok0 + i, ch, __ldg(p.dy + row + i * f.ed), true) : 0.0f;
       dtx[i] = dt[i] * x[i];
       dx[i] = dskip * dy[i];
       ddt[i] = 0.0f;
@@ -734,7 +777,7 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
       float const x = load_or_zero(f.x, t * f.ed + ch, live);
       float const dt_in = load_or_zero(f.dt, t * f.ed + ch, live);
       float const dt = live ? delta_of(f, dt_in, dt_bias) : 0.0f;
-      float const dy = load_or_zero(p.dy, t * f.ed + ch, live);
+      float const dy = live ? load_dy_through_gate(p, t, ch, __ldg(p.dy + t * f.ed + ch), n0 == 0) : 0.0f;
       float dx = n0 == 0 ? dskip * dy : (live ? p.dx[t * f.ed + ch] : 0.0f);
       float const ddt_before = n0 == 0 ? 0.0f : (live ? p.ddt[t * f.ed + ch] : 0.0f);  // earlier state tiles' part
       float ddt = 0.0f;  // ∂L/∂Δ from this tile's states
@@ -887,12 +930,19 @@ inline void check_forward_args(device_sequences const& seqs, selective_scan_args
 }
 
 inline void check_backward_args(device_sequences const& seqs, selective_scan_args<float> const& a,
-                                float const* checkpoints, selective_scan_grads<float> const& g) {
+                                float const* checkpoints, selective_scan_grads<float> const& g,
+                                gate_gradient const& gate) {
   check_inputs(seqs, a);
   check_arg(g.ld_dbc >= a.states, "ld_dbc", g.ld_dbc, "must be at least the number of states");
   check(checkpoints != nullptr && g.dy != nullptr && g.dx != nullptr && g.ddt != nullptr && g.db != nullptr &&
             g.dc != nullptr && g.da != nullptr && g.dd != nullptr,
         "selective scan backward (cuda): checkpoints, dy, dx, ddt, db, dc, da and dd must not be null");
+  if (gate.z != nullptr) {
+    check_arg(gate.ld_z >= a.channels, "gate ld_z", gate.ld_z, "must be at least the number of channels");
+    check_arg(gate.ld_dz >= a.channels, "gate ld_dz", gate.ld_dz, "must be at least the number of channels");
+    check(gate.y != nullptr && (gate.dz != nullptr || gate.dz_rounded != nullptr),
+          "selective scan backward (cuda): a gate needs the forward's y and dz or dz_rounded to write");
+  }
 }
 
 inline std::int64_t block_count(std::int64_t seqs, std::int64_t groups) {
@@ -940,9 +990,10 @@ inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t
 //! into them on `stream`.
 inline backward_params make_backward_params(device_sequences const& seqs, selective_scan_args<float> const& a,
                                             float const* checkpoints, selective_scan_grads<float> const& g,
-                                            bfloat16* ddt_rounded, workspace_layout const& layout,
-                                            ops::cuda::scratch& ws, std::int64_t interval,
-                                            std::int64_t channels_per_block, cudaStream_t stream) {
+                                            bfloat16* ddt_rounded, gate_gradient const& gate,
+                                            workspace_layout const& layout, ops::cuda::scratch& ws,
+                                            std::int64_t interval, std::int64_t channels_per_block,
+                                            cudaStream_t stream) {
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
   launch_checkpoint_offsets(seqs, interval, ck_offsets, stream);
   return {make_forward_params(seqs, a, ck_offsets, channels_per_block, nullptr, nullptr, nullptr),
@@ -957,7 +1008,8 @@ inline backward_params make_backward_params(device_sequences const& seqs, select
           ws.at<float>(layout.partial_bc),
           ws.at<float>(layout.partial_da),
           ws.at<float>(layout.partial_dd),
-          g.d_dt_bias != nullptr ? ws.at<float>(layout.partial_dbias) : nullptr};
+          g.d_dt_bias != nullptr ? ws.at<float>(layout.partial_dbias) : nullptr,
+          gate};
 }
 
 //! The fixed-order reductions that finish a backward: dB, dC over channel groups, and dA, dD (and dt's bias gradient
@@ -1044,11 +1096,11 @@ template <int W, int I>
 void selective_scan_backward(block_parallel<W, I>, backends::cuda const& be, device_sequences const& seqs,
                              selective_scan_args<float> const& a, float const* checkpoints,
                              selective_scan_grads<float> const& g, void* workspace = nullptr,
-                             bfloat16* ddt_rounded = nullptr) {
-  detail::check_backward_args(seqs, a, checkpoints, g);
+                             bfloat16* ddt_rounded = nullptr, gate_gradient const& gate = {}) {
+  detail::check_backward_args(seqs, a, checkpoints, g, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, layout, ws,
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, gate, layout, ws,
                                               block_parallel<W, I>::chunk, detail::lanes, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
@@ -1090,11 +1142,11 @@ inline void selective_scan_forward(recurrent, backends::cuda const& be, device_s
 inline void selective_scan_backward(recurrent, backends::cuda const& be, device_sequences const& seqs,
                                     selective_scan_args<float> const& a, float const* checkpoints,
                                     selective_scan_grads<float> const& g, void* workspace = nullptr,
-                                    bfloat16* ddt_rounded = nullptr) {
-  detail::check_backward_args(seqs, a, checkpoints, g);
+                                    bfloat16* ddt_rounded = nullptr, gate_gradient const& gate = {}) {
+  detail::check_backward_args(seqs, a, checkpoints, g, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, layout, ws,
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, gate, layout, ws,
                                               recurrent::checkpoint_interval, detail::recurrent_threads, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {

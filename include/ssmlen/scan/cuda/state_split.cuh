@@ -337,9 +337,11 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   bool const sum_dbias = p.partial_dbias != nullptr && n0 + S >= f.ns;
   float dbias = 0.0f;
   // x, dt, dy of SB tokens (this thread's lane; tokens w, w + WG, ...) carried in registers like bc_rows' B, C;
-  // Δ (and its slope) are made from dt as they are stored.
+  // Δ (and its slope) are made from dt as they are stored, and dy taken back through the gate (z and y loaded with
+  // the rest; dz written by the first launch).
   constexpr int XR = SB / WG;
-  float cx[XR], cdt[XR], cdy[XR];
+  float cx[XR], cdt[XR], cdy[XR], cz[XR], cy[XR];
+  bool const gated = p.gate.z != nullptr, write_dz = gated && n0 == 0;
   auto load_xs = [&](std::int64_t t_first) {
 #pragma unroll
     for (int r = 0; r < XR; ++r) {
@@ -348,14 +350,18 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       cx[r] = load_or_zero(f.x, t * f.ed + ch, ok);
       cdt[r] = load_or_zero(f.dt, t * f.ed + ch, ok);
       cdy[r] = load_or_zero(p.dy, t * f.ed + ch, ok);
+      cz[r] = gated ? load_or_zero(p.gate.z, t * p.gate.ld_z + ch, ok) : 0.0f;
+      cy[r] = write_dz ? load_or_zero(p.gate.y, t * f.ed + ch, ok) : 0.0f;
     }
   };
   auto store_xs = [&](int row0, std::int64_t t_first) {
 #pragma unroll
     for (int r = 0; r < XR; ++r) {
       int const row = row0 + r * WG + w;
-      bool const ok = live && t_first + r * WG + w < t1;
-      sm.x[row][lane] = cx[r], sm.dy[row][lane] = cdy[r];
+      std::int64_t const t = t_first + r * WG + w;
+      bool const ok = live && t < t1;
+      sm.x[row][lane] = cx[r];
+      sm.dy[row][lane] = dy_through_gate(p, t, ch, cdy[r], cz[r], cy[r], write_dz && ok);
       sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
       if (f.dt_softplus) {
         sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
@@ -603,11 +609,11 @@ template <int NT>
 void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_sequences const& seqs,
                              selective_scan_args<float> const& a, float const* checkpoints,
                              selective_scan_grads<float> const& g, void* workspace = nullptr,
-                             bfloat16* ddt_rounded = nullptr) {
-  detail::check_backward_args(seqs, a, checkpoints, g);
+                             bfloat16* ddt_rounded = nullptr, gate_gradient const& gate = {}) {
+  detail::check_backward_args(seqs, a, checkpoints, g, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
-  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, layout, ws,
+  auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, gate, layout, ws,
                                               state_split<NT>::checkpoint_interval, detail::lanes, be.stream);
   std::int64_t const blocks = detail::block_count(seqs.count, p.f.groups);
   if (blocks > 0) {
