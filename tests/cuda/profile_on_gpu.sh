@@ -50,6 +50,8 @@ cuobjdump -sass /tmp/bench_scan_cuda >"$out/sass.txt"
 awk '/Function : /{name=$3} name && /^ +\/\*[0-9a-f]+\*\//{n[name]++} /MUFU/{m[name]++} /LDL|STL/{l[name]++}
      END{for (k in n) printf "%6d instr %4d MUFU %4d local  %s\n", n[k], m[k], l[k], k}' "$out/sass.txt" |
   grep -E "_kernel" | sort -k7 | tee "$out/sass_summary.txt"
+# the default scan's kernels: instruction mix of the whole function and of its main loop, by class
+python3 tests/cuda/sass_mix.py "$out/sass.txt" state_split_kernel | tee "$out/sass_mix.txt"
 filter=${1:-'bm_scan<sc::block_parallel<>, true>/0'}
 ncu --clock-control none --kernel-name regex:"(forward|backward)_(block|recurrent)" --launch-count 4 \
   --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \

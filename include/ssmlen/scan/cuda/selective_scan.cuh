@@ -3,7 +3,10 @@
 //! The Mamba-1 selective scan on a CUDA device, float32, with the layouts and semantics of the host oracle in
 //! scan/selective_scan.hpp: packed variable-length sequences, x/dt [T, ED], A [N, ED], B/C [T, N] with a row stride,
 //! optional initial states, final states, checkpoints every `checkpoint_interval` tokens ([Σ chunks, N, ED], the
-//! layout of scan::checkpoint_offsets), and the backward with d_final_state -> d_init_state.
+//! layout of scan::checkpoint_offsets), and the backward with d_final_state -> d_init_state. Two fusions for the
+//! Mamba block: Δ made from dt_proj's output as it is read (bias and softplus, selective_scan_args), and the gate
+//! y · silu(z), written by the forward (gate_output) and taken back by the backward as it reads dy (gate_gradient);
+//! the backward can also sum dt's bias gradient (selective_scan_grads::d_dt_bias).
 //!
 //! Two policies:
 //!   recurrent               one thread per (sequence, channel), a tile of 4, 8 or 16 states in registers, one token
@@ -28,7 +31,8 @@
 //! bytes); recurrent walks the sequence once per register tile of states.
 //! Channels: any count; blocks are numbered in gridDim.x only (no 65,535 limit).
 //! Determinism: no floating-point atomics. dB/dC are reduced over each warp's 32 channels by shuffles into
-//! per-32-channel partials, dA/dD into per-sequence partials; fixed-order reduction kernels finish them.
+//! per-32-channel partials, dA/dD (and dt's bias gradient) into per-sequence partials; fixed-order reduction kernels
+//! finish them.
 //! Decays use ex2.approx.ftz (one MUFU.EX2) with log2(e) folded into A. Measured speeds: docs/perf.md.
 #pragma once
 

@@ -290,11 +290,13 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 // the batch's states and decays in registers from the batch's checkpoint and walks it backwards:
 //   g = dy C + u (∂L/∂h_t), u ← a_t g, dB_t += g Δ x, dC_t += dy h_t, dΔ += g (A a h_{t-1} + x B), dx += g Δ B,
 //   dA += g Δ a h_{t-1}.
-// The thread's u carries from batch to batch and interval to interval in registers: no cross-thread scan. dx and dΔ
-// are summed over the warps (the states) like y in the forward; dB and dC over the 32 channels (the lanes, through
-// shared memory) into the per-32-channel partials that block_parallel's backward writes, finished by the same
-// fixed-order reductions. The backward holds about twice the forward's registers per state, so it splits the states
-// 4 per thread whatever the forward's NT: at the 130M shape every block is then resident at once.
+// The thread's u carries from batch to batch and interval to interval in registers: no cross-thread scan. With a
+// gate, each warp takes dy back through it (and writes dz) where it stores the rows it staged. dx and dΔ are summed
+// over the warps (the states) like y in the forward, and the final ddt over the tokens for dt's bias gradient; dB
+// and dC over the 32 channels (the lanes, through shared memory) into the per-32-channel partials that block_parallel's
+// backward writes, finished by the same fixed-order reductions. The backward holds about twice the forward's registers
+// per state, so it splits the states 4 per thread whatever the forward's NT: at the 130M shape every block is then
+// resident at once.
 
 inline constexpr int split_backward_states = 4;  // states per thread in the backward
 inline constexpr int split_backward_batch = 8;   // tokens whose states and decays a thread holds in registers
