@@ -163,17 +163,15 @@ __device__ inline float_vec<V> output_at(conv_params<T> const& p, std::int64_t s
   return acc;
 }
 
-//! silu(y) = y · sigmoid(y), the sigmoid on the multi-function unit (ops::cuda::sigmoid_fast): with the host's exp
-//! and IEEE division the forward and the backward were bound by their instruction counts, not by their bytes.
-__device__ inline float silu_fast(float y) { return y * ops::cuda::sigmoid_fast(y); }
+using ops::cuda::silu_fast;  // silu on the multi-function unit: with the host's exp and IEEE division the forward
+                             // and the backward were bound by their instruction counts, not by their bytes
 
-//! g *= silu'(y) = s (1 + y (1 - s)), s = sigmoid(y), per channel: ∂L/∂y from ∂L/∂silu(y).
+//! g *= silu'(y) per channel: ∂L/∂y from ∂L/∂silu(y).
 template <int V>
 __device__ inline void through_silu(float_vec<V>& g, float_vec<V> const& y) {
 #pragma unroll
   for (int j = 0; j < V; ++j) {
-    float const s = ops::cuda::sigmoid_fast(y.v[j]);
-    g.v[j] *= s * (1.0f + y.v[j] * (1.0f - s));
+    g.v[j] *= ops::cuda::silu_slope(y.v[j], ops::cuda::sigmoid_fast(y.v[j]));
   }
 }
 
@@ -236,15 +234,21 @@ __device__ inline conv_run run_of(conv_params<T> const& p, std::int64_t i, std::
   return {(i - run * groups) * V, t_begin, t_begin + run_tokens < p.tokens ? t_begin + run_tokens : p.tokens};
 }
 
-//! The taps of channels [c, c + V), right-aligned in KMAX slots: tap[KMAX - K + k] = w[c, k] (reversed when
-//! `reversed`: tap[j] = w[c, K-1-j]). Slots outside the width stay zero and are never used.
-template <int V, int KMAX, bool reversed, class T>
+//! How load_taps places the K taps in KMAX slots.
+enum class tap_order {
+  right_aligned,  // tap[KMAX - K + k] = w[c, k]
+  left_aligned,   // tap[k] = w[c, k]
+  reversed,       // tap[j] = w[c, K-1-j]
+};
+
+//! The taps of channels [c, c + V) in KMAX slots, placed as `order` says. Slots outside the width stay zero.
+template <int V, int KMAX, tap_order order, class T>
 __device__ inline void load_taps(conv_params<T> const& p, std::int64_t c, float_vec<V> (&tap)[KMAX]) {
   int const width = static_cast<int>(p.width), lead = KMAX - width;
 #pragma unroll
   for (int m = 0; m < KMAX; ++m) {
     tap[m] = float_vec<V>{};
-    int const k = reversed ? width - 1 - m : m - lead;
+    int const k = order == tap_order::reversed ? width - 1 - m : order == tap_order::left_aligned ? m : m - lead;
     if (k >= 0 && k < width) {
 #pragma unroll
       for (int j = 0; j < V; ++j) {
@@ -300,7 +304,7 @@ __global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv
     }
     __pipeline_commit();
     float_vec<V> tap[KMAX], win[KMAX - 1];
-    load_taps<V, KMAX, false>(p, r.c, tap);
+    load_taps<V, KMAX, tap_order::right_aligned>(p, r.c, tap);
     float_vec<V> bias;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
@@ -415,14 +419,8 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
        i += std::int64_t{gridDim.x} * conv_backward_threads) {
     conv_run const r = run_of<V>(p, i, conv_block_tokens);
     float_vec<V> tap[KMAX], back[KMAX], bias;  // tap[k] = w[c, k] (k < K); back[j] = w[c, K-1-j] meets g[t + j]
-    load_taps<V, KMAX, true>(p, r.c, back);
-#pragma unroll
-    for (int k = 0; k < KMAX; ++k) {
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        tap[k].v[j] = k < width ? p.weight[(r.c + j) * width + k] : 0.0f;
-      }
-    }
+    load_taps<V, KMAX, tap_order::reversed>(p, r.c, back);
+    load_taps<V, KMAX, tap_order::left_aligned>(p, r.c, tap);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       bias.v[j] = p.bias[r.c + j];

@@ -2,8 +2,8 @@
 //! @file kernel_support.cuh
 //! What the layer, loss and optimizer kernels share: a stream-ordered workspace (the caller's, or one allocated for
 //! the call), grid sizes for grid-stride loops, vector loads and stores of float rows, warp and block sums whose
-//! results are the same bits on every run, and the multi-function-unit exponential and sigmoid that the scans and
-//! the conv kernels use.
+//! results are the same bits on every run, and the multi-function-unit exponential, sigmoid and silu that the scans
+//! and the conv kernels use.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -32,6 +32,10 @@ __device__ inline float exp2_approx(float x) {
 //! overflows, 1 where it underflows. The host's exp and IEEE division take about 40 instructions, which the scans
 //! (bound by issue) and the conv kernels (by their instruction count, at the rates of their bytes) cannot afford.
 __device__ inline float sigmoid_fast(float z) { return __fdividef(1.0f, 1.0f + exp2_approx(-z * log2e)); }
+//! silu(z) = z · sigmoid(z), by sigmoid_fast.
+__device__ inline float silu_fast(float z) { return z * sigmoid_fast(z); }
+//! silu'(z) = s (1 + z (1 - s)), given s = sigmoid(z) (whose caller often needs it for silu as well).
+__device__ inline float silu_slope(float z, float s) { return s * (1.0f + z * (1.0f - s)); }
 
 //! Rounds a byte count up to 256 so that every piece of a workspace starts aligned for any vector type.
 inline constexpr std::size_t align_bytes(std::size_t n) { return (n + 255) / 256 * 256; }

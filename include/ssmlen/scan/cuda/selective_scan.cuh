@@ -107,6 +107,8 @@ using backends::cuda_check_launch;
 using ops::cuda::exp2_approx;
 using ops::cuda::log2e;
 using ops::cuda::sigmoid_fast;
+using ops::cuda::silu_fast;
+using ops::cuda::silu_slope;
 inline constexpr float ln2 = 0.693147180559945309f;  // 1 / log2 e
 inline constexpr std::int64_t max_states = 256;
 inline constexpr int lanes = 32;
@@ -184,7 +186,7 @@ __device__ inline float softplus_fast(float z) {
 //! The gate's outputs for element `at` of y: y · silu(z), into whichever of gated and gated_rounded is not null.
 //! Only the launch that finishes y calls it.
 __device__ inline void store_gated(forward_params const& p, std::int64_t at, float y, float z) {
-  float const yg = y * (z * sigmoid_fast(z));
+  float const yg = y * silu_fast(z);
   if (p.gated != nullptr) {
     p.gated[at] = yg;
   }
@@ -201,7 +203,7 @@ __device__ inline float dy_through_gate(backward_params const& p, std::int64_t t
   }
   float const s = sigmoid_fast(z);
   if (write_dz) {
-    float const dz = dy * y * (s * (1.0f + z * (1.0f - s)));  // silu'(z) = σ(z) (1 + z (1 − σ(z)))
+    float const dz = dy * y * silu_slope(z, s);
     std::int64_t const at = t * p.gate.ld_dz + c;
     if (p.gate.dz != nullptr) {
       p.gate.dz[at] = dz;

@@ -514,10 +514,11 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
           if (f.dt_softplus) {
             st *= sm.slope[first + i][lane];  // read before this thread's store_xs below replaces it
           }
+          float const ddt = st + st_before;
           p.dx[at] = sx;
-          store_ddt(p, at, st + st_before);
+          store_ddt(p, at, ddt);
           if (sum_dbias) {
-            dbias += st + st_before;
+            dbias += ddt;
           }
         }
       }
