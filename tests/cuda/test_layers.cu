@@ -317,6 +317,93 @@ TEST_CASE("cuda gemm: bfloat16 operands, k = 0 and alpha = 0, argument checks") 
       ssmlen::error);
 }
 
+TEST_CASE("cuda gemm: C written as its bf16 rounding is the float C's rounding, within one bf16 step") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  using ssmlen::backends::gemm_operand;
+  using ssmlen::backends::gemm_precision;
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  std::uint64_t seed = 500;
+  double worst = 0;
+  for (auto const& g : gemm_cases()) {
+    for (bool rounded_given : {false, true}) {
+      CAPTURE(g.m);
+      CAPTURE(g.n);
+      CAPTURE(g.k);
+      CAPTURE(static_cast<int>(g.ta));
+      CAPTURE(static_cast<int>(g.tb));
+      CAPTURE(rounded_given);
+      std::int64_t const lda = (g.ta == trans::n ? g.k : g.m) + 2, ldb = (g.tb == trans::n ? g.n : g.k) + 1;
+      std::int64_t const ldc = g.n + 3;  // columns past n stay poisoned
+      auto const a = normal(static_cast<std::size_t>((g.ta == trans::n ? g.m : g.k) * lda), 1.0, seed += 2);
+      auto const b = normal(static_cast<std::size_t>((g.tb == trans::n ? g.k : g.n) * ldb), 1.0, seed += 2);
+      auto da = on_device(a), db = on_device(b);
+      std::vector<ssmlen::bfloat16> a16, b16;  // the operands' roundings, handed in when rounded_given
+      for (float v : a) {
+        a16.emplace_back(v);
+      }
+      for (float v : b) {
+        b16.emplace_back(v);
+      }
+      auto da16 = on_device(a16), db16 = on_device(b16);
+      gemm_operand const ao{da.data(), lda, rounded_given ? da16.data() : nullptr};
+      gemm_operand const bo{db.data(), ldb, rounded_given ? db16.data() : nullptr};
+      auto c32 = poisoned(static_cast<std::size_t>(g.m * ldc));
+      auto c16 = poisoned_bf16(static_cast<std::size_t>(g.m * ldc));
+      ssmlen::backends::gemm(h, g.ta, g.tb, g.m, g.n, g.k, g.alpha, ao, bo, 0.0f, c32.data(), ldc,
+                             gemm_precision::bf16);
+      ssmlen::backends::gemm(h, g.ta, g.tb, g.m, g.n, g.k, g.alpha, ao, bo, c16.data(), ldc);
+      stream.synchronize();
+      auto const f = c32.to_host();
+      auto const r = c16.to_host();
+      int far = 0, padding = 0;
+      for (std::int64_t i = 0; i < g.m; ++i) {
+        for (std::int64_t j = 0; j < ldc; ++j) {
+          auto const e = static_cast<std::size_t>(i * ldc + j);
+          if (j >= g.n) {
+            padding += r[e].bits != bf16_poison;
+            continue;
+          }
+          // Both are fp32 sums of the same products; cuBLAS may sum them in another order for a bf16 C, so the
+          // rounding may land on the neighbouring bf16 value, never further (one step is 2^-7 relative at most).
+          double const diff = std::abs(static_cast<double>(static_cast<float>(r[e])) - f[e]);
+          far += diff > std::ldexp(std::abs(static_cast<double>(f[e])), -7) + 1e-30;
+          worst = std::max(worst, diff / std::max(std::abs(static_cast<double>(f[e])), 1e-30));
+        }
+      }
+      CHECK(far == 0);
+      CHECK(padding == 0);
+    }
+  }
+  std::printf("gemm with a bf16 C: worst element against the float C %.2e (one bf16 step: 7.8e-3)\n", worst);
+
+  // k = 0 or alpha = 0: C = 0 (not read); bad arguments throw before any launch.
+  std::int64_t const m = 5, n = 7, ldc = 9;
+  auto const a = normal(static_cast<std::size_t>(m * 4), 1.0, 1);
+  auto da = on_device(a);
+  auto c16 = poisoned_bf16(static_cast<std::size_t>(m * ldc));
+  for (std::int64_t k : {0, 4}) {
+    c16 = poisoned_bf16(static_cast<std::size_t>(m * ldc));
+    ssmlen::backends::gemm(h, trans::n, trans::t, m, n, k, k == 0 ? 1.0f : 0.0f, gemm_operand{da.data(), 4},
+                           gemm_operand{da.data(), 4}, c16.data(), ldc);
+    stream.synchronize();
+    auto const zeros = c16.to_host();
+    for (std::int64_t i = 0; i < m; ++i) {
+      for (std::int64_t j = 0; j < ldc; ++j) {
+        CHECK(zeros[static_cast<std::size_t>(i * ldc + j)].bits == (j < n ? 0 : bf16_poison));
+      }
+    }
+  }
+  CHECK_THROWS_AS(ssmlen::backends::gemm(h, trans::n, trans::t, m, n, 4, 1.0f, gemm_operand{da.data(), 4},
+                                         gemm_operand{da.data(), 4}, static_cast<ssmlen::bfloat16*>(nullptr), ldc),
+                  ssmlen::error);
+  CHECK_THROWS_AS(ssmlen::backends::gemm(h, trans::n, trans::t, m, n, 4, 1.0f, gemm_operand{da.data(), 4},
+                                         gemm_operand{da.data(), 4}, c16.data(), n - 1),
+                  ssmlen::error);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // RMSNorm
 
@@ -1004,6 +1091,211 @@ TEST_CASE("cuda conv1d: the backward through the SiLU (y recomputed, none stored
   }
 }
 
+// x in bf16 (the activations of mixed-precision training): the kernels widen it exactly, so every output must have
+// the bits that the float32 input holding the same values gives, and match the host layer on those values.
+
+//! What a case writes: `plain` y and dx; `fused` also silu(y), its bf16 rounding and dx's; `block` the Mamba
+//! block's form: the forward writes only the bf16 silu (y null), the backward takes dy through the SiLU and writes
+//! dx and dx16, then dx16 alone.
+enum class conv_bf16_mode { plain, fused, block };
+
+struct conv_bf16_case {
+  std::vector<std::int64_t> lengths;
+  std::int64_t channels = 0, width = 0, ldx = 0;  // dx has x's row stride, as the block's [T, 2C] gradient
+  bool states = false;                            // an initial state and the final state's gradient
+  std::size_t x_offset = 0;                       // elements before x in its buffer: 1 misaligns its rows
+  conv_bf16_mode mode = conv_bf16_mode::plain;
+};
+
+//! Whole output buffers of one forward and backward (padding and poison included), for comparing bit for bit.
+struct conv_results {
+  std::vector<float> y, final_state, silu, dx, d_init, dweight, dbias, dweight2, dbias2;
+  std::vector<ssmlen::bfloat16> silu16, dx16, dx16_alone;
+};
+
+template <class T>
+bool same_bytes(std::vector<T> const& a, std::vector<T> const& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+std::vector<float> widen16(std::vector<ssmlen::bfloat16> const& v) {
+  std::vector<float> r(v.size());
+  std::transform(v.begin(), v.end(), r.begin(), [](ssmlen::bfloat16 b) { return static_cast<float>(b); });
+  return r;
+}
+
+void check_conv1d_bf16(conv_bf16_case const& cc, std::uint64_t seed) {
+  CAPTURE(cc.channels);
+  CAPTURE(cc.width);
+  CAPTURE(cc.ldx);
+  CAPTURE(cc.states);
+  CAPTURE(cc.x_offset);
+  CAPTURE(static_cast<int>(cc.mode));
+  bool const fused = cc.mode != conv_bf16_mode::plain, block = cc.mode == conv_bf16_mode::block;
+  auto const seqs = ssmlen::sequences::from_lengths(cc.lengths);
+  std::int64_t const tokens = seqs.tokens(), c = cc.channels, k = cc.width, ld = cc.ldx;
+  auto const state = static_cast<std::size_t>(seqs.count() * (k - 1) * c);
+  auto const cells = static_cast<std::size_t>(tokens * c), rows = static_cast<std::size_t>(tokens * ld);
+  std::size_t const off = cc.x_offset;
+  // xf: bf16 values as floats, the row padding and the elements before x NaN (never read); x16: the same in bf16.
+  auto xf = round_bf16(normal(off + rows, 1.0, seed));
+  std::fill_n(xf.begin(), off, nan_f);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (std::int64_t j = c; j < ld; ++j) {
+      xf[off + static_cast<std::size_t>(t * ld + j)] = nan_f;
+    }
+  }
+  std::vector<ssmlen::bfloat16> x16(xf.size());
+  std::transform(xf.begin(), xf.end(), x16.begin(), [](float v) { return ssmlen::bfloat16(v); });
+  auto const weight = normal(static_cast<std::size_t>(c * k), 0.5, seed + 1);
+  auto const bias = normal(static_cast<std::size_t>(c), 0.5, seed + 2);
+  auto const init = cc.states ? normal(state, 1.0, seed + 3) : std::vector<float>{};
+  auto const dy = normal(cells, 1.0, seed + 4);
+  auto const d_final = cc.states ? normal(state, 1.0, seed + 5) : std::vector<float>{};
+  auto const dw0 = normal(weight.size(), 1.0, seed + 6), db0 = normal(bias.size(), 1.0, seed + 7);
+
+  ssmlen::layers::conv1d<double> ref(c, k);
+  std::copy(weight.begin(), weight.end(), ref.weight.value.data());
+  std::copy(bias.begin(), bias.end(), ref.bias.value.data());
+  std::copy(dw0.begin(), dw0.end(), ref.weight.grad.data());
+  std::copy(db0.begin(), db0.end(), ref.bias.grad.data());
+  auto const wx = widen(xf), winit = widen(init), wdf = widen(d_final), wdy = widen(dy);
+  std::vector<double> y_ref(cells), final_ref(state), d_init_ref(state), dx_ref(rows);
+  ssmlen::backends::host const be;
+  ref.forward(be, seqs, wx.data() + off, ld, y_ref.data(), cc.states ? winit.data() : nullptr, final_ref.data());
+  std::vector<double> silu_ref(cells);
+  std::transform(y_ref.begin(), y_ref.end(), silu_ref.begin(), [](double v) { return ssmlen::silu(v); });
+  ref.backward(be, seqs, wx.data() + off, ld, wdy.data(), dx_ref.data(), ld, cc.states ? winit.data() : nullptr,
+               cc.states ? wdf.data() : nullptr, d_init_ref.data(), block ? y_ref.data() : nullptr);
+
+  std::vector<std::int64_t> offsets;
+  for (std::int64_t s = 0; s <= seqs.count(); ++s) {
+    offsets.push_back(s < seqs.count() ? seqs.begin(s) : tokens);
+  }
+  auto doff = on_device(offsets);
+  auto dx_in = on_device(xf), dweight = on_device(weight), dbias = on_device(bias), dinit = on_device(init),
+       ddy = on_device(dy), ddf = on_device(d_final);
+  auto dx_in16 = on_device(x16);
+  ssmlen::device_sequences const ps{doff.data(), seqs.count(), tokens};
+  lc::conv1d_weights const w{c, k, dweight.data(), dbias.data()};
+  ssmlen::backends::cuda_stream stream;
+  float const* const init_in = cc.states ? dinit.data() : nullptr;
+  float const* const d_final_in = cc.states ? ddf.data() : nullptr;
+  auto const dy_of = block ? lc::conv_activation::silu : lc::conv_activation::none;
+  auto const run = [&](auto const* x) {  // x: float or bf16
+    auto y = poisoned(cells), final_state = poisoned(state), silu = poisoned(cells), dx = poisoned(rows),
+         d_init = poisoned(state);
+    auto silu16 = poisoned_bf16(cells), dx16_out = poisoned_bf16(rows), dx16_alone = poisoned_bf16(rows);
+    auto dw = on_device(dw0), db = on_device(db0), dw2 = on_device(dw0), db2 = on_device(db0);
+    lc::conv_silu_out const silu_out{fused && !block ? silu.data() : nullptr, fused ? silu16.data() : nullptr};
+    lc::conv1d_forward(stream.backend(), ps, w, x, ld, block ? nullptr : y.data(), init_in, final_state.data(),
+                       silu_out);
+    lc::conv1d_backward(stream.backend(), ps, w, x, ld, ddy.data(), dx.data(), ld, init_in, d_final_in, d_init.data(),
+                        dw.data(), db.data(), nullptr, fused ? dx16_out.data() : nullptr, dy_of);
+    if (fused) {
+      lc::conv1d_backward(stream.backend(), ps, w, x, ld, ddy.data(), nullptr, ld, init_in, d_final_in, nullptr,
+                          dw2.data(), db2.data(), nullptr, dx16_alone.data(), dy_of);
+    }
+    stream.synchronize();
+    return conv_results{y.to_host(),      final_state.to_host(), silu.to_host(),     dx.to_host(),
+                        d_init.to_host(), dw.to_host(),          db.to_host(),       dw2.to_host(),
+                        db2.to_host(),    silu16.to_host(),      dx16_out.to_host(), dx16_alone.to_host()};
+  };
+  auto const want = run(dx_in.data() + off);
+  auto const got = run(dx_in16.data() + off);
+
+  // The float32 input's bits, every buffer whole.
+  CHECK(same_bytes(got.y, want.y));
+  CHECK(same_bytes(got.final_state, want.final_state));
+  CHECK(same_bytes(got.silu, want.silu));
+  CHECK(same_bytes(got.silu16, want.silu16));
+  CHECK(same_bytes(got.dx, want.dx));
+  CHECK(same_bytes(got.dx16, want.dx16));
+  CHECK(same_bytes(got.dx16_alone, want.dx16_alone));
+  CHECK(same_bytes(got.d_init, want.d_init));
+  CHECK(same_bytes(got.dweight, want.dweight));
+  CHECK(same_bytes(got.dbias, want.dbias));
+  CHECK(same_bytes(got.dweight2, want.dweight2));
+  CHECK(same_bytes(got.dbias2, want.dbias2));
+
+  // The host layer's values.
+  if (block) {  // y and the fp32 silu were not asked for: they keep their poison
+    CHECK(std::all_of(got.y.begin(), got.y.end(), [](float v) { return std::isnan(v); }));
+    CHECK(std::all_of(got.silu.begin(), got.silu.end(), [](float v) { return std::isnan(v); }));
+    CHECK(rel_error(widen16(got.silu16), silu_ref) < bf16_tol);
+  } else {
+    CHECK(rel_error(got.y, y_ref) < fp32_tol);
+  }
+  if (fused && !block) {
+    CHECK(rel_error(got.silu, silu_ref) < fp32_tol);
+    CHECK(mismatched_roundings(got.silu16, got.silu) == 0);
+  }
+  CHECK(rel_error(got.final_state, final_ref) < fp32_tol);
+  std::vector<float> dx_valid;
+  std::vector<double> dx_ref_valid;
+  std::vector<ssmlen::bfloat16> dx16_valid;
+  bool padding_untouched = true;
+  for (std::size_t e = 0; e < rows; ++e) {
+    if (static_cast<std::int64_t>(e) % ld < c) {
+      dx_valid.push_back(got.dx[e]);
+      dx_ref_valid.push_back(dx_ref[e]);
+      dx16_valid.push_back(got.dx16[e]);
+    } else {
+      padding_untouched = padding_untouched && std::isnan(got.dx[e]) && got.dx16[e].bits == bf16_poison;
+    }
+  }
+  CHECK(padding_untouched);
+  CHECK(rel_error(dx_valid, dx_ref_valid) < fp32_tol);
+  if (fused) {
+    CHECK(mismatched_roundings(dx16_valid, dx_valid) == 0);
+    CHECK(same_bytes(got.dx16_alone, got.dx16));
+    CHECK(same_bytes(got.dweight2, got.dweight));
+    CHECK(same_bytes(got.dbias2, got.dbias));
+  }
+  CHECK(rel_error(got.d_init, d_init_ref) < fp32_tol);
+  std::vector<double> const dw_ref(ref.weight.grad.data(), ref.weight.grad.data() + c * k);
+  std::vector<double> const db_ref(ref.bias.grad.data(), ref.bias.grad.data() + c);
+  CHECK(rel_error(got.dweight, dw_ref) < fp32_tol);
+  CHECK(rel_error(got.dbias, db_ref) < fp32_tol);
+}
+
+//! The bf16-input cases in one mode: C = 37 (one channel per thread) and C = 64 with x the first half of a [T, 2C]
+//! matrix (8-byte vectors), at d_conv 4 (the 4-wide register window) and 9 (taps from memory), without and with the
+//! states, on ragged lengths; then d_conv 6 (the 8-wide window), a row stride not a multiple of 4 and a misaligned x
+//! (both one channel per thread), and sequences on the edges of the forward's runs and the backward's blocks.
+void check_conv1d_bf16_cases(conv_bf16_mode mode, std::uint64_t seed) {
+  std::vector<std::int64_t> const ragged{1, 7, 0, 130, 2, 300};
+  std::vector<std::int64_t> const edges{0, 16, 0, 0, 3, 1, 12, 0, 96, 2, 14, 0, 16, 1, 0, 128, 300, 1};
+  for (std::int64_t k : {4, 9}) {
+    for (bool states : {false, true}) {
+      check_conv1d_bf16({ragged, 37, k, 37, states, 0, mode}, seed++);
+      check_conv1d_bf16({ragged, 64, k, 128, states, 0, mode}, seed++);
+    }
+  }
+  check_conv1d_bf16({ragged, 64, 6, 128, true, 0, mode}, seed++);
+  check_conv1d_bf16({ragged, 64, 4, 66, true, 0, mode}, seed++);
+  check_conv1d_bf16({ragged, 64, 4, 128, true, 1, mode}, seed++);
+  check_conv1d_bf16({edges, 64, 4, 128, true, 0, mode}, seed++);
+}
+
+TEST_CASE("cuda conv1d: x in bf16 gives the bits of the same values in float32, and the host layer's results") {
+  if (gpu_or_skip()) {
+    check_conv1d_bf16_cases(conv_bf16_mode::plain, 400);
+  }
+}
+
+TEST_CASE("cuda conv1d: x in bf16 with the fused silu and bf16 outputs (float32 bits, host layer)") {
+  if (gpu_or_skip()) {
+    check_conv1d_bf16_cases(conv_bf16_mode::fused, 500);
+  }
+}
+
+TEST_CASE("cuda conv1d: x in bf16 in the Mamba block's form: bf16 silu alone, dx and dx16 through the SiLU") {
+  if (gpu_or_skip()) {
+    check_conv1d_bf16_cases(conv_bf16_mode::block, 600);
+  }
+}
+
 TEST_CASE("cuda conv1d: step matches the host layer over consecutive tokens") {
   if (!gpu_or_skip()) {
     return;
@@ -1083,6 +1375,9 @@ TEST_CASE("cuda layers: small shapes of every kernel") {
   check_conv1d({{1, 7, 0, 130, 2}, 37, 3, 37, 37, true, true}, 9);
   check_conv1d({{1, 7, 0, 130, 2}, 64, 4, 64, 64, true, true, true}, 12);
   check_conv1d({{1, 7, 0, 130, 2}, 37, 9, 37, 37, true, true, true}, 13);
+  check_conv1d_bf16({{1, 7, 0, 130, 2}, 64, 4, 128, true, 0, conv_bf16_mode::block}, 14);
+  check_conv1d_bf16({{1, 7, 0, 130, 2}, 37, 4, 37, true, 0, conv_bf16_mode::fused}, 15);
+  check_conv1d_bf16({{1, 7, 0, 130, 2}, 64, 9, 128, true, 0, conv_bf16_mode::fused}, 16);
   std::int64_t const n = 5000;
   auto value = on_device(normal(n, 1.0, 10)), grad = on_device(normal(n, 1.0, 11));
   auto m = on_device(std::vector<float>(n, 0.0f)), v = on_device(std::vector<float>(n, 0.0f));
@@ -1130,6 +1425,31 @@ TEST_CASE("cuda layers: bad arguments throw before any launch") {
   CHECK_THROWS_AS(
       lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &f, 8, &f, nullptr, 8, nullptr, nullptr, nullptr, &out, &out),
       ssmlen::error);  // neither dx nor dx16
+  // The bf16-input overloads check the same.
+  ssmlen::bfloat16 h{};
+  ssmlen::bfloat16 const* const no_x = nullptr;
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 0, &f, &f}, &h, 8, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, &h, 7, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, {&off, 0, 4}, {8, 4, &f, &f}, &h, 8, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, no_x, 8, &out, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, &h, 8, nullptr, nullptr, nullptr), ssmlen::error);
+  CHECK_THROWS_AS(lc::conv1d_forward(be, ps, {8, 4, &f, &f}, &h, 8, nullptr, nullptr, nullptr, {nullptr, &h}),
+                  ssmlen::error);  // the bf16 silu over x
+  CHECK_THROWS_AS(
+      lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &h, 8, &f, &out, 7, nullptr, nullptr, nullptr, &out, &out),
+      ssmlen::error);
+  CHECK_THROWS_AS(
+      lc::conv1d_backward(be, ps, {8, 4, &f, &f}, no_x, 8, &f, &out, 8, nullptr, nullptr, nullptr, &out, &out),
+      ssmlen::error);
+  CHECK_THROWS_AS(
+      lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &h, 8, &f, nullptr, 8, nullptr, nullptr, nullptr, &out, &out),
+      ssmlen::error);  // neither dx nor dx16
+  CHECK_THROWS_AS(lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &h, 8, &f, &y, 8, nullptr, nullptr, nullptr, &out, &out,
+                                      nullptr, reinterpret_cast<ssmlen::bfloat16*>(&y)),
+                  ssmlen::error);
+  CHECK_THROWS_AS(
+      lc::conv1d_backward(be, ps, {8, 4, &f, &f}, &h, 8, &f, &out, 8, nullptr, nullptr, nullptr, nullptr, &out),
+      ssmlen::error);  // no dweight
   CHECK_THROWS_AS(lc::conv1d_step(be, {8, 4, &f, &f}, &f, 8, &out, nullptr, 2), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({.lr = -1.0}, {}, be), ssmlen::error);
   CHECK_THROWS_AS(ssmlen::train::cuda::adamw({}, {{nullptr, nullptr, nullptr, nullptr, 3, false}}, be), ssmlen::error);
