@@ -5,8 +5,7 @@
 //! gradient) on random inputs, odd shapes, ragged packed sequences, with and without initial states, with Δ given or
 //! made by the fused softplus (then ddt is ∂L/∂dt through it), the gated output y · silu(z) and its backward (dy
 //! taken back through the gate, dz written), and the bf16 copies of the gated output, ddt and dz; every output is
-//! poisoned with NaN first. x and z given as bf16 (x16, z16), as mixed-precision training keeps them: the oracle run
-//! on the rounded values, and the same bits as the fp32 path fed those values.
+//! poisoned with NaN first.
 //! Also: bit-identical gradients across runs, channel counts past 65,535, and argument checks.
 //! Built alone (nvcc this file) it is its own doctest program; in the CMake build the shared test main links in.
 //! Without a GPU every case prints a skip message and passes.
@@ -114,22 +113,6 @@ struct inputs {
 
 std::vector<double> widen(std::vector<float> const& v) { return {v.begin(), v.end()}; }
 
-//! Each value replaced by its bf16 rounding (as a float, exact): what the scan reads from x16, z16.
-void round_to_bf16(std::vector<float>& v) {
-  for (auto& e : v) {
-    e = static_cast<float>(ssmlen::bfloat16(e));
-  }
-}
-
-std::vector<ssmlen::bfloat16> to_bf16(std::vector<float> const& v) {
-  std::vector<ssmlen::bfloat16> out;
-  out.reserve(v.size());
-  for (float const e : v) {
-    out.emplace_back(e);
-  }
-  return out;
-}
-
 //! The host oracle in double: outputs of forward (interval-64 checkpoints) and backward.
 struct oracle {
   std::vector<double> y, ck, final_state, dx, ddt, db, dc, da, dd, d_init, dbias;
@@ -212,7 +195,6 @@ struct device_run {
   sc::gate_gradient gate_back;
   device_buffer<ssmlen::bfloat16> gated_rounded;
   sc::gate_output gate;
-  device_buffer<ssmlen::bfloat16> x16, z16;  // read_bf16's copies
   sc::device_sequences seqs;
   ssmlen::scan::selective_scan_args<float> args;
   ssmlen::scan::selective_scan_grads<float> grads;
@@ -243,14 +225,9 @@ struct device_run {
     gated_rounded.fill_bytes(0xFF);
     dz.fill_bytes(0xFF);
     dz_rounded.fill_bytes(0xFF);
-    gate = {.z = z.data(), .ld_z = in.ld_z, .gated = gated.data(), .gated_rounded = gated_rounded.data()};
+    gate = {z.data(), in.ld_z, gated.data(), gated_rounded.data()};
     if (in.gate_back) {
-      gate_back = {.z = z.data(),
-                   .ld_z = in.ld_z,
-                   .y = y.data(),
-                   .dz = dz.data(),
-                   .dz_rounded = dz_rounded.data(),
-                   .ld_dz = in.ld_z};
+      gate_back = {z.data(), in.ld_z, y.data(), dz.data(), dz_rounded.data(), in.ld_z};
     }
     seqs = {offsets.data(), in.seqs.count(), in.tokens};
     args = {nullptr,
@@ -276,20 +253,6 @@ struct device_run {
              dd.data(),   d_init.data(),
              dbias.data()};
   }
-
-  //! Reads x and z as bf16 (x16, z16) instead of fp32: in.x and in.z must hold bf16 values (round_to_bf16).
-  void read_bf16(inputs const& in) {
-    x16 = device_buffer<ssmlen::bfloat16>(std::span<ssmlen::bfloat16 const>(to_bf16(in.x)));
-    z16 = device_buffer<ssmlen::bfloat16>(std::span<ssmlen::bfloat16 const>(to_bf16(in.z)));
-    args.x = nullptr;
-    args.x16 = x16.data();
-    gate.z = nullptr;
-    gate.z16 = z16.data();
-    if (in.gate_back) {
-      gate_back.z = nullptr;
-      gate_back.z16 = z16.data();
-    }
-  }
 };
 
 //! The N valid columns of a [T, ld] matrix; the padding columns must still hold the NaN poison.
@@ -308,20 +271,17 @@ std::vector<float> valid_columns(std::vector<float> const& m, std::int64_t token
   return out;
 }
 
-//! The forward (gated output too) and the backward of `run`, finished.
 template <class Policy>
-void run_scan(Policy policy, device_run& run) {
+void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol) {
+  inputs const in(sh, seed);
+  oracle const ref(in);
+  device_run run(policy, in);
   ssmlen::backends::cuda_stream stream;
   sc::selective_scan_forward(policy, stream.backend(), run.seqs, run.args, run.y.data(), run.ck.data(),
                              run.final_state.data(), nullptr, run.gate);
   sc::selective_scan_backward(policy, stream.backend(), run.seqs, run.args, run.ck.data(), run.grads, nullptr,
                               run.ddt_rounded.data(), run.gate_back);
   stream.synchronize();
-}
-
-//! Every output of `run` (run_scan's) against the oracle's.
-template <class Policy>
-void check_outputs(inputs const& in, oracle const& ref, device_run const& run, shape const& sh, double tol) {
   std::string const policy_name = Policy::name();
   CAPTURE(policy_name);
   CAPTURE(sh.ed);
@@ -360,63 +320,6 @@ void check_outputs(inputs const& in, oracle const& ref, device_run const& run, s
     }
     CHECK(mismatched_roundings(dz16_valid, dz) == 0);  // dz's bf16 copy: its rounding
   }
-}
-
-template <class Policy>
-void check_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol) {
-  inputs const in(sh, seed);
-  oracle const ref(in);
-  device_run run(policy, in);
-  run_scan(policy, run);
-  check_outputs<Policy>(in, ref, run, sh, tol);
-}
-
-template <class T>
-bool same_bits(device_buffer<T> const& p, device_buffer<T> const& q) {
-  auto const hp = p.to_host(), hq = q.to_host();
-  return hp.size() == hq.size() && std::memcmp(hp.data(), hq.data(), hp.size() * sizeof(T)) == 0;
-}
-
-//! x and z given as bf16 (x16, z16): the oracle's outputs for the rounded values, and every output (padding and
-//! poison included) bit for bit that of the fp32 path fed the same values, the math after the widening being the
-//! same.
-template <class Policy>
-void check_bf16_parity(Policy policy, shape const& sh, std::uint64_t seed, double tol) {
-  inputs in(sh, seed);
-  round_to_bf16(in.x);
-  round_to_bf16(in.z);
-  oracle const ref(in);
-  device_run wide(policy, in), narrow(policy, in);
-  narrow.read_bf16(in);
-  run_scan(policy, wide);
-  run_scan(policy, narrow);
-  check_outputs<Policy>(in, ref, narrow, sh, tol);
-  CHECK(same_bits(narrow.y, wide.y));
-  CHECK(same_bits(narrow.ck, wide.ck));
-  CHECK(same_bits(narrow.final_state, wide.final_state));
-  CHECK(same_bits(narrow.gated, wide.gated));
-  CHECK(same_bits(narrow.gated_rounded, wide.gated_rounded));
-  CHECK(same_bits(narrow.dx, wide.dx));
-  CHECK(same_bits(narrow.ddt, wide.ddt));
-  CHECK(same_bits(narrow.ddt_rounded, wide.ddt_rounded));
-  CHECK(same_bits(narrow.db, wide.db));
-  CHECK(same_bits(narrow.dc, wide.dc));
-  CHECK(same_bits(narrow.da, wide.da));
-  CHECK(same_bits(narrow.dd, wide.dd));
-  CHECK(same_bits(narrow.d_init, wide.d_init));
-  CHECK(same_bits(narrow.dbias, wide.dbias));
-  CHECK(same_bits(narrow.dz, wide.dz));
-  CHECK(same_bits(narrow.dz_rounded, wide.dz_rounded));
-}
-
-template <class Policy>
-void check_bf16_shapes(Policy policy) {
-  std::vector<std::int64_t> const lengths{65, 1, 0, 200, 64, 130, 63};
-  std::uint64_t seed = 41;
-  check_bf16_parity(policy, {lengths, 37, 3, false, false}, seed++, 1e-5);  // Δ given, no gate in the backward;
-                                                                            // state_split's one-warp kernels
-  check_bf16_parity(policy, {lengths, 37, 16, true, true, true, true}, seed++, 1e-5);       // softplus, dy via gate
-  check_bf16_parity(policy, {{70, 3, 129}, 37, 40, true, true, true, true}, seed++, 1e-5);  // several launches
 }
 
 template <class Policy>
@@ -473,15 +376,6 @@ TEST_CASE("cuda selective scan: state_split matches the host oracle") {
   }
 }
 
-TEST_CASE("cuda selective scan: x and z as bf16 match the scan of their roundings, every policy") {
-  if (gpu_or_skip()) {
-    check_bf16_shapes(ssmlen::scan::recurrent{});
-    check_bf16_shapes(sc::block_parallel<8, 8>{});
-    check_bf16_shapes(sc::state_split<4>{});
-    check_bf16_shapes(sc::state_split<2>{});
-  }
-}
-
 TEST_CASE("cuda selective scan: long sequences (L = 4096)") {
   if (gpu_or_skip()) {
     shape const sh{{4096, 1000}, 37, 16, true, true};
@@ -516,6 +410,10 @@ void check_deterministic(Policy policy) {
                                 gate);
   }
   stream.synchronize();
+  auto same_bits = [](device_buffer<float> const& p, device_buffer<float> const& q) {
+    auto const hp = p.to_host(), hq = q.to_host();
+    return std::memcmp(hp.data(), hq.data(), hp.size() * sizeof(float)) == 0;
+  };
   std::string const policy_name = Policy::name();
   CAPTURE(policy_name);
   CHECK(same_bits(r1.dx, r2.dx));
@@ -559,20 +457,12 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
   CHECK_THROWS_AS(forward(with([](auto& a) { a.b = nullptr; })), ssmlen::error);
   CHECK_THROWS_AS(forward(with([](auto& a) { a.delta_min = 0.5f; })), ssmlen::error);  // without dt_softplus
   CHECK_THROWS_AS(forward(with([&](auto& a) { a.dt_bias = &v; })), ssmlen::error);
-  ssmlen::bfloat16 const v16(1.0f);
-  CHECK_THROWS_WITH_AS(forward(with([&](auto& a) { a.x16 = &v16; })), doctest::Contains("x and x16 are both set"),
-                       ssmlen::error);
-  CHECK_THROWS_WITH_AS(forward(with([](auto& a) { a.x = nullptr; })), doctest::Contains("x or x16"), ssmlen::error);
   float gated = 0;
   auto gated_forward = [&](sc::gate_output const& gate) {
     sc::selective_scan_forward(sc::block_parallel<>{}, be, seqs, args, &y, nullptr, nullptr, nullptr, gate);
   };
-  CHECK_THROWS_AS(gated_forward({.z = &v, .ld_z = 4}), ssmlen::error);                   // a gate with nothing to write
-  CHECK_THROWS_AS(gated_forward({.z = &v, .ld_z = 3, .gated = &gated}), ssmlen::error);  // z rows too short
-  CHECK_THROWS_WITH_AS(gated_forward({.z = &v, .z16 = &v16, .ld_z = 4, .gated = &gated}),
-                       doctest::Contains("z and z16 are both set"), ssmlen::error);
-  CHECK_THROWS_AS(gated_forward({.z16 = &v16, .ld_z = 4}), ssmlen::error);                   // z16: nothing to write
-  CHECK_THROWS_AS(gated_forward({.z16 = &v16, .ld_z = 3, .gated = &gated}), ssmlen::error);  // z16 rows too short
+  CHECK_THROWS_AS(gated_forward({&v, 4, nullptr, nullptr}), ssmlen::error);  // a gate with nothing to write
+  CHECK_THROWS_AS(gated_forward({&v, 3, &gated, nullptr}), ssmlen::error);   // z rows shorter than the channels
   CHECK_THROWS_AS(forward(with([](auto& a) {
                     a.dt_softplus = true;
                     a.delta_min = -1.0f;
@@ -585,19 +475,8 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
   auto gated_backward = [&](sc::gate_gradient const& gate) {
     sc::selective_scan_backward(sc::state_split<>{}, be, seqs, args, &ck, full, nullptr, nullptr, gate);
   };
-  CHECK_THROWS_AS(gated_backward({.z = &v, .ld_z = 4, .y = &y, .ld_dz = 4}), ssmlen::error);     // nothing to write
-  CHECK_THROWS_AS(gated_backward({.z = &v, .ld_z = 4, .dz = &out, .ld_dz = 4}), ssmlen::error);  // no y to take back
-  // z rows too short, dz rows too short
-  CHECK_THROWS_AS(gated_backward({.z = &v, .ld_z = 3, .y = &y, .dz = &out, .ld_dz = 4}), ssmlen::error);
-  CHECK_THROWS_AS(gated_backward({.z = &v, .ld_z = 4, .y = &y, .dz = &out, .ld_dz = 3}), ssmlen::error);
-  CHECK_THROWS_WITH_AS(gated_backward({.z = &v, .z16 = &v16, .ld_z = 4, .y = &y, .dz = &out, .ld_dz = 4}),
-                       doctest::Contains("z and z16 are both set"), ssmlen::error);
-  CHECK_THROWS_AS(gated_backward({.z16 = &v16, .ld_z = 4, .dz = &out, .ld_dz = 4}), ssmlen::error);  // z16, no y
-  // z16 rows too short
-  CHECK_THROWS_AS(gated_backward({.z16 = &v16, .ld_z = 3, .y = &y, .dz = &out, .ld_dz = 4}), ssmlen::error);
-  auto backward_with = [&](auto const& a) { sc::selective_scan_backward(sc::state_split<>{}, be, seqs, a, &ck, full); };
-  CHECK_THROWS_WITH_AS(backward_with(with([&](auto& a) { a.x16 = &v16; })), doctest::Contains("x and x16 are both set"),
-                       ssmlen::error);
-  CHECK_THROWS_WITH_AS(backward_with(with([](auto& a) { a.x = nullptr; })), doctest::Contains("x or x16"),
-                       ssmlen::error);
+  CHECK_THROWS_AS(gated_backward({&v, 4, &y, nullptr, nullptr, 4}), ssmlen::error);    // a gate with nothing to write
+  CHECK_THROWS_AS(gated_backward({&v, 4, nullptr, &out, nullptr, 4}), ssmlen::error);  // no y to take back
+  CHECK_THROWS_AS(gated_backward({&v, 3, &y, &out, nullptr, 4}), ssmlen::error);       // z rows too short
+  CHECK_THROWS_AS(gated_backward({&v, 4, &y, &out, nullptr, 3}), ssmlen::error);       // dz rows too short
 }

@@ -11,7 +11,6 @@
 #pragma once
 
 #include <ssmlen/backends/host.hpp>
-#include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/core/math.hpp>
 #include <ssmlen/core/sequences.hpp>
@@ -42,9 +41,6 @@ struct selective_scan_args {
   bool dt_softplus = false;
   T const* dt_bias = nullptr;
   T delta_min = 0;
-  // x given by its bf16 rounding instead ([T, ED], x null): the CUDA scans read it and widen each value exactly, as
-  // mixed-precision training keeps the activations; the host scans read x only.
-  bfloat16 const* x16 = nullptr;
 };
 
 //! Throws unless the Δ fields of `a` describe one of the two readings of dt above.
@@ -53,13 +49,6 @@ void check_delta_args(selective_scan_args<T> const& a) {
   check(a.dt_softplus || (a.dt_bias == nullptr && a.delta_min == T(0)),
         "selective scan: dt_bias and delta_min apply only with dt_softplus");
   check(!(a.delta_min < T(0)), "selective scan: delta_min must be non-negative");
-}
-
-//! What the host scans check on entry: the Δ fields, and x given in T (they do not read x16).
-template <class T>
-void check_host_args(selective_scan_args<T> const& a) {
-  check_delta_args(a);
-  check(a.x16 == nullptr, "selective scan (host): x16 is read by the CUDA scans only; pass x");
 }
 
 template <class T>
@@ -132,7 +121,7 @@ struct plain_delta {
   selective_scan_args<T> args;
 
   plain_delta(selective_scan_args<T> const& a, bool with_slope) : args(a) {
-    check_host_args(a);
+    check_delta_args(a);
     std::int64_t const ed = a.channels, rows = a.seqs->tokens();
     dt.resize(static_cast<std::size_t>(rows * ed));
     slope.resize(with_slope ? dt.size() : 0);
@@ -166,7 +155,7 @@ void selective_scan_forward(recurrent, backends::host const& be, selective_scan_
     selective_scan_forward(recurrent{}, be, plain.args, y, checkpoints, final_state);
     return;
   }
-  check_host_args(a);
+  check_delta_args(a);
   constexpr std::int64_t interval = recurrent::checkpoint_interval;
   std::int64_t const size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, interval);
@@ -197,7 +186,7 @@ void selective_scan_forward(chunked<C>, backends::host const& be, selective_scan
     selective_scan_forward(chunked<C>{}, be, plain.args, y, checkpoints, final_state);
     return;
   }
-  check_host_args(a);
+  check_delta_args(a);
   std::int64_t const ed = a.channels, size = a.channels * a.states;
   auto const offsets = checkpoint_offsets(*a.seqs, C);
   std::int64_t const n_chunks = offsets.back();
@@ -481,7 +470,7 @@ void selective_scan_backward(std::int64_t interval, backends::host const& be, se
     selective_scan_backward(interval, be, plain.args, checkpoints, g, plain.slope.data());
     return;
   }
-  check_host_args(a);
+  check_delta_args(a);
   constexpr std::int64_t W = detail::tile_lanes<T>;
   std::int64_t const ed = a.channels, ns = a.states, size = ed * ns, whole = ed / W * W;
   std::int64_t const n_seq = a.seqs->count();

@@ -153,15 +153,13 @@ inline bool gemm_degenerate(blas_handle const& h, std::int64_t m, std::int64_t n
 }
 
 //! One cublasGemmEx for row-major C = alpha op(A) op(B) + beta C: column-major Cᵀ = op(B)ᵀ op(A)ᵀ.
-//! C is float unless c_type says otherwise (CUDA_R_16BF: the fp32 sums rounded as cuBLAS stores them).
 inline void gemm_ex(blas_handle const& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                     float alpha, void const* a, std::int64_t lda, void const* b, std::int64_t ldb,
-                    cudaDataType_t ab_type, float beta, void* c, std::int64_t ldc, cublasComputeType_t compute,
-                    cudaDataType_t c_type = CUDA_R_32F) {
+                    cudaDataType_t ab_type, float beta, float* c, std::int64_t ldc, cublasComputeType_t compute) {
   auto const op = [](ops::trans t) { return t == ops::trans::n ? CUBLAS_OP_N : CUBLAS_OP_T; };
   cublas_check(cublasGemmEx(h.get(), op(tb), op(ta), blas_int(n, "gemm n"), blas_int(m, "gemm m"),
                             blas_int(k, "gemm k"), &alpha, b, ab_type, blas_int(ldb, "gemm ldb"), a, ab_type,
-                            blas_int(lda, "gemm lda"), &beta, c, c_type, blas_int(ldc, "gemm ldc"), compute,
+                            blas_int(lda, "gemm lda"), &beta, c, CUDA_R_32F, blas_int(ldc, "gemm ldc"), compute,
                             CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
 }
@@ -209,50 +207,6 @@ struct gemm_operand {
   bfloat16 const* rounded = nullptr;  // row stride ld too
 };
 
-namespace detail {
-
-//! For the null checks: the values, or in bf16 the rounded copy when it is given alone.
-inline void const* given(gemm_operand const& o, gemm_precision precision) {
-  bool const rounded_only = precision == gemm_precision::bf16 && o.values == nullptr && o.rounded != nullptr;
-  return rounded_only ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
-}
-
-//! A and B as a bf16 GEMM reads them: their rounded copies, or their values rounded into the handle's staging
-//! memory (dense copies: row stride = stored width).
-struct bf16_pair {
-  bfloat16 const* a;
-  std::int64_t lda;
-  bfloat16 const* b;
-  std::int64_t ldb;
-};
-
-inline bf16_pair bf16_operands(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n,
-                               std::int64_t k, gemm_operand const& a, gemm_operand const& b) {
-  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K].
-  std::int64_t const a_rows = ta == ops::trans::n ? m : k, a_cols = ta == ops::trans::n ? k : m;
-  std::int64_t const b_rows = tb == ops::trans::n ? k : n, b_cols = tb == ops::trans::n ? n : k;
-  std::size_t const a_bytes =
-      a.rounded ? 0 : align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
-  std::size_t const b_bytes = b.rounded ? 0 : static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16);
-  auto* staged = a_bytes + b_bytes > 0 ? static_cast<char*>(h.staging(a_bytes + b_bytes)) : nullptr;
-  bf16_pair r{a.rounded, a.ld, b.rounded, b.ld};
-  if (r.a == nullptr) {
-    auto* dst = reinterpret_cast<bfloat16*>(staged);
-    round_to_bf16(h.backend(), a_rows, a_cols, a.values, a.ld, dst);
-    r.a = dst;
-    r.lda = a_cols;
-  }
-  if (r.b == nullptr) {
-    auto* dst = reinterpret_cast<bfloat16*>(staged + a_bytes);
-    round_to_bf16(h.backend(), b_rows, b_cols, b.values, b.ld, dst);
-    r.b = dst;
-    r.ldb = b_cols;
-  }
-  return r;
-}
-
-}  // namespace detail
-
 //! C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C on the handle's stream. A is stored [M, K] (ta = n) or
 //! [K, M] (ta = t), B [K, N] (tb = n) or [N, K] (tb = t); lda, ldb, ldc are row strides; all pointers are device
 //! pointers. beta == 0 means C is not read. With bf16 the result is that of gemm on bfloat16-rounded inputs with
@@ -260,8 +214,11 @@ inline bf16_pair bf16_operands(blas_handle& h, ops::trans ta, ops::trans tb, std
 inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                  float alpha, gemm_operand const& a, gemm_operand const& b, float beta, float* c, std::int64_t ldc,
                  gemm_precision precision = gemm_precision::fp32) {
-  ops::detail::check_gemm_args(ta, tb, m, n, k, detail::given(a, precision), a.ld, detail::given(b, precision), b.ld,
-                               static_cast<void const*>(c), ldc);
+  auto given = [&](gemm_operand const& o) {  // for the null checks: the values, or in bf16 the rounded copy
+    bool const rounded_only = precision == gemm_precision::bf16 && o.values == nullptr && o.rounded != nullptr;
+    return rounded_only ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
+  };
+  ops::detail::check_gemm_args(ta, tb, m, n, k, given(a), a.ld, given(b), b.ld, static_cast<void const*>(c), ldc);
   if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
     return;
   }
@@ -270,31 +227,29 @@ inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, s
     detail::gemm_ex(h, ta, tb, m, n, k, alpha, a.values, a.ld, b.values, b.ld, CUDA_R_32F, beta, c, ldc, compute);
     return;
   }
-  auto const ab = detail::bf16_operands(h, ta, tb, m, n, k, a, b);
-  detail::gemm_ex(h, ta, tb, m, n, k, alpha, ab.a, ab.lda, ab.b, ab.ldb, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
-}
-
-//! C = alpha op(A) op(B) written as its bf16 rounding ([M, N], row stride ldc): a bf16 GEMM whose result is only
-//! ever read rounded (the next GEMM's operand, or an activation kept in bf16) is stored once, at half the bytes.
-//! The operands as in gemm's bf16 precision; fp32 sums, rounded as cuBLAS stores them. C is not read (no beta).
-inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
-                 float alpha, gemm_operand const& a, gemm_operand const& b, bfloat16* c, std::int64_t ldc) {
-  constexpr auto bf16 = gemm_precision::bf16;
-  ops::detail::check_gemm_args(ta, tb, m, n, k, detail::given(a, bf16), a.ld, detail::given(b, bf16), b.ld,
-                               static_cast<void const*>(c), ldc);
-  if (m == 0 || n == 0) {
-    return;
+  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K]; staged copies are dense (row stride = stored width).
+  std::int64_t const a_rows = ta == ops::trans::n ? m : k, a_cols = ta == ops::trans::n ? k : m;
+  std::int64_t const b_rows = tb == ops::trans::n ? k : n, b_cols = tb == ops::trans::n ? n : k;
+  std::size_t const a_bytes =
+      a.rounded ? 0 : detail::align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
+  std::size_t const b_bytes = b.rounded ? 0 : static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16);
+  auto* staged = a_bytes + b_bytes > 0 ? static_cast<char*>(h.staging(a_bytes + b_bytes)) : nullptr;
+  bfloat16 const* a16 = a.rounded;
+  bfloat16 const* b16 = b.rounded;
+  std::int64_t lda16 = a.ld, ldb16 = b.ld;
+  if (a16 == nullptr) {
+    auto* dst = reinterpret_cast<bfloat16*>(staged);
+    round_to_bf16(h.backend(), a_rows, a_cols, a.values, a.ld, dst);
+    a16 = dst;
+    lda16 = a_cols;
   }
-  if (k == 0 || alpha == 0.0f) {  // C = 0: bf16 zero is all-zero bits
-    cuda_check(cudaMemset2DAsync(c, static_cast<std::size_t>(ldc) * sizeof(bfloat16), 0,
-                                 static_cast<std::size_t>(n) * sizeof(bfloat16), static_cast<std::size_t>(m),
-                                 h.backend().stream),
-               "cudaMemset2DAsync (bf16 gemm c)");
-    return;
+  if (b16 == nullptr) {
+    auto* dst = reinterpret_cast<bfloat16*>(staged + a_bytes);
+    round_to_bf16(h.backend(), b_rows, b_cols, b.values, b.ld, dst);
+    b16 = dst;
+    ldb16 = b_cols;
   }
-  auto const ab = detail::bf16_operands(h, ta, tb, m, n, k, a, b);
-  detail::gemm_ex(h, ta, tb, m, n, k, alpha, ab.a, ab.lda, ab.b, ab.ldb, CUDA_R_16BF, 0.0f, c, ldc, CUBLAS_COMPUTE_32F,
-                  CUDA_R_16BF);
+  detail::gemm_ex(h, ta, tb, m, n, k, alpha, a16, lda16, b16, ldb16, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
 }
 
 //! The same product on float operands (bf16: both rounded into the handle's staging memory first).

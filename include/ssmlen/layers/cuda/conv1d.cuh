@@ -27,10 +27,6 @@
 //! (K multiply-adds per element, no stored y), and can write dx rounded to bf16 (an operand of the in_proj GEMMs).
 //! The results are those of the separate passes, except that silu and silu' are made on the multi-function unit
 //! (within a few 1e-7 of the host's).
-//!
-//! Forward and backward also take x in bf16, the form mixed-precision training keeps its activations in: the
-//! kernels read x as its own element type (half the bytes of the staged rows) and widen it exactly, the rest of the
-//! math staying float32, so the results are bit for bit those of the float32 input holding the same values.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -64,23 +60,19 @@ struct conv1d_weights {
 namespace detail {
 
 inline constexpr int conv_threads = 256;
-inline constexpr int conv_forward_threads = 128;  // 32 KB of staged fp32 rows a block (16 tokens × 16 bytes a thread)
-inline constexpr int conv_backward_threads = 64;  // small blocks: the backward has few threads to spread
-inline constexpr std::int64_t conv_run_tokens = 16;     // tokens per forward thread
-inline constexpr int conv_backward_batch = 4;           // rows of a backward batch; two batches in flight
+inline constexpr int conv_forward_threads = 128;     // 32 KB of staged rows per block (16 tokens × 16 bytes a thread)
+inline constexpr int conv_backward_threads = 64;     // small blocks: the backward has few threads to spread
+inline constexpr std::int64_t conv_run_tokens = 16;  // tokens per forward thread
+inline constexpr int conv_backward_batch = 4;        // rows of a backward batch; two batches in flight
 inline constexpr std::int64_t conv_block_tokens = 128;  // tokens per backward thread and dweight partial: fixed, so
                                                         // the sum order is too
 inline constexpr std::int64_t conv_max_window = 8;      // widest d_conv kept in registers
 
-//! X: the element type of x, T or bfloat16 (widened exactly as it is read; the math, the states and the gradients
-//! stay T). Only x's type changes, so T and bfloat16 inputs give the same layout and T's kernels stay as they were.
-template <class T, class X = T>
+template <class T>
 struct conv_params {
   std::int64_t const* offsets;
   std::int64_t count, tokens, channels, width;
-  T const *weight, *bias;
-  X const* x;
-  T const* init;  // [S, K-1, C] or null
+  T const *weight, *bias, *x, *init;  // init: [S, K-1, C] or null
   std::int64_t ldx;
   T *y, *final_state;                          // forward
   T* y_silu;                                   // forward, or null: silu(y), [T, C]
@@ -139,8 +131,8 @@ __device__ inline bool enter_sequence(std::int64_t const* offsets, std::int64_t 
 
 //! Input at position `pos` of sequence s (starting at token t0), channels [c, c + V): x for pos >= 0, else the
 //! initial state's row K-1+pos, or zeros.
-template <int V, class T, class X>
-__device__ inline float_vec<V> input_at(conv_params<T, X> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
+template <int V, class T>
+__device__ inline float_vec<V> input_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
                                         std::int64_t c) {
   if (pos >= 0) {
     return load_floats<V>(p.x + (t0 + pos) * p.ldx + c);
@@ -153,8 +145,8 @@ __device__ inline float_vec<V> input_at(conv_params<T, X> const& p, std::int64_t
 
 //! The convolution at position pos >= 0 of sequence s (starting at token t0), channels [c, c + V), summed in the
 //! forward kernels' order (the bias, then k ascending), so that it has the bits the forward wrote.
-template <int V, class T, class X>
-__device__ inline float_vec<V> output_at(conv_params<T, X> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
+template <int V, class T>
+__device__ inline float_vec<V> output_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
                                          std::int64_t c) {
   float_vec<V> acc;
 #pragma unroll
@@ -184,8 +176,8 @@ __device__ inline void through_silu(float_vec<V>& g, float_vec<V> const& y) {
 }
 
 //! ∂L/∂y at position pos >= 0 of sequence s, channels [c, c + V): dy, or dy · silu'(y) with y recomputed.
-template <int V, class T, class X>
-__device__ inline float_vec<V> grad_at(conv_params<T, X> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
+template <int V, class T>
+__device__ inline float_vec<V> grad_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
                                        std::int64_t c) {
   float_vec<V> g = load_floats<V>(p.dy + (t0 + pos) * p.channels + c);
   if (p.dy_of == conv_activation::silu) {
@@ -196,8 +188,8 @@ __device__ inline float_vec<V> grad_at(conv_params<T, X> const& p, std::int64_t 
 
 //! Writes y's channels [c, c + V) of token t (unless y is null) and, where asked, their SiLU and its bf16 rounding
 //! (the rounding of the fp32 activation written beside it).
-template <int V, class T, class X>
-__device__ inline void store_output(conv_params<T, X> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& y) {
+template <int V, class T>
+__device__ inline void store_output(conv_params<T> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& y) {
   std::int64_t const at = t * p.channels + c;
   if (p.y != nullptr) {
     store_floats<V>(p.y + at, y);
@@ -219,8 +211,8 @@ __device__ inline void store_output(conv_params<T, X> const& p, std::int64_t t, 
 
 //! Writes dx's channels [c, c + V) of token t (its final value: the kernels overwrite dx) and/or its bf16
 //! rounding, whichever is asked for.
-template <int V, class T, class X>
-__device__ inline void store_dx(conv_params<T, X> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& g) {
+template <int V, class T>
+__device__ inline void store_dx(conv_params<T> const& p, std::int64_t t, std::int64_t c, float_vec<V> const& g) {
   if (p.dx != nullptr) {
     store_floats<V>(p.dx + t * p.lddx + c, g);
   }
@@ -235,8 +227,8 @@ struct conv_run {
 };
 
 //! Item i of `groups` channel groups × runs of `run_tokens`: consecutive items take consecutive channel groups.
-template <int V, class T, class X>
-__device__ inline conv_run run_of(conv_params<T, X> const& p, std::int64_t i, std::int64_t run_tokens) {
+template <int V, class T>
+__device__ inline conv_run run_of(conv_params<T> const& p, std::int64_t i, std::int64_t run_tokens) {
   std::int64_t const groups = p.channels / V, run = i / groups;
   std::int64_t const t_begin = run * run_tokens;
   return {(i - run * groups) * V, t_begin, t_begin + run_tokens < p.tokens ? t_begin + run_tokens : p.tokens};
@@ -250,8 +242,8 @@ enum class tap_order {
 };
 
 //! The taps of channels [c, c + V) in KMAX slots, placed as `order` says. Slots outside the width stay zero.
-template <int V, int KMAX, tap_order order, class T, class X>
-__device__ inline void load_taps(conv_params<T, X> const& p, std::int64_t c, float_vec<V> (&tap)[KMAX]) {
+template <int V, int KMAX, tap_order order, class T>
+__device__ inline void load_taps(conv_params<T> const& p, std::int64_t c, float_vec<V> (&tap)[KMAX]) {
   int const width = static_cast<int>(p.width), lead = KMAX - width;
 #pragma unroll
   for (int m = 0; m < KMAX; ++m) {
@@ -268,8 +260,8 @@ __device__ inline void load_taps(conv_params<T, X> const& p, std::int64_t c, flo
 
 //! win[m] (m in [KMAX-K, KMAX-1)) = input at position pos0 + m of sequence s: the K-1 inputs before a token whose
 //! position is pos0 + KMAX - 1. Slots before KMAX-K are unused.
-template <int V, int KMAX, class T, class X>
-__device__ inline void fill_window(conv_params<T, X> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos0,
+template <int V, int KMAX, class T>
+__device__ inline void fill_window(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos0,
                                    std::int64_t c, float_vec<V> (&win)[KMAX - 1]) {
   int const lead = KMAX - static_cast<int>(p.width);
 #pragma unroll
@@ -288,40 +280,16 @@ __device__ inline void shift_in(float_vec<V> (&win)[N], float_vec<V> const& newe
   win[N - 1] = newest;
 }
 
-//! An element of x as rows staged in shared memory hold it: bf16 as its bits, since a __shared__ array's elements
-//! cannot have bfloat16's zero-initializing constructor.
-template <class X>
-using staged_t = std::conditional_t<std::is_same_v<X, bfloat16>, std::uint16_t, X>;
-
-//! Starts copying V elements of a row from global memory into the calling thread's shared slots (its own: only it
-//! reads them, after __pipeline_wait_prior). Asynchronously when they make a copy cp.async takes (4, 8 or 16
-//! bytes: 1 or 4 floats, 4 bf16); a single bf16 element (2 bytes, the one-channel fallback) goes through a register.
-template <int V, class X>
-__device__ inline void stage_row(staged_t<X>* slots, X const* row) {
-  if constexpr (sizeof(X) * V >= 4) {
-    __pipeline_memcpy_async(slots, row, sizeof(X) * V);
-  } else {
-    *slots = row->bits;
-  }
-}
-
-//! The V staged elements at `slots`, widened.
-template <int V, class X>
-__device__ inline float_vec<V> load_staged(staged_t<X> const* slots) {
-  return load_floats<V>(reinterpret_cast<X const*>(slots));
-}
-
 //! Forward over runs of conv_run_tokens; the window holds the K-1 inputs before the current token, and is refilled
 //! from the initial state (or zeros) where a sequence starts. Sums in the host's order: bias, then k ascending. The
 //! run's rows of x arrive in shared memory by asynchronous copies, all at once and while the taps, the bias and the
 //! window load, each thread into its own slots: no rows held in registers (70 instead of 105) and 16 in flight. With
 //! silu on the multi-function unit, 98 → 87 µs per layer at the paper shape; alone, the staging changed nothing
-//! while the host's exp and division in silu bounded the kernel (docs/perf.md). The rows are staged as x's own
-//! elements (bf16 x: 8-byte copies, half the shared memory) and widened as they are read.
-template <int V, int KMAX, class T, class X>
-__global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv_params<T, X> p) {
+//! while the host's exp and division in silu bounded the kernel (docs/perf.md).
+template <int V, int KMAX, class T>
+__global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv_params<T> p) {
   constexpr int R = static_cast<int>(conv_run_tokens);
-  __shared__ __align__(16) staged_t<X> rows[R][conv_forward_threads * V];  // [token of the run, thread]: x
+  __shared__ __align__(16) float rows[R][conv_forward_threads * V];  // [token of the run, thread]: x
   int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const runs = (p.tokens + conv_run_tokens - 1) / conv_run_tokens, total = runs * (p.channels / V);
   int const lead = KMAX - static_cast<int>(p.width);
@@ -331,7 +299,7 @@ __global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv
 #pragma unroll
     for (int u = 0; u < R; ++u) {
       if (r.t_begin + u < r.t_end) {
-        stage_row<V>(&rows[u][slot], p.x + (r.t_begin + u) * p.ldx + r.c);
+        __pipeline_memcpy_async(&rows[u][slot], p.x + (r.t_begin + u) * p.ldx + r.c, sizeof(float) * V);
       }
     }
     __pipeline_commit();
@@ -352,7 +320,7 @@ __global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv
         if (enter_sequence(p.offsets, t, s, t0, next)) {  // a sequence starts at t: its window is before it
           fill_window<V, KMAX>(p, s, t0, -(KMAX - 1), r.c, win);
         }
-        float_vec<V> const xv = load_staged<V, X>(&rows[u][slot]);
+        float_vec<V> const xv = load_floats<V>(&rows[u][slot]);
         float_vec<V> acc = bias;
 #pragma unroll
         for (int m = 0; m < KMAX - 1; ++m) {
@@ -369,8 +337,8 @@ __global__ void __launch_bounds__(conv_forward_threads) conv_forward_kernel(conv
 }
 
 //! The forward for widths past conv_max_window: one thread per (token, channel group), every tap from memory.
-template <int V, class T, class X>
-__global__ void __launch_bounds__(conv_threads) conv_forward_any_width_kernel(conv_params<T, X> p) {
+template <int V, class T>
+__global__ void __launch_bounds__(conv_threads) conv_forward_any_width_kernel(conv_params<T> p) {
   std::int64_t const groups = p.channels / V, total = p.tokens * groups;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -394,8 +362,8 @@ __global__ void __launch_bounds__(conv_threads) conv_forward_any_width_kernel(co
 
 //! final_state[s, j, c] = input at position len - (K-1) + j: the last K-1 inputs (reaching into the initial state
 //! when the sequence is shorter than K-1).
-template <class T, class X>
-__global__ void __launch_bounds__(conv_threads) conv_final_state_kernel(conv_params<T, X> p) {
+template <class T>
+__global__ void __launch_bounds__(conv_threads) conv_final_state_kernel(conv_params<T> p) {
   std::int64_t const km1 = p.width - 1, per_seq = km1 * p.channels, total = p.count * per_seq;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -408,9 +376,9 @@ __global__ void __launch_bounds__(conv_threads) conv_final_state_kernel(conv_par
 //! Gradient at extended position e (0 .. K-2: the initial state; K-1+pos: token pos) of sequence s:
 //! Σ_k w[c, k] dy[e - k] over tokens e - k in [0, len), plus the final state's gradient for e >= len, summed in
 //! the host's order (the final state's gradient first, then tokens in increasing order).
-template <int V, class T, class X>
-__device__ inline float_vec<V> extended_grad(conv_params<T, X> const& p, std::int64_t s, std::int64_t t0,
-                                             std::int64_t len, std::int64_t e, std::int64_t c) {
+template <int V, class T>
+__device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t len,
+                                             std::int64_t e, std::int64_t c) {
   float_vec<V> acc{};
   if (e >= len && p.d_final != nullptr) {
     acc = load_floats<V>(p.d_final + (s * (p.width - 1) + e - len) * p.channels + c);
@@ -439,15 +407,10 @@ __device__ inline float_vec<V> extended_grad(conv_params<T, X> const& p, std::in
 //! through shared memory by asynchronous copies, two batches of 4 in flight, instead of through registers: with the
 //! loads in registers a batch at a time, few blocks fit an SM and too few bytes are in flight to keep DRAM busy.
 //! For d_conv <= 4 the registers are capped at 128 (8 blocks per SM, as the shared memory allows; a few bytes spill).
-//! bf16 x rows are staged as bf16 (8-byte copies) beside the float dy rows and widened as they enter the window.
-template <int V, int KMAX, class T, class X>
-__global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T, X> p) {
+template <int V, int KMAX, class T>
+__global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T> p) {
   constexpr int NB = conv_backward_batch, NS = 2;  // rows of a batch, batches in flight (each thread's own slots)
-  struct staged_rows {  // a token's rows: dy and x at t - K (the next window's oldest input), by thread
-    T dy[conv_backward_threads * V];
-    staged_t<X> x[conv_backward_threads * V];
-  };
-  __shared__ __align__(16) staged_rows rows[NS][NB];  // [stage, token of the batch]
+  __shared__ __align__(16) float rows[NS][NB][2][conv_backward_threads * V];  // [stage, token, dy | older x, thread]
   int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
   std::int64_t const total = blocks * (p.channels / V), width = p.width;
@@ -481,9 +444,9 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
       for (int u = 0; u < NB; ++u) {
         std::int64_t const t = tb - 1 - u;
         if (t >= r.t_begin) {
-          stage_row<V>(&rows[st][u].dy[slot], p.dy + t * p.channels + r.c);
+          __pipeline_memcpy_async(&rows[st][u][0][slot], p.dy + t * p.channels + r.c, sizeof(float) * V);
           if (t - width >= 0) {
-            stage_row<V>(&rows[st][u].x[slot], p.x + (t - width) * p.ldx + r.c);
+            __pipeline_memcpy_async(&rows[st][u][1][slot], p.x + (t - width) * p.ldx + r.c, sizeof(float) * V);
           }
         }
       }
@@ -509,7 +472,7 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
           seq_end = p.offsets[s + 1];
           fill(t);
         }
-        float_vec<V> g = load_floats<V>(&rows[st][u].dy[slot]);
+        float_vec<V> g = load_floats<V>(&rows[st][u][0][slot]);
         if (silu) {
           float_vec<V> y = bias;
 #pragma unroll
@@ -553,7 +516,7 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
           win[k] = win[k - 1];
         }
         if (!Edge || t - width >= seq_begin) {  // t - 1's oldest input
-          win[0] = load_staged<V, X>(&rows[st][u].x[slot]);
+          win[0] = load_floats<V>(&rows[st][u][1][slot]);
         } else if (t > seq_begin) {  // from the initial state; at a sequence start the window is refilled instead
           win[0] = input_at<V>(p, s, seq_begin, t - width - seq_begin, r.c);
         }
@@ -586,8 +549,8 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
 }
 
 //! dx for widths past conv_max_window: one thread per (token, channel group), every tap from memory.
-template <int V, class T, class X>
-__global__ void __launch_bounds__(conv_threads) conv_backward_dx_any_width_kernel(conv_params<T, X> p) {
+template <int V, class T>
+__global__ void __launch_bounds__(conv_threads) conv_backward_dx_any_width_kernel(conv_params<T> p) {
   std::int64_t const groups = p.channels / V, total = p.tokens * groups;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -597,8 +560,8 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_dx_any_width_kerne
   }
 }
 
-template <class T, class X>
-__global__ void __launch_bounds__(conv_threads) conv_backward_init_kernel(conv_params<T, X> p) {
+template <class T>
+__global__ void __launch_bounds__(conv_threads) conv_backward_init_kernel(conv_params<T> p) {
   std::int64_t const km1 = p.width - 1, per_seq = km1 * p.channels, total = p.count * per_seq;
   for (std::int64_t i = blockIdx.x * std::int64_t{conv_threads} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * conv_threads) {
@@ -609,8 +572,8 @@ __global__ void __launch_bounds__(conv_threads) conv_backward_init_kernel(conv_p
 }
 
 //! The partials for widths past conv_max_window: blockIdx.x = token block; threads over the (K+1)·C columns.
-template <class T, class X>
-__global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_kernel(conv_params<T, X> p) {
+template <class T>
+__global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_kernel(conv_params<T> p) {
   std::int64_t const cols = (p.width + 1) * p.channels;
   std::int64_t const t_begin = blockIdx.x * conv_block_tokens;
   std::int64_t const t_end = t_begin + conv_block_tokens < p.tokens ? t_begin + conv_block_tokens : p.tokens;
@@ -637,9 +600,9 @@ __global__ void __launch_bounds__(conv_threads) conv_dweight_partial_any_width_k
 //! result is deterministic; one thread per column summing every row left most SMs idle).
 inline constexpr int conv_reduce_warps = 8;
 
-template <class T, class X>
+template <class T>
 __global__ void __launch_bounds__(conv_reduce_warps * 32)
-    conv_dweight_reduce_kernel(conv_params<T, X> p, std::int64_t blocks) {
+    conv_dweight_reduce_kernel(conv_params<T> p, std::int64_t blocks) {
   __shared__ T part[conv_reduce_warps][32];
   std::int64_t const cols = (p.width + 1) * p.channels;
   int const lane = static_cast<int>(threadIdx.x) % 32, w = static_cast<int>(threadIdx.x) / 32;
@@ -734,10 +697,9 @@ inline void check_conv(device_sequences const& seqs, conv1d_weights const& w, st
 }
 
 //! What forward and backward both pass their kernels: the sequences, the weights, the input and the initial state.
-template <class X>
-conv_params<float, X> input_params(device_sequences const& seqs, conv1d_weights const& w, X const* x, std::int64_t ldx,
-                                   float const* init_state) {
-  conv_params<float, X> p{};
+inline conv_params<float> input_params(device_sequences const& seqs, conv1d_weights const& w, float const* x,
+                                       std::int64_t ldx, float const* init_state) {
+  conv_params<float> p{};
   p.offsets = seqs.offsets;
   p.count = seqs.count;
   p.tokens = seqs.tokens;
@@ -772,39 +734,31 @@ void by_shape(bool vec4, std::int64_t width, Launch&& launch) {
 }
 
 //! Items of the run-structured kernels: channel groups × runs of `run_tokens`.
-template <class X>
-std::int64_t run_items(conv_params<float, X> const& p, bool vec4, std::int64_t run_tokens) {
+inline std::int64_t run_items(conv_params<float> const& p, bool vec4, std::int64_t run_tokens) {
   return (vec4 ? p.channels / 4 : p.channels) * ((p.tokens + run_tokens - 1) / run_tokens);
 }
 
-//! Whether x allows 4-channel accesses: one 16-byte access of floats, one 8-byte access of bf16.
-inline bool x_aligned(float const* x) { return aligned16(x); }
-inline bool x_aligned(bfloat16 const* x) { return aligned8(x); }
-
-//! Vector forms need aligned rows and pointers: C and the strides multiples of 4, every float pointer 16-byte
-//! aligned and every bf16 pointer (4 channels: one 8-byte access) 8-byte aligned.
-template <class X>
-bool forward_vec4(conv_params<float, X> const& p) {
-  return p.channels % 4 == 0 && p.ldx % 4 == 0 && x_aligned(p.x) && aligned16(p.y) && aligned16(p.init) &&
+//! Vector forms need 16-byte rows and pointers: C and the strides multiples of 4, every float pointer 16-byte
+//! aligned and every bf16 pointer (4 channels: one 8-byte store) 8-byte aligned.
+inline bool forward_vec4(conv_params<float> const& p) {
+  return p.channels % 4 == 0 && p.ldx % 4 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.init) &&
          aligned16(p.y_silu) && aligned8(p.y_silu16);
 }
-template <class X>
-bool backward_vec4(conv_params<float, X> const& p) {
-  return p.channels % 4 == 0 && p.ldx % 4 == 0 && p.lddx % 4 == 0 && x_aligned(p.x) && aligned16(p.init) &&
+inline bool backward_vec4(conv_params<float> const& p) {
+  return p.channels % 4 == 0 && p.ldx % 4 == 0 && p.lddx % 4 == 0 && aligned16(p.x) && aligned16(p.init) &&
          aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final) && aligned8(p.dx16) && aligned16(p.partial);
 }
 
 //! The forward over runs of conv_run_tokens or, for widths past conv_max_window, a thread per token and channel group.
-template <class X>
-void launch_forward(conv_params<float, X> const& p, cudaStream_t stream) {
+inline void launch_forward(conv_params<float> const& p, cudaStream_t stream) {
   bool const vec4 = forward_vec4(p);
   by_shape(vec4, p.width, [&](auto v, auto kmax) {
     constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
     if constexpr (KMAX == 0) {
-      conv_forward_any_width_kernel<V, float, X>
+      conv_forward_any_width_kernel<V, float>
           <<<ops::cuda::grid_blocks(p.tokens * (p.channels / V), conv_threads), conv_threads, 0, stream>>>(p);
     } else {
-      conv_forward_kernel<V, KMAX, float, X>
+      conv_forward_kernel<V, KMAX, float>
           <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_run_tokens), conv_forward_threads), conv_forward_threads, 0,
              stream>>>(p);
     }
@@ -814,28 +768,26 @@ void launch_forward(conv_params<float, X> const& p, cudaStream_t stream) {
 
 //! dx and the per-block partials of dweight and dbias (`blocks` token blocks) in one walk, or for widths past
 //! conv_max_window in two kernels; then the partials' sum in a fixed order.
-template <class X>
-void launch_backward(conv_params<float, X> const& p, std::int64_t blocks, cudaStream_t stream) {
+inline void launch_backward(conv_params<float> const& p, std::int64_t blocks, cudaStream_t stream) {
   bool const vec4 = backward_vec4(p);
   std::int64_t const cols = (p.width + 1) * p.channels;
   by_shape(vec4, p.width, [&](auto v, auto kmax) {
     constexpr int V = decltype(v)::value, KMAX = decltype(kmax)::value;
     if constexpr (KMAX == 0) {
-      conv_backward_dx_any_width_kernel<V, float, X>
+      conv_backward_dx_any_width_kernel<V, float>
           <<<ops::cuda::grid_blocks(p.tokens * (p.channels / V), conv_threads), conv_threads, 0, stream>>>(p);
       backends::cuda_check_launch("conv_backward_dx_any_width_kernel");
       dim3 const grid(static_cast<unsigned>(blocks), ops::cuda::grid_blocks(cols, conv_threads, 64));
-      conv_dweight_partial_any_width_kernel<float, X><<<grid, conv_threads, 0, stream>>>(p);
+      conv_dweight_partial_any_width_kernel<float><<<grid, conv_threads, 0, stream>>>(p);
       backends::cuda_check_launch("conv_dweight_partial_any_width_kernel");
     } else {
-      conv_backward_kernel<V, KMAX, float, X>
+      conv_backward_kernel<V, KMAX, float>
           <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_backward_threads),
              conv_backward_threads, 0, stream>>>(p);
       backends::cuda_check_launch("conv_backward_kernel");
     }
   });
-  conv_dweight_reduce_kernel<float, X>
-      <<<ops::cuda::grid_blocks(cols, 32), conv_reduce_warps * 32, 0, stream>>>(p, blocks);
+  conv_dweight_reduce_kernel<float><<<ops::cuda::grid_blocks(cols, 32), conv_reduce_warps * 32, 0, stream>>>(p, blocks);
   backends::cuda_check_launch("conv_dweight_reduce_kernel");
 }
 
@@ -849,95 +801,38 @@ struct conv_silu_out {
   bfloat16* y16 = nullptr;  // [T, C]
 };
 
-//! Device workspace bytes the backward needs (pass at least this much, or null to allocate per call).
-inline std::size_t conv1d_backward_workspace_bytes(std::int64_t tokens, std::int64_t channels, std::int64_t width) {
-  std::int64_t const blocks = (tokens + detail::conv_block_tokens - 1) / detail::conv_block_tokens;
-  return static_cast<std::size_t>(blocks * (width + 1) * channels) * sizeof(float);
-}
-
-namespace detail {
-
-//! conv1d_forward for x of element type X (float or bfloat16).
-template <class X>
-void forward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w, X const* x,
-             std::int64_t ldx, float* y, float const* init_state, float* final_state, conv_silu_out const& silu_out) {
-  check_conv(seqs, w, ldx);
-  check(seqs.tokens == 0 || (x != nullptr && (y != nullptr || silu_out.y != nullptr || silu_out.y16 != nullptr)),
-        "conv1d forward (cuda): x must not be null, and y neither unless a silu output is asked for");
-  auto const overwrites = [&](void const* q) { return q != nullptr && (q == x || q == y); };
-  check(!overwrites(silu_out.y) && !overwrites(silu_out.y16),
-        "conv1d forward (cuda): the silu outputs must not overwrite x or y");
-  auto p = input_params(seqs, w, x, ldx, init_state);
-  p.y = y;
-  p.y_silu = silu_out.y;
-  p.y_silu16 = silu_out.y16;
-  p.final_state = final_state;
-  if (seqs.tokens > 0) {
-    launch_forward(p, be.stream);
-  }
-  std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
-  if (final_state != nullptr && state_items > 0) {
-    conv_final_state_kernel<float, X>
-        <<<ops::cuda::grid_blocks(state_items, conv_threads), conv_threads, 0, be.stream>>>(p);
-    backends::cuda_check_launch("conv_final_state_kernel");
-  }
-}
-
-//! conv1d_backward for x of element type X (float or bfloat16).
-template <class X>
-void backward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w, X const* x,
-              std::int64_t ldx, float const* dy, float* dx, std::int64_t lddx, float const* init_state,
-              float const* d_final_state, float* d_init_state, float* dweight, float* dbias, void* workspace,
-              bfloat16* dx16, conv_activation dy_of) {
-  check_conv(seqs, w, ldx);
-  check_arg(lddx >= w.channels, "conv1d lddx", lddx, "must be at least the channel count");
-  check(dweight != nullptr && dbias != nullptr, "conv1d backward (cuda): dweight and dbias must not be null");
-  check(seqs.tokens == 0 || (x != nullptr && dy != nullptr && (dx != nullptr || dx16 != nullptr)),
-        "conv1d backward (cuda): x, dy and dx (or dx16) must not be null");
-  check(dx16 == nullptr || static_cast<void const*>(dx16) != dx, "conv1d backward (cuda): dx16 must not overwrite dx");
-  std::int64_t const blocks = (seqs.tokens + conv_block_tokens - 1) / conv_block_tokens;
-  check_arg(blocks <= INT_MAX, "token count", seqs.tokens, "must be at most (2^31 - 1) · 128");
-  ops::cuda::scratch ws(workspace, conv1d_backward_workspace_bytes(seqs.tokens, w.channels, w.width), be.stream);
-  auto p = input_params(seqs, w, x, ldx, init_state);
-  p.dy = dy;
-  p.dy_of = dy_of;
-  p.d_final = d_final_state;
-  p.dx = dx;
-  p.dx16 = dx16;
-  p.d_init = d_init_state;
-  p.partial = ws.at<float>(0);
-  p.dweight = dweight;
-  p.dbias = dbias;
-  p.lddx = lddx;
-  if (seqs.tokens > 0) {
-    launch_backward(p, blocks, be.stream);
-  }
-  std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
-  if (d_init_state != nullptr && state_items > 0) {
-    conv_backward_init_kernel<float, X>
-        <<<ops::cuda::grid_blocks(state_items, conv_threads), conv_threads, 0, be.stream>>>(p);
-    backends::cuda_check_launch("conv_backward_init_kernel");
-  }
-}
-
-}  // namespace detail
-
 //! Forward on `be.stream`, device pointers: x [T, C] (row stride ldx) -> y [T, C]; init_state and final_state
 //! [S, K-1, C] or null; silu_out (null pointers: none) also receives silu(y). y may be null when silu_out is not:
 //! a backward given dy_of = silu recomputes y.
 inline void conv1d_forward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
                            float const* x, std::int64_t ldx, float* y, float const* init_state, float* final_state,
                            conv_silu_out const& silu_out = {}) {
-  detail::forward(be, seqs, w, x, ldx, y, init_state, final_state, silu_out);
+  detail::check_conv(seqs, w, ldx);
+  check(seqs.tokens == 0 || (x != nullptr && (y != nullptr || silu_out.y != nullptr || silu_out.y16 != nullptr)),
+        "conv1d forward (cuda): x must not be null, and y neither unless a silu output is asked for");
+  auto const overwrites = [&](void const* q) { return q != nullptr && (q == x || q == y); };
+  check(!overwrites(silu_out.y) && !overwrites(silu_out.y16),
+        "conv1d forward (cuda): the silu outputs must not overwrite x or y");
+  auto p = detail::input_params(seqs, w, x, ldx, init_state);
+  p.y = y;
+  p.y_silu = silu_out.y;
+  p.y_silu16 = silu_out.y16;
+  p.final_state = final_state;
+  if (seqs.tokens > 0) {
+    detail::launch_forward(p, be.stream);
+  }
+  std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
+  if (final_state != nullptr && state_items > 0) {
+    detail::conv_final_state_kernel<float>
+        <<<ops::cuda::grid_blocks(state_items, detail::conv_threads), detail::conv_threads, 0, be.stream>>>(p);
+    backends::cuda_check_launch("conv_final_state_kernel");
+  }
 }
 
-//! The forward of bf16 activations (mixed-precision training keeps x in bf16, e.g. the x half of a [T, 2C] matrix
-//! with ldx = 2C): x is widened exactly as it is read, so every output (the final state too) has the bits of the
-//! fp32 forward given x's values as floats. Vectorized when x is 8-byte aligned (and C, ldx are multiples of 4).
-inline void conv1d_forward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
-                           bfloat16 const* x, std::int64_t ldx, float* y, float const* init_state, float* final_state,
-                           conv_silu_out const& silu_out = {}) {
-  detail::forward(be, seqs, w, x, ldx, y, init_state, final_state, silu_out);
+//! Device workspace bytes the backward needs (pass at least this much, or null to allocate per call).
+inline std::size_t conv1d_backward_workspace_bytes(std::int64_t tokens, std::int64_t channels, std::int64_t width) {
+  std::int64_t const blocks = (tokens + detail::conv_block_tokens - 1) / detail::conv_block_tokens;
+  return static_cast<std::size_t>(blocks * (width + 1) * channels) * sizeof(float);
 }
 
 //! Backward on `be.stream`, device pointers: writes dx [T, C] (row stride lddx) and, when not null, d_init_state
@@ -951,20 +846,35 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
                             float const* init_state, float const* d_final_state, float* d_init_state, float* dweight,
                             float* dbias, void* workspace = nullptr, bfloat16* dx16 = nullptr,
                             conv_activation dy_of = conv_activation::none) {
-  detail::backward(be, seqs, w, x, ldx, dy, dx, lddx, init_state, d_final_state, d_init_state, dweight, dbias,
-                   workspace, dx16, dy_of);
-}
-
-//! The backward of bf16 activations: x (the forward's, read again for the weight gradient and, through the SiLU,
-//! to recompute y) is widened exactly, so every result has the bits of the fp32 backward given x's values as
-//! floats. Everything else is as above.
-inline void conv1d_backward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
-                            bfloat16 const* x, std::int64_t ldx, float const* dy, float* dx, std::int64_t lddx,
-                            float const* init_state, float const* d_final_state, float* d_init_state, float* dweight,
-                            float* dbias, void* workspace = nullptr, bfloat16* dx16 = nullptr,
-                            conv_activation dy_of = conv_activation::none) {
-  detail::backward(be, seqs, w, x, ldx, dy, dx, lddx, init_state, d_final_state, d_init_state, dweight, dbias,
-                   workspace, dx16, dy_of);
+  detail::check_conv(seqs, w, ldx);
+  check_arg(lddx >= w.channels, "conv1d lddx", lddx, "must be at least the channel count");
+  check(dweight != nullptr && dbias != nullptr, "conv1d backward (cuda): dweight and dbias must not be null");
+  check(seqs.tokens == 0 || (x != nullptr && dy != nullptr && (dx != nullptr || dx16 != nullptr)),
+        "conv1d backward (cuda): x, dy and dx (or dx16) must not be null");
+  check(dx16 == nullptr || static_cast<void const*>(dx16) != dx, "conv1d backward (cuda): dx16 must not overwrite dx");
+  std::int64_t const blocks = (seqs.tokens + detail::conv_block_tokens - 1) / detail::conv_block_tokens;
+  check_arg(blocks <= INT_MAX, "token count", seqs.tokens, "must be at most (2^31 - 1) · 128");
+  ops::cuda::scratch ws(workspace, conv1d_backward_workspace_bytes(seqs.tokens, w.channels, w.width), be.stream);
+  auto p = detail::input_params(seqs, w, x, ldx, init_state);
+  p.dy = dy;
+  p.dy_of = dy_of;
+  p.d_final = d_final_state;
+  p.dx = dx;
+  p.dx16 = dx16;
+  p.d_init = d_init_state;
+  p.partial = ws.at<float>(0);
+  p.dweight = dweight;
+  p.dbias = dbias;
+  p.lddx = lddx;
+  if (seqs.tokens > 0) {
+    detail::launch_backward(p, blocks, be.stream);
+  }
+  std::int64_t const state_items = seqs.count * (w.width - 1) * w.channels;
+  if (d_init_state != nullptr && state_items > 0) {
+    detail::conv_backward_init_kernel<float>
+        <<<ops::cuda::grid_blocks(state_items, detail::conv_threads), detail::conv_threads, 0, be.stream>>>(p);
+    backends::cuda_check_launch("conv_backward_init_kernel");
+  }
 }
 
 //! One token per sequence on `be.stream`: x [B, C] (row stride ldx) -> y [B, C] (or silu of it, per `act`);

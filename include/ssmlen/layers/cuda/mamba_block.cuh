@@ -13,18 +13,15 @@
 //! (its backward recomputes the output from the input window it reads anyway and goes through silu' itself), and the
 //! kernels that make a bf16 GEMM's operand write its bf16 copy, to save a pass over [T, ED] each; u and dout may come
 //! with theirs, written by the model's RMSNorm kernels (mamba_block_rows), and with bf16 GEMMs ∂L/∂xz is kept only
-//! rounded. With bf16 GEMMs the activations x, z and the conv's SiLU are kept only in bf16 as well, as mixed-precision
-//! training does: in_proj writes xz rounded (cuBLAS rounds its fp32 sums as it stores them), the conv and the scan
-//! widen what they read, and every sum stays fp32. The scan makes Δ from dt_proj's output as it reads it (bias,
-//! softplus on the multi-function unit) and its backward writes ∂L/∂dt_pre and its bf16 copy, so Δ is never stored; its
-//! forward also writes the gated output y · silu(z) (silu on the same unit) for out_proj, so the gate's forward is no
-//! pass of its own; its backward takes the gated output's gradient back through the gate as it loads it and writes
-//! ∂L/∂z (and sums dt_bias's gradient), so neither is a pass of its own either. The activations kept for the backward
-//! are the host's (the scan keeps only chunk-start states and recomputes the rest); the backward's buffers live in a
-//! scratch that every block of a model shares, since blocks run one after another on one stream. `step` advances B
-//! sequences by one token each (the host block's step_row on every row): in_proj, the conv's step kernel with SiLU
-//! fused, x_proj, then one fused SSM step that applies dt_proj itself (scan/cuda/selective_scan_step.cuh), and
-//! out_proj.
+//! rounded. The scan makes Δ from dt_proj's output as it reads it (bias, softplus on the multi-function unit) and its
+//! backward writes ∂L/∂dt_pre and its bf16 copy, so Δ is never stored; its forward also writes the gated output y ·
+//! silu(z) (silu on the same unit) for out_proj, so the gate's forward is no pass of its own; its backward takes the
+//! gated output's gradient back through the gate as it loads it and writes ∂L/∂z (and sums dt_bias's gradient), so
+//! neither is a pass of its own either. The activations kept for the backward are the host's (the scan keeps only
+//! chunk-start states and recomputes the rest); the backward's buffers live in a scratch that every block of a model
+//! shares, since blocks run one after another on one stream. `step` advances B sequences by one token each (the host
+//! block's step_row on every row): in_proj, the conv's step kernel with SiLU fused, x_proj, then one fused SSM step
+//! that applies dt_proj itself (scan/cuda/selective_scan_step.cuh), and out_proj.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -120,17 +117,15 @@ void poison_buffer(backends::device_buffer<T>& b, cudaStream_t stream) {
 
 //! What the forward keeps for the backward; sized by the forward for its batch.
 struct mamba_block_cache {
-  backends::device_buffer<float> xz;           // [T, 2ED]: conv input x, then gate z (fp32 GEMMs only)
-  backends::device_buffer<float> xs;           // [T, ED]: SSM input (fp32 GEMMs only)
+  backends::device_buffer<float> xz;           // [T, 2ED]: conv input x, then gate z
+  backends::device_buffer<float> xs;           // [T, ED]: SSM input
   backends::device_buffer<float> dbc;          // [T, R + 2N]: Δ_low, B, C
   backends::device_buffer<float> dt_pre;       // [T, ED]: dt_proj(Δ_low); the scan adds the bias, takes the softplus
   backends::device_buffer<float> a;            // [N, ED]: -exp(A_log), transposed
   backends::device_buffer<float> checkpoints;  // [Σ ceil(len / interval), N, ED]: scan states
   backends::device_buffer<float> y;            // [T, ED]: SSM output, before gating
   backends::device_buffer<float> yg;           // [T, ED]: gated (fp32 GEMMs only; bf16 ones keep yg16)
-  // bf16 GEMMs only: activations kept in bf16 alone (in_proj's output as cuBLAS rounds it; the conv's SiLU, which
-  // x_proj and the scan read), and the GEMM inputs that the backward reads again, rounded once
-  backends::device_buffer<bfloat16> xz16;   // [T, 2ED]: xz
+  // bf16 GEMMs only: the GEMM inputs that the backward reads again, rounded once (backends::round_to_bf16)
   backends::device_buffer<bfloat16> u16;    // [T, D]: u, unless its rounding came with it
   backends::device_buffer<bfloat16> xs16;   // [T, ED]
   backends::device_buffer<bfloat16> dbc16;  // [T, R + 2N]
@@ -141,20 +136,19 @@ struct mamba_block_cache {
   void reserve(mamba_block_shape const& s, std::int64_t rows, std::int64_t checkpoint_rows, bool rounded,
                cudaStream_t stream) {
     auto const te = static_cast<std::size_t>(rows * s.d_inner);
+    grow_buffer(xz, 2 * te, stream);
+    grow_buffer(xs, te, stream);
     grow_buffer(dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
     grow_buffer(dt_pre, te, stream);
     grow_buffer(a, static_cast<std::size_t>(s.d_state * s.d_inner), stream);
     grow_buffer(checkpoints, static_cast<std::size_t>(checkpoint_rows * s.d_state * s.d_inner), stream);
     grow_buffer(y, te, stream);
     if (rounded) {
-      grow_buffer(xz16, 2 * te, stream);
       grow_buffer(u16, static_cast<std::size_t>(rows * s.d_model), stream);
       grow_buffer(xs16, te, stream);
       grow_buffer(dbc16, static_cast<std::size_t>(rows * s.bc_width()), stream);
       grow_buffer(yg16, te, stream);
     } else {
-      grow_buffer(xz, 2 * te, stream);
-      grow_buffer(xs, te, stream);
       grow_buffer(yg, te, stream);
     }
   }
@@ -163,7 +157,7 @@ struct mamba_block_cache {
     for (auto* b : {&xz, &xs, &dbc, &dt_pre, &a, &checkpoints, &y, &yg}) {
       poison_buffer(*b, stream);
     }
-    for (auto* b : {&xz16, &u16, &xs16, &dbc16, &yg16}) {
+    for (auto* b : {&u16, &xs16, &dbc16, &yg16}) {
       poison_buffer(*b, stream);
     }
   }
@@ -336,25 +330,18 @@ public:
     bfloat16* const xs16 = bf16() ? k.xs16.data() : nullptr;
     bfloat16* const yg16 = bf16() ? k.yg16.data() : nullptr;
     k.u_rounded = rounding_of(h, u, rows, k.u16);
-    backends::gemm_operand const u_op{u.values, d, k.u_rounded}, in_proj_op{value_.in_proj, d, rounded_.in_proj};
-    if (bf16()) {  // x and z are only read rounded (GEMM operands, or widened by the conv and the scan)
-      backends::gemm(h, trans::n, trans::t, rows, 2 * ed, d, 1.0f, u_op, in_proj_op, k.xz16.data(), 2 * ed);
-      conv1d_forward(h.backend(), seqs, conv_weights(), k.xz16.data(), 2 * ed, nullptr, init.conv, final.conv,
-                     {.y16 = xs16});  // [T, ED]: xs = silu(conv) rounded, which the backward recomputes
-    } else {
-      gemm(h, trans::n, trans::t, rows, 2 * ed, d, u_op, in_proj_op, 0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
-      conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, nullptr, init.conv, final.conv,
-                     {.y = k.xs.data()});  // [T, ED]
-    }
-    gemm(h, trans::n, trans::t, rows, w, ed, {xs(k), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
+    gemm(h, trans::n, trans::t, rows, 2 * ed, d, {u.values, d, k.u_rounded}, {value_.in_proj, d, rounded_.in_proj},
+         0.0f, k.xz.data(), 2 * ed);  // [T, 2ED]
+    conv1d_forward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, nullptr, init.conv, final.conv,
+                   {.y = k.xs.data(), .y16 = xs16});  // [T, ED]: xs = silu(conv), which the backward recomputes
+    gemm(h, trans::n, trans::t, rows, w, ed, {k.xs.data(), ed, xs16}, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
          k.dbc.data(), w);  // [T, R + 2N]
     gemm(h, trans::n, trans::t, rows, ed, r, {k.dbc.data(), w, round(h, rows, w, k.dbc.data(), k.dbc16)},
          {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, k.dt_pre.data(), ed);  // [T, ED]
     detail::make_a_kernel<float><<<detail::blocks_for(s_.d_state * ed), detail::block_threads, 0, stream>>>(
         ed, s_.d_state, value_.a_log, k.a.data());
     backends::cuda_check_launch("make_a_kernel");
-    scan::cuda::gate_output const gate{.z = bf16() ? nullptr : k.xz.data() + ed,  // [T, ED] of [T, 2ED]
-                                       .z16 = bf16() ? k.xz16.data() + ed : nullptr,
+    scan::cuda::gate_output const gate{.z = k.xz.data() + ed,  // [T, ED] of [T, 2ED]
                                        .ld_z = 2 * ed,
                                        .gated = bf16() ? nullptr : k.yg.data(),  // bf16 GEMMs read only yg16
                                        .gated_rounded = yg16};
@@ -376,8 +363,7 @@ public:
     cudaStream_t const stream = h.backend().stream;
     std::int64_t const rows = seqs.tokens, d = s_.d_model, ed = s_.d_inner, r = s_.dt_rank, w = s_.bc_width();
     std::int64_t const ns = s_.d_state;
-    check(host_seqs.tokens() == rows &&
-              (bf16() ? k.xz16.size() : k.xz.size()) >= static_cast<std::size_t>(rows * 2 * ed) &&
+    check(host_seqs.tokens() == rows && k.xz.size() >= static_cast<std::size_t>(rows * 2 * ed) &&
               k.checkpoints.size() >= static_cast<std::size_t>(checkpoint_rows(host_seqs) * ns * ed),
           "mamba block backward (cuda): the cache must come from a forward over the same batch");
     ws.reserve(s_, seqs, bf16(), stream);
@@ -402,9 +388,8 @@ public:
                                               .da = ws.da.data(),
                                               .dd = grad_.d,
                                               .d_init_state = d_init.ssm,
-                                              .d_dt_bias = grad_.dt_bias};          // Σ_t ∂L/∂dt_pre
-    scan::cuda::gate_gradient const gate{.z = bf16() ? nullptr : k.xz.data() + ed,  // [T, ED] of [T, 2ED]
-                                         .z16 = bf16() ? k.xz16.data() + ed : nullptr,
+                                              .d_dt_bias = grad_.dt_bias};  // Σ_t ∂L/∂dt_pre
+    scan::cuda::gate_gradient const gate{.z = k.xz.data() + ed,             // [T, ED] of [T, 2ED]
                                          .ld_z = 2 * ed,
                                          .y = k.y.data(),
                                          .dz = dxz != nullptr ? dxz + ed : nullptr,  // z's columns of ∂L/∂xz
@@ -425,21 +410,13 @@ public:
          w);  // [T, R] of [T, R + 2N]
     // x_proj: weight, and dxs += d_dbc W (the scan wrote dxs)
     backends::gemm_operand const d_dbc_op{ws.d_dbc.data(), w, round(h, rows, w, ws.d_dbc.data(), ws.d_dbc16)};
-    gemm(h, trans::t, trans::n, w, ed, rows, d_dbc_op, {xs(k), ed, bf16() ? k.xs16.data() : nullptr}, 1.0f,
+    gemm(h, trans::t, trans::n, w, ed, rows, d_dbc_op, {k.xs.data(), ed, bf16() ? k.xs16.data() : nullptr}, 1.0f,
          grad_.x_proj, ed);  // [R + 2N, ED]
     gemm(h, trans::n, trans::n, rows, ed, w, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 1.0f, ws.dxs.data(),
          ed);  // [T, ED]
-    // through xs = silu(conv): x's columns of dxz (or of dxz16), from x in fp32 or, with bf16 GEMMs, rounded
-    auto conv_backward = [&](auto const* x) {
-      conv1d_backward(h.backend(), seqs, conv_weights(), x, 2 * ed, ws.dxs.data(), dxz, 2 * ed, init.conv, d_final.conv,
-                      d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(), dxz16,
-                      conv_activation::silu);
-    };
-    if (bf16()) {
-      conv_backward(k.xz16.data());
-    } else {
-      conv_backward(k.xz.data());
-    }
+    conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), dxz, 2 * ed, init.conv,
+                    d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(), dxz16,
+                    conv_activation::silu);  // through xs = silu(conv): x's columns of dxz (or of dxz16)
     // dxz or dxz16: x's columns from the conv, z's from the gate's backward
     backends::gemm_operand const dxz_op{dxz, 2 * ed, dxz16};
     gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, k.u_rounded}, 1.0f, grad_.in_proj,
@@ -509,7 +486,7 @@ private:
     std::int64_t const r = s_.dt_rank, ns = s_.d_state;
     return {.channels = s_.d_inner,
             .states = ns,
-            .x = xs(k),
+            .x = k.xs.data(),
             .dt = k.dt_pre.data(),  // the scan makes Δ = delta_min + softplus(dt_pre + bias) as it reads it
             .a = k.a.data(),
             .b = k.dbc.data() + r,
@@ -519,12 +496,8 @@ private:
             .init_state = init,
             .dt_softplus = true,
             .dt_bias = value_.dt_bias,
-            .delta_min = s_.delta_min,
-            .x16 = bf16() ? k.xs16.data() : nullptr};
+            .delta_min = s_.delta_min};
   }
-
-  //! The SSM input in fp32: with bf16 GEMMs only its rounding is kept (null here).
-  [[nodiscard]] float const* xs(mamba_block_cache const& k) const { return bf16() ? nullptr : k.xs.data(); }
 
   [[nodiscard]] bool bf16() const { return precision_ == backends::gemm_precision::bf16; }
 

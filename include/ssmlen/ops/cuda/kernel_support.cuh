@@ -75,25 +75,6 @@ __device__ inline float_vec<V> load_floats(float const* p) {
   return r;
 }
 
-//! V consecutive bf16 values widened to floats (exact); one 8-byte load for V = 4 (p 8-byte aligned).
-template <int V>
-__device__ inline float_vec<V> load_floats(bfloat16 const* p) {
-  float_vec<V> r;
-  if constexpr (V == 4) {
-    ushort4 const q = *reinterpret_cast<ushort4 const*>(p);
-    r.v[0] = bfloat16::to_float(q.x);
-    r.v[1] = bfloat16::to_float(q.y);
-    r.v[2] = bfloat16::to_float(q.z);
-    r.v[3] = bfloat16::to_float(q.w);
-  } else {
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      r.v[j] = static_cast<float>(p[j]);
-    }
-  }
-  return r;
-}
-
 template <int V>
 __device__ inline void store_floats(float* p, float_vec<V> const& r) {
   if constexpr (V == 4) {

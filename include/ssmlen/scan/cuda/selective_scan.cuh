@@ -6,11 +6,7 @@
 //! layout of scan::checkpoint_offsets), and the backward with d_final_state -> d_init_state. Two fusions for the
 //! Mamba block: Δ made from dt_proj's output as it is read (bias and softplus, selective_scan_args), and the gate
 //! y · silu(z), written by the forward (gate_output) and taken back by the backward as it reads dy (gate_gradient);
-//! the backward can also sum dt's bias gradient (selective_scan_grads::d_dt_bias). x and the gate's z may be given
-//! by their bf16 roundings instead (selective_scan_args::x16, gate_output/gate_gradient::z16), as mixed-precision
-//! training keeps those activations: each value is widened exactly to float32 in registers and all math stays
-//! float32, so the outputs are bit for bit those of the fp32 scan fed the rounded values. Which pointer is set is a
-//! uniform run-time branch, not a template parameter: one kernel per policy and shape keeps the build time down.
+//! the backward can also sum dt's bias gradient (selective_scan_grads::d_dt_bias).
 //!
 //! Two policies:
 //!   recurrent               one thread per (sequence, channel), a tile of 4, 8 or 16 states in registers, one token
@@ -81,12 +77,10 @@ struct block_parallel {
 static_assert(policy<block_parallel<>>);
 
 //! The Mamba block's gate, applied by a forward as it writes y: y · silu(z) into `gated` and/or its bf16 rounding
-//! into `gated_rounded`, whichever is not null ([T, ED], dense); z: [T, ED] with row stride ld_z, or z16: z given by
-//! its bf16 rounding instead (the activations a bf16 model keeps), same stride; at most one of them (neither: no
-//! gate). silu runs on the multi-function unit, within a few 1e-7 of the host's. The scan's own y is still written.
+//! into `gated_rounded`, whichever is not null ([T, ED], dense); z: [T, ED] with row stride ld_z (null: no gate).
+//! silu runs on the multi-function unit, within a few 1e-7 of the host's. The scan's own y is still written.
 struct gate_output {
   float const* z = nullptr;
-  bfloat16 const* z16 = nullptr;
   std::int64_t ld_z = 0;
   float* gated = nullptr;
   bfloat16* gated_rounded = nullptr;
@@ -95,21 +89,15 @@ struct gate_output {
 //! The Mamba block's gate, taken back by a backward as it reads dy: with a z, the grads' dy holds ∂L/∂(y · silu(z))
 //! (the gated output's gradient); the backward goes on with dy · silu(z) and writes dz = dy · y · silu'(z) into
 //! whichever of dz and dz_rounded (its bf16 rounding) is not null ([T, ED] with row stride ld_dz). z: [T, ED] with row
-//! stride ld_z, or z16: its bf16 rounding instead, as in gate_output (at most one; neither: no gate); y: the
-//! forward's own output [T, ED]. silu on the multi-function unit, as in the forward's gate.
+//! stride ld_z; y: the forward's own output [T, ED]. silu on the multi-function unit, as in the forward's gate.
 struct gate_gradient {
   float const* z = nullptr;
-  bfloat16 const* z16 = nullptr;
   std::int64_t ld_z = 0;
   float const* y = nullptr;
   float* dz = nullptr;
   bfloat16* dz_rounded = nullptr;
   std::int64_t ld_dz = 0;
 };
-
-//! Whether a gate is given (z or z16).
-__host__ __device__ inline bool has_gate(gate_output const& g) { return g.z != nullptr || g.z16 != nullptr; }
-__host__ __device__ inline bool has_gate(gate_gradient const& g) { return g.z != nullptr || g.z16 != nullptr; }
 
 namespace detail {
 
@@ -136,21 +124,16 @@ struct forward_params {
   std::int64_t const* offsets;     // [S + 1]
   std::int64_t const* ck_offsets;  // [S + 1]: first checkpoint of each sequence
   std::int64_t ed, ns, ld_bc, groups;
-  float const *x, *dt, *a, *b, *c, *d, *init;  // x or x16 is null; init may be null
-  bfloat16 const* x16;                         // x by its bf16 rounding instead (then x is null)
+  float const *x, *dt, *a, *b, *c, *d, *init;  // init may be null
   float *y, *ck, *final_state;                 // ck, final_state may be null
   float const* dt_bias;                        // selective_scan_args' Δ fields; dt_bias may be null
   float delta_min;
   bool dt_softplus;
-  float const* z;  // gate_output's fields: the gate (z or z16), both null for none
-  bfloat16 const* z16;
+  float const* z;  // gate_output's fields: the gate, or z null for none
   std::int64_t ld_z;
   float* gated;
   bfloat16* gated_rounded;
-  unsigned x_widen, z_widen;  // widen_raw's shifts for x and z: 16 when given as bf16, else 0
 };
-
-__host__ __device__ inline bool has_gate(forward_params const& p) { return p.z != nullptr || p.z16 != nullptr; }
 
 //! Everything a backward kernel reads and writes; partials are workspace.
 struct backward_params {
@@ -163,8 +146,7 @@ struct backward_params {
   float* partial_da;               // [S, N, ED]
   float* partial_dd;               // [S, ED]
   float* partial_dbias;            // [S, ED]: Σ of ddt over each sequence's tokens, or null (no d_dt_bias asked)
-  gate_gradient gate;              // no z, z16: dy is the scan's own output's gradient
-  unsigned gate_z_widen;           // widen_raw's shift for the gate's z: 16 with z16, else 0
+  gate_gradient gate;              // no z: dy is the scan's own output's gradient
 };
 
 //! Writes ddt[i] = v (and its rounding when asked for); later launches of a policy overwrite the rounding.
@@ -176,59 +158,6 @@ __device__ inline void store_ddt(backward_params const& p, std::int64_t i, float
 }
 
 __device__ inline float load_or_zero(float const* p, std::int64_t i, bool ok) { return ok ? __ldg(p + i) : 0.0f; }
-
-// x and the gate's z come either in fp32 or as their bf16 roundings (x16, z16: the pointer that is not null), a
-// branch uniform over the grid rather than a template parameter. A load leaves a bf16 value as its bits, zero-extended
-// in a float register, and widen_raw makes the value where it is used: widening at the load would make the thread
-// wait for the load there, and state_split issues its loads a batch ahead of their use.
-
-//! Element i of f or of h (whichever is not null; both may be, with ok false) as loaded, or 0 unless ok; widen_raw
-//! makes its value. One address for both cases, base + (i << log2 of the element size), read by one of two predicated
-//! loads: separate address arithmetic per case held more registers (spills in state_split's backward).
-__device__ inline float load_raw(float const* f, bfloat16 const* h, std::int64_t i, bool ok) {
-  bool const half = h != nullptr;
-  char const* const base = half ? reinterpret_cast<char const*>(h) : reinterpret_cast<char const*>(f);
-  std::int64_t const at = i << (half ? 1 : 2);
-  return !ok    ? 0.0f
-         : half ? __uint_as_float(__ldg(reinterpret_cast<std::uint16_t const*>(base + at)))
-                : __ldg(reinterpret_cast<float const*>(base + at));
-}
-//! load_raw with an address per case (fewer registers where the loads are few: state_split's forward z).
-__device__ inline float load_raw_apart(float const* f, bfloat16 const* h, std::int64_t i, bool ok) {
-  return h != nullptr ? (ok ? __uint_as_float(__ldg(&h[i].bits)) : 0.0f) : load_or_zero(f, i, ok);
-}
-//! The value of `v` loaded by load_raw: its bits shifted by `shift`, 16 for a bf16 (moved to the top), 0 for a float.
-//! The shift comes from the kernel's parameters (x_widen, ...), an operand in constant memory: a select, or a shift
-//! computed in the kernel, would hold a register through the loops.
-__device__ inline float widen_raw(float v, unsigned shift) { return __uint_as_float(__float_as_uint(v) << shift); }
-//! x at i0 + k · stride for k < N as loaded (0 from k = valid on); widen_raw(v[k], p.x_widen) makes the values. One
-//! branch for the N loads, each path's addressing as without x16.
-template <int N>
-__device__ inline void load_x_raw(forward_params const& p, std::int64_t i0, std::int64_t stride, int valid,
-                                  float (&v)[N]) {
-  if (p.x16 == nullptr) {
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      v[k] = k < valid ? __ldg(p.x + i0 + k * stride) : 0.0f;
-    }
-  } else {
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      v[k] = k < valid ? __uint_as_float(__ldg(&p.x16[i0 + k * stride].bits)) : 0.0f;
-    }
-  }
-}
-//! x[i] (from x or x16), or 0 unless ok.
-__device__ inline float load_x(forward_params const& p, std::int64_t i, bool ok) {
-  return widen_raw(load_raw(p.x, p.x16, i, ok), p.x_widen);
-}
-//! The gate's z at i (from z or z16; i = t · ld_z + channel), or 0 unless ok: the forward's and the backward's.
-__device__ inline float load_z(forward_params const& p, std::int64_t i, bool ok) {
-  return widen_raw(load_raw(p.z, p.z16, i, ok), p.z_widen);
-}
-__device__ inline float load_z(backward_params const& p, std::int64_t i, bool ok) {
-  return widen_raw(load_raw(p.gate.z, p.gate.z16, i, ok), p.gate_z_widen);
-}
 
 // Δ from the scan's dt input (selective_scan_args): the Mamba block's softplus, applied as each token is read, or
 // dt as given. Only tokens of a sequence go through it: masked ones keep Δ = 0, an identity step.
@@ -269,7 +198,7 @@ __device__ inline void store_gated(forward_params const& p, std::int64_t at, flo
 //! caller; ignored without a gate): dy itself, or through the gate dy · silu(z), writing dz when `write_dz`.
 __device__ inline float dy_through_gate(backward_params const& p, std::int64_t t, std::int64_t c, float dy, float z,
                                         float y, bool write_dz) {
-  if (!has_gate(p.gate)) {
+  if (p.gate.z == nullptr) {
     return dy;
   }
   float const s = sigmoid_fast(z);
@@ -288,10 +217,10 @@ __device__ inline float dy_through_gate(backward_params const& p, std::int64_t t
 //! dy_through_gate with its own loads of z and y (for the policies whose loads are not staged ahead).
 __device__ inline float load_dy_through_gate(backward_params const& p, std::int64_t t, std::int64_t c, float dy,
                                              bool write_dz) {
-  if (!has_gate(p.gate)) {
+  if (p.gate.z == nullptr) {
     return dy;
   }
-  return dy_through_gate(p, t, c, dy, load_z(p, t * p.gate.ld_z + c, true),
+  return dy_through_gate(p, t, c, dy, __ldg(p.gate.z + t * p.gate.ld_z + c),
                          write_dz ? __ldg(p.gate.y + t * p.f.ed + c) : 0.0f, write_dz);
 }
 //! Δ of a loaded dt value.
@@ -417,14 +346,13 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads) forward_block_ker
   for (std::int64_t k = 0; k < n_chunks; ++k) {
     std::int64_t const tc = t0 + k * tr::chunk;
     int const valid = live ? tokens_before<I>(tc + tok0, t1) : 0;
-    std::int64_t const row = (tc + tok0) * p.ed + ch;
-    float const* dtp = p.dt + row;
-    float xs[I], dt[I], dtx[I], y[I];  // [I]
+    float const* xp = p.x + (tc + tok0) * p.ed + ch;
+    float const* dtp = p.dt + (tc + tok0) * p.ed + ch;
+    float dt[I], dtx[I], y[I];  // [I]
     float dt_sum = 0.0f;
-    load_x_raw(p, row, p.ed, valid, xs);
 #pragma unroll
     for (int i = 0; i < I; ++i) {
-      float const x = widen_raw(xs[i], p.x_widen);
+      float const x = i < valid ? __ldg(xp + i * p.ed) : 0.0f;
       dt[i] = i < valid ? delta_of(p, __ldg(dtp + i * p.ed), dt_bias) : 0.0f;
       dtx[i] = dt[i] * x;
       y[i] = dskip * x;
@@ -507,9 +435,9 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads) forward_block_ker
     for (int i = 0; i < I; ++i) {
       if (i < valid) {
         yp[i * p.ed] = y[i];
-        if (has_gate(p)) {
+        if (p.z != nullptr) {
           std::int64_t const t = tc + tok0 + i;
-          store_gated(p, t * p.ed + ch, y[i], load_z(p, t * p.ld_z + ch, true));
+          store_gated(p, t * p.ed + ch, y[i], __ldg(p.z + t * p.ld_z + ch));
         }
       }
     }
@@ -573,10 +501,9 @@ __global__ void __launch_bounds__(block_traits<W, I>::threads, 2) backward_block
     std::int64_t const row = (tc + tok0) * f.ed + ch;
     float x[I], dt[I], dtx[I], dy[I], dx[I], ddt[I];  // [I]
     float dt_sum = 0.0f;
-    load_x_raw(f, row, f.ed, valid, x);
 #pragma unroll
     for (int i = 0; i < I; ++i) {
-      x[i] = widen_raw(x[i], f.x_widen);
+      x[i] = i < valid ? __ldg(f.x + row + i * f.ed) : 0.0f;
       dt[i] = i < valid ? delta_of(f, __ldg(f.dt + row + i * f.ed), dt_bias) : 0.0f;
       dy[i] = i < valid ? load_dy_through_gate(p, tc + tok0 + i, ch, __ldg(p.dy + row + i * f.ed), true) : 0.0f;
       dtx[i] = dt[i] * x[i];
@@ -761,11 +688,10 @@ __global__ void __launch_bounds__(recurrent_threads) forward_recurrent_kernel(fo
     for (int tb = 0; tb < len; tb += NB) {
       int const valid = live ? tokens_before<NB>(tc + tb, t1) : 0;
       std::int64_t const row = (tc + tb) * p.ed + ch;
-      float xs[NB], dt[NB], dtx[NB], y[NB];  // [NB]; masked tokens: x = dt = 0, an identity step
-      load_x_raw(p, row, p.ed, valid, xs);
+      float dt[NB], dtx[NB], y[NB];  // [NB]; masked tokens: x = dt = 0, an identity step
 #pragma unroll
       for (int i = 0; i < NB; ++i) {
-        float const x = widen_raw(xs[i], p.x_widen);
+        float const x = i < valid ? __ldg(p.x + row + i * p.ed) : 0.0f;
         dt[i] = i < valid ? delta_of(p, __ldg(p.dt + row + i * p.ed), dt_bias) : 0.0f;
         dtx[i] = dt[i] * x;
         y[i] = n0 == 0 ? dskip * x : (i < valid ? p.y[row + i * p.ed] : 0.0f);  // later tiles add to y
@@ -785,14 +711,14 @@ __global__ void __launch_bounds__(recurrent_threads) forward_recurrent_kernel(fo
         }
         y[i] += y1;
       }
-      bool const gate = has_gate(p) && n0 + NT >= p.ns;  // this launch finishes y
+      bool const gate = p.z != nullptr && n0 + NT >= p.ns;  // this launch finishes y
 #pragma unroll
       for (int i = 0; i < NB; ++i) {
         if (i < valid) {
           p.y[row + i * p.ed] = y[i];
           if (gate) {
             std::int64_t const t = tc + tb + i;
-            store_gated(p, row + i * p.ed, y[i], load_z(p, t * p.ld_z + ch, true));
+            store_gated(p, row + i * p.ed, y[i], __ldg(p.z + t * p.ld_z + ch));
           }
         }
       }
@@ -844,7 +770,7 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
     }
     for (std::int64_t t = c0; t < c1; ++t) {
       float const dt = live ? delta_of(f, __ldg(f.dt + t * f.ed + ch), dt_bias) : 0.0f;
-      float const dtx = dt * load_x(f, t * f.ed + ch, live);
+      float const dtx = dt * load_or_zero(f.x, t * f.ed + ch, live);
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         hist[t - c0][j] = h[j];
@@ -854,7 +780,7 @@ __global__ void __launch_bounds__(recurrent_threads) backward_recurrent_kernel(b
       }
     }
     for (std::int64_t t = c1 - 1; t >= c0; --t) {
-      float const x = load_x(f, t * f.ed + ch, live);
+      float const x = load_or_zero(f.x, t * f.ed + ch, live);
       float const dt_in = load_or_zero(f.dt, t * f.ed + ch, live);
       float const dt = live ? delta_of(f, dt_in, dt_bias) : 0.0f;
       float const dy = live ? load_dy_through_gate(p, t, ch, __ldg(p.dy + t * f.ed + ch), n0 == 0) : 0.0f;
@@ -993,12 +919,8 @@ inline void check_inputs(device_sequences const& seqs, selective_scan_args<float
   check_arg(a.channels >= 1, "channels", a.channels, "must be positive");
   check_arg(a.states >= 1 && a.states <= max_states, "states", a.states, "must be in [1, 256]");
   check_arg(a.ld_bc >= a.states, "ld_bc", a.ld_bc, "must be at least the number of states");
-  check(a.x == nullptr || a.x16 == nullptr,
-        "selective scan (cuda): x and x16 are both set; give x or its bf16 rounding x16, not both");
-  check(a.x != nullptr || a.x16 != nullptr,
-        "selective scan (cuda): x or x16 (its bf16 rounding) must be a device pointer; both are null");
-  check(a.dt != nullptr && a.a != nullptr && a.b != nullptr && a.c != nullptr && a.d != nullptr,
-        "selective scan (cuda): dt, a, b, c and d must be device pointers, not null");
+  check(a.x != nullptr && a.dt != nullptr && a.a != nullptr && a.b != nullptr && a.c != nullptr && a.d != nullptr,
+        "selective scan (cuda): x, dt, a, b, c and d must be device pointers, not null");
   check_delta_args(a);
 }
 
@@ -1006,9 +928,7 @@ inline void check_forward_args(device_sequences const& seqs, selective_scan_args
                                gate_output const& gate = {}) {
   check_inputs(seqs, a);
   check(y != nullptr, "selective scan (cuda): y must be a device pointer, not null");
-  check(gate.z == nullptr || gate.z16 == nullptr,
-        "selective scan (cuda): the gate's z and z16 are both set; give z or its bf16 rounding z16, not both");
-  if (has_gate(gate)) {
+  if (gate.z != nullptr) {
     check_arg(gate.ld_z >= a.channels, "gate ld_z", gate.ld_z, "must be at least the number of channels");
     check(gate.gated != nullptr || gate.gated_rounded != nullptr,
           "selective scan (cuda): a gate needs gated or gated_rounded to write");
@@ -1023,9 +943,7 @@ inline void check_backward_args(device_sequences const& seqs, selective_scan_arg
   check(checkpoints != nullptr && g.dy != nullptr && g.dx != nullptr && g.ddt != nullptr && g.db != nullptr &&
             g.dc != nullptr && g.da != nullptr && g.dd != nullptr,
         "selective scan backward (cuda): checkpoints, dy, dx, ddt, db, dc, da and dd must not be null");
-  check(gate.z == nullptr || gate.z16 == nullptr,
-        "selective scan backward (cuda): the gate's z and z16 are both set; give z or its bf16 rounding z16, not both");
-  if (has_gate(gate)) {
+  if (gate.z != nullptr) {
     check_arg(gate.ld_z >= a.channels, "gate ld_z", gate.ld_z, "must be at least the number of channels");
     check_arg(gate.ld_dz >= a.channels, "gate ld_dz", gate.ld_dz, "must be at least the number of channels");
     check(gate.y != nullptr && (gate.dz != nullptr || gate.dz_rounded != nullptr),
@@ -1055,7 +973,6 @@ inline forward_params make_forward_params(device_sequences const& seqs, selectiv
           .c = a.c,
           .d = a.d,
           .init = a.init_state,
-          .x16 = a.x16,
           .y = y,
           .ck = checkpoints,
           .final_state = final_state,
@@ -1063,12 +980,9 @@ inline forward_params make_forward_params(device_sequences const& seqs, selectiv
           .delta_min = a.delta_min,
           .dt_softplus = a.dt_softplus,
           .z = gate.z,
-          .z16 = gate.z16,
           .ld_z = gate.ld_z,
           .gated = gate.gated,
-          .gated_rounded = gate.gated_rounded,
-          .x_widen = a.x16 != nullptr ? 16u : 0u,
-          .z_widen = gate.z16 != nullptr ? 16u : 0u};
+          .gated_rounded = gate.gated_rounded};
 }
 
 inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t interval, std::int64_t* out,
@@ -1101,8 +1015,7 @@ inline backward_params make_backward_params(device_sequences const& seqs, select
           ws.at<float>(layout.partial_da),
           ws.at<float>(layout.partial_dd),
           g.d_dt_bias != nullptr ? ws.at<float>(layout.partial_dbias) : nullptr,
-          gate,
-          gate.z16 != nullptr ? 16u : 0u};
+          gate};
 }
 
 //! The fixed-order reductions that finish a backward: dB, dC over channel groups, and dA, dD (and dt's bias gradient

@@ -164,43 +164,32 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   }
   // x, Δ of a batch are loaded once per block: warp w issues its loads of tokens [w·NB/WG, (w + 1)·NB/WG) of the
   // batch after next while the current one is scanned, and stores them in shared memory, for every warp, a batch
-  // later, Δ made from dt there (and x widened there when given as x16: see load_raw). Masked tokens (past the
-  // sequence, dead lanes) get x = Δ = 0, an identity step.
+  // later, Δ made from dt there. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
   constexpr int mine_count = NB / WG;
   int const mine_first = w * mine_count;
   auto load_mine = [&](std::int64_t t, float2(&v)[mine_count]) {
     int const valid = live ? tokens_before<NB>(t, t1) : 0;
+    float const* xr = p.x + (t + mine_first) * p.ed + ch;
     float const* dr = p.dt + (t + mine_first) * p.ed + ch;
-    if (p.x16 == nullptr) {  // a uniform branch; the fp32 loads as they were without x16
-      float const* xr = p.x + (t + mine_first) * p.ed + ch;
 #pragma unroll
-      for (int r = 0; r < mine_count; ++r) {
-        bool const ok = mine_first + r < valid;
-        v[r] = make_float2(ok ? __ldg(xr + r * ed) : 0.0f, ok ? __ldg(dr + r * ed) : 0.0f);
-      }
-    } else {  // the bf16 bits as loaded: store_mine widens them
-      bfloat16 const* xr = p.x16 + (t + mine_first) * p.ed + ch;
-#pragma unroll
-      for (int r = 0; r < mine_count; ++r) {
-        bool const ok = mine_first + r < valid;
-        v[r] = make_float2(ok ? __uint_as_float(__ldg(&xr[r * ed].bits)) : 0.0f, ok ? __ldg(dr + r * ed) : 0.0f);
-      }
+    for (int r = 0; r < mine_count; ++r) {
+      bool const ok = mine_first + r < valid;
+      v[r] = make_float2(ok ? __ldg(xr + r * ed) : 0.0f, ok ? __ldg(dr + r * ed) : 0.0f);
     }
   };
   auto store_mine = [&](int b, std::int64_t t, float2 const(&v)[mine_count]) {
     int const valid = live ? tokens_before<NB>(t, t1) : 0;
 #pragma unroll
     for (int r = 0; r < mine_count; ++r) {
-      xdt[b][mine_first + r][lane] =
-          make_float2(widen_raw(v[r].x, p.x_widen), mine_first + r < valid ? delta_of(p, v[r].y, dt_bias) : 0.0f);
+      xdt[b][mine_first + r][lane] = make_float2(v[r].x, mine_first + r < valid ? delta_of(p, v[r].y, dt_bias) : 0.0f);
     }
   };
   constexpr int ck_every = static_cast<int>(state_split<NT>::checkpoint_interval);
   static_assert(NB % ck_every == 0, "checkpoints fall on the same tokens of every batch");
   bool const write_ck = p.ck != nullptr && live;
   int const my_states = static_cast<int>(std::clamp<std::int64_t>(p.ns - my_n0, 0, NT));  // states < N
-  float2 next[mine_count], after[mine_count];       // [NB / WG]: this warp's tokens of the next batch and the one after
-  bool const gate = has_gate(p) && n0 + S >= p.ns;  // this launch finishes y: it writes the gated output too
+  float2 next[mine_count], after[mine_count];  // [NB / WG]: this warp's tokens of the next batch and the one after
+  bool const gate = p.z != nullptr && n0 + S >= p.ns;  // this launch finishes y: it writes the gated output too
   load_mine(t0, next);
   store_mine(0, t0, next);  // visible after the first barrier
   if (t0 + NB < t1) {
@@ -226,7 +215,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
       if (gate) {
 #pragma unroll
         for (int r = 0; r < NB / WG; ++r) {
-          zv[r] = load_raw_apart(p.z, p.z16, (t + r * WG + w) * p.ld_z + ch, live && t + r * WG + w < t1);
+          zv[r] = load_or_zero(p.z, (t + r * WG + w) * p.ld_z + ch, live && t + r * WG + w < t1);
         }
       }
       float* const share = &partial[buf][w][0][lane];
@@ -278,7 +267,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
           }
           yr[i * ed] = sum;
           if (gate) {
-            store_gated(p, (t + i) * p.ed + ch, sum, widen_raw(zv[r], p.z_widen));
+            store_gated(p, (t + i) * p.ed + ch, sum, zv[r]);
           }
         }
       }
@@ -350,20 +339,20 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   bool const sum_dbias = p.partial_dbias != nullptr && n0 + S >= f.ns;
   float dbias = 0.0f;
   // x, dt, dy of SB tokens (this thread's lane; tokens w, w + WG, ...) carried in registers like bc_rows' B, C;
-  // Δ (and its slope) are made from dt as they are stored, x (and z) widened there when given as bf16, and dy taken
-  // back through the gate (z and y loaded with the rest; dz written by the first launch).
+  // Δ (and its slope) are made from dt as they are stored, and dy taken back through the gate (z and y loaded with
+  // the rest; dz written by the first launch).
   constexpr int XR = SB / WG;
   float cx[XR], cdt[XR], cdy[XR], cz[XR], cy[XR];
-  bool const gated = has_gate(p.gate), write_dz = gated && n0 == 0;
+  bool const gated = p.gate.z != nullptr, write_dz = gated && n0 == 0;
   auto load_xs = [&](std::int64_t t_first) {
 #pragma unroll
     for (int r = 0; r < XR; ++r) {
       std::int64_t const t = t_first + r * WG + w;
-      bool const ok = live && t < t1;                   // masked tokens: x = Δ = dy = 0, an identity step
-      cx[r] = load_raw(f.x, f.x16, t * f.ed + ch, ok);  // widened by store_xs
+      bool const ok = live && t < t1;  // masked tokens: x = Δ = dy = 0, an identity step
+      cx[r] = load_or_zero(f.x, t * f.ed + ch, ok);
       cdt[r] = load_or_zero(f.dt, t * f.ed + ch, ok);
       cdy[r] = load_or_zero(p.dy, t * f.ed + ch, ok);
-      cz[r] = load_raw(p.gate.z, p.gate.z16, t * p.gate.ld_z + ch, ok && gated);
+      cz[r] = gated ? load_or_zero(p.gate.z, t * p.gate.ld_z + ch, ok) : 0.0f;
       cy[r] = write_dz ? load_or_zero(p.gate.y, t * f.ed + ch, ok) : 0.0f;
     }
   };
@@ -373,8 +362,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       int const row = row0 + r * WG + w;
       std::int64_t const t = t_first + r * WG + w;
       bool const ok = live && t < t1;
-      sm.x[row][lane] = widen_raw(cx[r], f.x_widen);
-      sm.dy[row][lane] = dy_through_gate(p, t, ch, cdy[r], widen_raw(cz[r], p.gate_z_widen), cy[r], write_dz && ok);
+      sm.x[row][lane] = cx[r];
+      sm.dy[row][lane] = dy_through_gate(p, t, ch, cdy[r], cz[r], cy[r], write_dz && ok);
       sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
       if (f.dt_softplus) {
         sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
