@@ -132,11 +132,12 @@ __global__ void __launch_bounds__(step_lanes* step_rows) selective_scan_step_ker
       }
     }
   }
+  T const gated = y * gate;
   if (live && p.y != nullptr) {
-    p.y[row * ed + ch] = y * gate;
+    p.y[row * ed + ch] = gated;
   }
   if (live && p.y_rounded != nullptr) {
-    p.y_rounded[row * ed + ch] = bfloat16(static_cast<float>(y * gate));
+    p.y_rounded[row * ed + ch] = bfloat16(static_cast<float>(gated));
   }
 }
 
