@@ -7,12 +7,15 @@
 //             vocabulary; 8 sequences × 2048 random tokens, every target counted
 //   paper_addition  the same model on the paper-scale run's batches: 128 addition traces of at most 5 digits packed
 //             4 to a sequence (32 sequences of about 600 tokens, examples/configs/addition_paper_scale.json)
-// with fp32 and TF32 GEMMs. Counters:
+// with fp32, TF32 and bf16 GEMMs; `_graphs` runs set mamba_lm_options::step_graphs (on a stream of their own): a step
+// whose batch has the previous step's layout replays a CUDA graph (every step of the paper shape's fixed 8 × 2048
+// batches after the first; never on addition batches, whose layout changes every step). Counters:
 //   tok/s      packed input tokens per second at the median step time (step_ms)
 //   mfu        model-flops utilization: 6 · parameters · tok/s (forward 2, backward 4 per parameter and token) over
 //              bf16_TF/s, the bf16 matrix rate of the GPU (a cuBLAS 8192³ GEMM of bf16 operands, fp32 accumulate)
 //   mfu_prec   the same flops over gemm_TF/s, an 8192³ GEMM in the step's own precision: how much of what that
 //              precision can reach the step turns into model flops
+//   replayed   (_graphs runs) the share of timed steps that replayed a captured graph
 //   device_GB  device memory in use after the steps, this process's models and pools included (an upper bound on
 //              what the step needs)
 // Both rates are measured in this process (median of 10). With SSMLEN_PROFILE_STEP set, the first timed step of
@@ -119,7 +122,7 @@ std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, s
   return out;
 }
 
-void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision) {
+void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision, bool graphs = false) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
     return;
@@ -135,7 +138,11 @@ void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision) 
                                                      : addition_batches(8, 1);
   double const rate = gemm_rate(precision);
   ssmlen::models::mamba_lm<float> host(cfg, 1);
-  ssmlen::models::cuda::mamba_lm<> dev(host, {.precision = precision, .optimizer = {.lr = 1e-4}});
+  ssmlen::backends::cuda_stream stream;  // used with graphs only: eager runs stay on the legacy default stream
+  ssmlen::models::cuda::mamba_lm<> dev(host, {.be = graphs ? stream.backend() : ssmlen::backends::cuda{},
+                                              .precision = precision,
+                                              .optimizer = {.lr = 1e-4},
+                                              .step_graphs = graphs});
   for (int i = 0; i < 2; ++i) {  // warm-up: buffers grow to the largest batch, cuBLAS picks its kernels
     for (auto const& b : batches) {
       dev.train_step(b, 1e-4);
@@ -146,6 +153,7 @@ void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision) 
   double loss = 0;
   std::size_t i = 0;
   bool const profile = std::getenv("SSMLEN_PROFILE_STEP") != nullptr;
+  std::int64_t const replays_before = dev.graph_replays();
   for (auto _ : state) {
     auto const& b = batches[i++ % batches.size()];
     bool const profiled = profile && seconds.empty();
@@ -172,11 +180,14 @@ void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision) 
   double const tok_s = tokens_per_step / median;
   double const params = double(dev.n_params());
   char const* const names[] = {"headline", "paper", "paper_addition"};
-  state.SetLabel(std::string(names[static_cast<int>(sh)]) + " " + name_of(precision) + " " +
+  state.SetLabel(std::string(names[static_cast<int>(sh)]) + " " + name_of(precision) + (graphs ? " graphs " : " ") +
                  std::to_string(static_cast<long long>(params)) + " params, " +
                  std::to_string(static_cast<long long>(tokens_per_step)) + " tokens/step, loss " +
                  std::to_string(loss));
   state.counters["step_ms"] = median * 1e3;
+  if (graphs) {  // the share of timed steps that replayed a graph
+    state.counters["replayed"] = double(dev.graph_replays() - replays_before) / double(seconds.size());
+  }
   state.counters["tok/s"] = tok_s;
   double const bf16_rate = gemm_rate(gemm_precision::bf16);
   state.counters["mfu"] = 6.0 * params * tok_s / bf16_rate;
@@ -214,11 +225,19 @@ BENCHMARK_CAPTURE(bm_train_step, paper_bf16, shape::paper, gemm_precision::bf16)
     ->UseManualTime()
     ->Iterations(6)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_bf16_graphs, shape::paper, gemm_precision::bf16, true)
+    ->UseManualTime()
+    ->Iterations(6)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_train_step, paper_addition_tf32, shape::paper_addition, gemm_precision::tf32)
     ->UseManualTime()
     ->Iterations(8)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16, shape::paper_addition, gemm_precision::bf16)
+    ->UseManualTime()
+    ->Iterations(8)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16_graphs, shape::paper_addition, gemm_precision::bf16, true)
     ->UseManualTime()
     ->Iterations(8)
     ->Unit(benchmark::kMillisecond);

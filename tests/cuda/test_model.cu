@@ -307,6 +307,78 @@ TEST_CASE("cuda mamba_lm: 20 training steps on addition traces reach the host tr
               worst_loss, worst, worst_name.c_str());
 }
 
+TEST_CASE("cuda mamba_lm: step graphs give the eager steps' bits while layouts change and come back") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  // Two models from the same parameters, one eager and one with step_graphs, on the same batches: layouts A A A B B
+  // A A A, then a forward of another layout (which drops the graph), then A A. Every step's loss and gradient norm,
+  // and at the end every parameter, gradient and optimizer moment, must have the same bits.
+  std::vector<std::int64_t> const layout_a{70, 3, 129}, layout_b{40, 41}, layout_c{9};
+  std::vector<std::vector<std::int64_t>> const plan{layout_a, layout_a, layout_a, layout_b, layout_b,
+                                                    layout_a, layout_a, layout_a, layout_a, layout_a};
+  for (auto const precision : {gemm_precision::fp32, gemm_precision::bf16}) {
+    CAPTURE(precision == gemm_precision::bf16 ? "bf16" : "fp32");
+    mamba_config const cfg{.vocab = 13, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2};
+    host_model<float> ref(cfg, 70);
+    ssmlen::train::adamw_config const opt{.lr = 3e-3, .beta1 = 0.9, .beta2 = 0.98, .weight_decay = 0.01};
+    ssmlen::backends::cuda_stream s1, s2;
+    mc::mamba_lm<> eager(ref, {.be = s1.backend(), .precision = precision, .optimizer = opt});
+    mc::mamba_lm<> graphed(ref, {.be = s2.backend(), .precision = precision, .optimizer = opt, .step_graphs = true});
+    int same_steps = 0;
+    for (std::size_t step = 0; step < plan.size(); ++step) {
+      CAPTURE(step);
+      if (step == 8) {  // an evaluation forward of another layout between training steps
+        auto const other = random_batch(cfg.vocab, layout_c, 99);
+        eager.forward(other.inputs, other.seqs);
+        graphed.forward(other.inputs, other.seqs);
+      }
+      auto const b = random_batch(cfg.vocab, plan[step], 80 + step);
+      double const lr = 1e-3 * static_cast<double>(1 + step % 3);
+      auto const want = eager.train_step(b, lr);
+      auto const got = graphed.train_step(b, lr);
+      bool const same = got.loss == want.loss && got.grad_norm == want.grad_norm;
+      CHECK(same);
+      same_steps += same;
+    }
+    // Captured at steps 1, 4, 6 and 9 (the second step of each run of a layout); replayed at 1, 2, 4, 6, 7, 9.
+    CHECK(graphed.graph_captures() == 4);
+    CHECK(graphed.graph_replays() == 6);
+    CHECK(eager.graph_replays() == 0);
+    host_model<float> a(cfg, 1), g(cfg, 2);
+    eager.download(a);
+    graphed.download(g);
+    auto const pa = a.named_params(), pg = g.named_params();
+    int differing = 0;
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      auto const& va = pa[i].p->value;
+      auto const& ga = pa[i].p->grad;
+      differing += std::memcmp(va.data(), pg[i].p->value.data(), va.size() * sizeof(float)) != 0;
+      differing += std::memcmp(ga.data(), pg[i].p->grad.data(), ga.size() * sizeof(float)) != 0;
+    }
+    CHECK(differing == 0);
+    ssmlen::train::adamw<float> ma(opt, a.named_params()), mg(opt, g.named_params());
+    eager.download_optimizer(ma);
+    graphed.download_optimizer(mg);
+    auto same_tensors = [](auto const& x, auto const& y) {
+      bool same = x.size() == y.size();
+      for (std::size_t i = 0; same && i < x.size(); ++i) {
+        same = x[i].size() == y[i].size() && std::memcmp(x[i].data(), y[i].data(), x[i].size() * sizeof(float)) == 0;
+      }
+      return same;
+    };
+    CHECK(same_tensors(ma.first_moments(), mg.first_moments()));
+    CHECK(same_tensors(ma.second_moments(), mg.second_moments()));
+    std::printf("step graphs (%s): %d of %zu steps with the eager losses' and norms' bits, %lld captures, %lld "
+                "replays, %d tensors differing\n",
+                precision == gemm_precision::bf16 ? "bf16" : "fp32", same_steps, plan.size(),
+                static_cast<long long>(graphed.graph_captures()), static_cast<long long>(graphed.graph_replays()),
+                differing);
+  }
+  host_model<float> ref({.vocab = 13, .d_model = 16, .n_layers = 1, .d_state = 4, .expand = 2}, 3);
+  CHECK_THROWS_AS(mc::mamba_lm<>(ref, {.step_graphs = true}), ssmlen::error);  // the legacy default stream
+}
+
 TEST_CASE("cuda mamba_lm: a training checkpoint written from the device resumes bit-identically") {
   if (!gpu_or_skip()) {
     return;

@@ -26,31 +26,6 @@
 
 namespace ssmlen::agent::cuda {
 
-namespace detail {
-
-//! Page-locked host memory for `n` ids: copies from and to it run asynchronously, at full bus speed.
-class pinned_ids {
-public:
-  explicit pinned_ids(std::size_t n) : n_(n) {
-    backends::cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&p_), n * sizeof(std::int32_t), cudaHostAllocDefault),
-                         "cudaHostAlloc");
-  }
-  pinned_ids(pinned_ids const&) = delete;
-  pinned_ids& operator=(pinned_ids const&) = delete;
-  ~pinned_ids() {
-    if (p_ != nullptr) {
-      cudaFreeHost(p_);  // destructors do not throw
-    }
-  }
-  [[nodiscard]] std::span<std::int32_t> span() { return {p_, n_}; }
-
-private:
-  std::int32_t* p_ = nullptr;
-  std::size_t n_ = 0;
-};
-
-}  // namespace detail
-
 //! Model: models::cuda::mamba_lm<Scan> (anything with its make_state, greedy_step, config and state types). The
 //! model must outlive the graph, and its parameters must not change while the graph is used.
 template <class Model>
@@ -144,7 +119,7 @@ private:
   typename Model::state state_;
   typename Model::step_workspace work_;
   backends::device_buffer<std::int32_t> tokens_dev_, next_dev_;  // [B]
-  detail::pinned_ids tokens_, next_;                             // [B], host
+  backends::pinned_buffer<std::int32_t> tokens_, next_;          // [B], host
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t exec_ = nullptr;
 };

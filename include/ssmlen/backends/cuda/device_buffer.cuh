@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file device_buffer.cuh
 //! An owning buffer of `T` in device memory (plain cudaMalloc, never managed memory), with checked copies to and
-//! from host spans. Kernels take raw pointers; this only ties the allocation's lifetime to a scope.
+//! from host spans, and its page-locked host counterpart. Kernels take raw pointers; these only tie the allocation's
+//! lifetime to a scope.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -81,6 +82,44 @@ public:
       cuda_check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
     }
   }
+
+private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+//! An owning buffer of `T` in page-locked host memory: copies from and to it run asynchronously and at full bus
+//! speed, and a CUDA graph may capture them (a copy from pageable memory is staged by the host before it returns).
+template <class T>
+class pinned_buffer {
+  static_assert(std::is_trivially_copyable_v<T>, "pinned buffers hold trivially copyable values");
+
+public:
+  pinned_buffer() = default;
+  explicit pinned_buffer(std::size_t size) : size_(size) {
+    if (size_ > 0) {
+      cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&data_), size_ * sizeof(T), cudaHostAllocDefault),
+                 "cudaHostAlloc");
+    }
+  }
+  pinned_buffer(pinned_buffer const&) = delete;
+  pinned_buffer& operator=(pinned_buffer const&) = delete;
+  pinned_buffer(pinned_buffer&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  pinned_buffer& operator=(pinned_buffer&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  ~pinned_buffer() {
+    if (data_ != nullptr) {
+      cudaFreeHost(data_);  // destructors do not throw
+    }
+  }
+
+  [[nodiscard]] std::span<T> span() { return {data_, size_}; }
+  [[nodiscard]] T* data() { return data_; }
+  [[nodiscard]] std::size_t size() const { return size_; }
 
 private:
   T* data_ = nullptr;

@@ -10,9 +10,11 @@
 //! blocks' inputs are then kept only rounded (their GEMMs read nothing else), the head's input in fp32 too. The
 //! weights' bf16 copies are kept current by the upload and by AdamW (device_params), never remade by a forward.
 //! All work is enqueued on one stream; a training step waits for the host once, to report its loss and norm.
-//! Buffers grow to the largest batch seen and are reused. For rollouts, `step` advances B sequences by one token
-//! each (the host model's step) on a caller's stream, on device states (`make_state`), and `greedy_step` also picks
-//! each row's argmax; agent/cuda/step_graph.cuh replays it as a CUDA graph.
+//! Buffers grow to the largest batch seen and are reused. With `step_graphs`, a training step whose batch has the
+//! layout of the last one (the same sequence lengths) replays a CUDA graph of its device work instead of launching
+//! each kernel and GEMM (about 960 operations at the paper's shape: 2 % of the step). For rollouts, `step` advances B
+//! sequences by one token each (the host model's step) on a caller's stream, on device states (`make_state`), and
+//! `greedy_step` also picks each row's argmax; agent/cuda/step_graph.cuh replays it as a CUDA graph.
 #pragma once
 
 #include <ssmlen/backends/cuda/blas.cuh>
@@ -46,6 +48,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ssmlen::models::cuda {
@@ -121,7 +124,49 @@ struct mamba_lm_options {
   backends::cuda be{};  // the stream all work goes to
   backends::gemm_precision precision = backends::gemm_precision::fp32;
   train::adamw_config optimizer{};
+  // Replay the gradient computation of a training step (batch copies, forward, loss, backward) as a CUDA graph when
+  // the batch's layout is the one the buffers were last set for: the first step of a layout runs eagerly and sizes
+  // every buffer, the next is captured, later ones replay it; any other layout (training or forward) drops the
+  // graph. Results are the eager steps' bits. Needs a stream of its own (`be`): the legacy default stream cannot be
+  // captured.
+  bool step_graphs = false;
 };
+
+namespace detail {
+
+//! An instantiated CUDA graph, destroyed with its owner; empty until assigned.
+class graph_exec {
+public:
+  graph_exec() = default;
+  //! Instantiates `graph` and destroys it.
+  explicit graph_exec(cudaGraph_t graph) {
+    cudaError_t const status = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    backends::cuda_check(status, "cudaGraphInstantiate");
+  }
+  graph_exec(graph_exec const&) = delete;
+  graph_exec& operator=(graph_exec const&) = delete;
+  graph_exec(graph_exec&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
+  graph_exec& operator=(graph_exec&& o) noexcept {
+    std::swap(exec_, o.exec_);
+    return *this;
+  }
+  ~graph_exec() { reset(); }
+
+  explicit operator bool() const { return exec_ != nullptr; }
+  void reset() {
+    if (exec_ != nullptr) {
+      cudaGraphExecDestroy(exec_);  // destructors do not throw
+      exec_ = nullptr;
+    }
+  }
+  void launch(cudaStream_t stream) const { backends::cuda_check(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+
+private:
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+}  // namespace detail
 
 //! Scan: a CUDA scan policy (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
 template <class Scan = scan::cuda::state_split<>>
@@ -135,6 +180,13 @@ public:
       : cfg_(host.config()), opt_(options), blas_(options.be),
         params_(host.named_params(), options.precision == backends::gemm_precision::bf16), m_(params_.capacity()),
         v_(params_.capacity()), adamw_(options.optimizer, params_.adamw_tensors(m_.data(), v_.data()), options.be) {
+    check(!opt_.step_graphs || opt_.be.stream != nullptr,
+          "mamba_lm (cuda): step_graphs needs a stream of its own in options.be (the legacy default stream cannot be "
+          "captured)");
+    // A workspace of cuBLAS's recommended size that stays put, so that captured GEMMs find it; eager ones use it too,
+    // so both pick the same kernels.
+    backends::cublas_check(cublasSetWorkspace(blas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()),
+                           "cublasSetWorkspace");
     params_.upload(host.named_params(), stream());
     params_.zero_grad(stream());
     for (auto* b : {&m_, &v_}) {
@@ -284,6 +336,7 @@ public:
 
   //! Sizes every buffer for a batch laid out as `seqs` (forward does it too; call it first to poison them).
   void reserve(sequences const& seqs) {
+    graph_.reset();  // a buffer may move
     std::int64_t const rows = seqs.tokens(), d = cfg_.d_model, v = cfg_.vocab, n = cfg_.n_layers;
     auto const td = static_cast<std::size_t>(rows * d);
     cudaStream_t const s = stream();
@@ -326,38 +379,10 @@ public:
 
   //! tokens: [T] (host) packed as `seqs` -> logits: [T, V], a device pointer valid until the next forward.
   float const* forward(std::span<const std::int32_t> tokens, sequences const& seqs) {
-    std::int64_t const rows = seqs.tokens(), d = cfg_.d_model, v = cfg_.vocab, n = cfg_.n_layers;
-    check_arg(static_cast<std::int64_t>(tokens.size()) == rows, "tokens.size()", tokens.size(),
-              "must equal the packed length " + std::to_string(rows));
-    for (std::int32_t const t : tokens) {  // the device cannot throw: check on the host, as the host model does
-      if (t < 0 || t >= v) {
-        check_arg(false, "token id", t, "must be in [0, vocab = " + std::to_string(v) + ")");
-      }
-    }
-    reserve(seqs);
-    seqs_ = seqs;
-    offsets_host_.resize(static_cast<std::size_t>(seqs.count() + 1));
-    for (std::int64_t s = 0; s <= seqs.count(); ++s) {
-      offsets_host_[static_cast<std::size_t>(s)] = s < seqs.count() ? seqs.begin(s) : rows;
-    }
-    copy_to_device(offsets_.data(), offsets_host_.data(), offsets_host_.size());
+    check_tokens(tokens, seqs.tokens());
+    set_layout(seqs);
     copy_to_device(tokens_.data(), tokens.data(), tokens.size());
-    device_sequences const dseqs = device_seqs();
-    auto const be = backend();
-    layers::cuda::embedding_forward(be, v, d, embedding_.value, tokens_.data(), rows, residual(0));
-    layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, residual(0), nullptr, nullptr, norms_[0].value, normed(0),
-                                  rstd(0), block_input16(0));
-    for (std::int64_t i = 0; i < n; ++i) {
-      blocks_[static_cast<std::size_t>(i)].forward(blas_, seqs_, dseqs, {normed(i), block_input16(i)},
-                                                   block_out_.data(), caches_[static_cast<std::size_t>(i)], scratch_);
-      // u[i+1] = block output + u[i], normalized by the next layer's norm (norm_f after the last block)
-      layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, block_out_.data(), residual(i), residual(i + 1),
-                                    norms_[static_cast<std::size_t>(i + 1)].value, normed(i + 1), rstd(i + 1),
-                                    i + 1 < n ? block_input16(i + 1) : nullptr);
-    }
-    backends::gemm(blas_, ops::trans::n, ops::trans::t, rows, v, d, 1.0f, {normed(n), d},
-                   {head_.value, d, head_.rounded}, 0.0f, logits_.data(), v, opt_.precision);  // [T, V]
-    return logits_.data();
+    return enqueue_forward();
   }
 
   //! Adds every parameter gradient for dlogits: [T, V] (a device pointer) over the last forward's batch.
@@ -401,14 +426,20 @@ public:
                   "must be in [0, " + std::to_string(v) + ") (token " + std::to_string(t) + ")");
       }
     }
+    if (opt_.step_graphs && layout_of(b.seqs) == layout_) {  // the buffers and device offsets are this batch's
+      check_tokens(b.inputs, rows);
+      replay_gradients(b);
+      return;
+    }
     forward(b.inputs, b.seqs);
     copy_to_device(targets_.data(), b.targets.data(), b.targets.size());
     copy_to_device(mask_.data(), b.mask.data(), b.mask.size());
-    ops::cuda::softmax_cross_entropy(backend(), rows, v, logits_.data(), targets_.data(), mask_.data(), dlogits_.data(),
-                                     1.0f, ce_result_.data(), workspace_.data());
-    zero_grad();
-    backward(dlogits_.data());
+    enqueue_loss_and_backward();
   }
+
+  //! Training steps whose gradients came from a replayed CUDA graph (step_graphs), and graphs captured.
+  [[nodiscard]] std::int64_t graph_replays() const { return graph_replays_; }
+  [[nodiscard]] std::int64_t graph_captures() const { return graph_captures_; }
 
   //! The last compute_gradients' loss (summed over counted targets) and count; waits for the stream.
   [[nodiscard]] ops::cross_entropy_result loss() const {
@@ -448,6 +479,102 @@ private:
 
   [[nodiscard]] bool bf16() const { return opt_.precision == backends::gemm_precision::bf16; }
 
+  //! Token ids are checked on the host: the device cannot throw (as the host model does).
+  void check_tokens(std::span<const std::int32_t> tokens, std::int64_t rows) const {
+    check_arg(static_cast<std::int64_t>(tokens.size()) == rows, "tokens.size()", tokens.size(),
+              "must equal the packed length " + std::to_string(rows));
+    for (std::int32_t const t : tokens) {
+      if (t < 0 || t >= cfg_.vocab) {
+        check_arg(false, "token id", t, "must be in [0, vocab = " + std::to_string(cfg_.vocab) + ")");
+      }
+    }
+  }
+
+  //! A batch's layout: its sequences' offsets, then its token count.
+  static std::vector<std::int64_t> layout_of(sequences const& seqs) {
+    std::vector<std::int64_t> out(static_cast<std::size_t>(seqs.count() + 1));
+    for (std::int64_t s = 0; s < seqs.count(); ++s) {
+      out[static_cast<std::size_t>(s)] = seqs.begin(s);
+    }
+    out.back() = seqs.tokens();
+    return out;
+  }
+
+  //! Sizes the buffers for `seqs` and copies its offsets to the device (dropping any step graph).
+  void set_layout(sequences const& seqs) {
+    reserve(seqs);
+    seqs_ = seqs;
+    layout_ = layout_of(seqs);
+    copy_to_device(offsets_.data(), layout_.data(), layout_.size());
+  }
+
+  //! The forward from the token ids already on the device (tokens_), laid out as seqs_.
+  float const* enqueue_forward() {
+    std::int64_t const rows = seqs_.tokens(), d = cfg_.d_model, v = cfg_.vocab, n = cfg_.n_layers;
+    device_sequences const dseqs = device_seqs();
+    auto const be = backend();
+    layers::cuda::embedding_forward(be, v, d, embedding_.value, tokens_.data(), rows, residual(0));
+    layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, residual(0), nullptr, nullptr, norms_[0].value, normed(0),
+                                  rstd(0), block_input16(0));
+    for (std::int64_t i = 0; i < n; ++i) {
+      blocks_[static_cast<std::size_t>(i)].forward(blas_, seqs_, dseqs, {normed(i), block_input16(i)},
+                                                   block_out_.data(), caches_[static_cast<std::size_t>(i)], scratch_);
+      // u[i+1] = block output + u[i], normalized by the next layer's norm (norm_f after the last block)
+      layers::cuda::rmsnorm_forward(be, rows, d, cfg_.norm_eps, block_out_.data(), residual(i), residual(i + 1),
+                                    norms_[static_cast<std::size_t>(i + 1)].value, normed(i + 1), rstd(i + 1),
+                                    i + 1 < n ? block_input16(i + 1) : nullptr);
+    }
+    backends::gemm(blas_, ops::trans::n, ops::trans::t, rows, v, d, 1.0f, {normed(n), d},
+                   {head_.value, d, head_.rounded}, 0.0f, logits_.data(), v, opt_.precision);  // [T, V]
+    return logits_.data();
+  }
+
+  //! Masked cross-entropy of the last forward's logits against targets_ and mask_, zero_grad, backward.
+  void enqueue_loss_and_backward() {
+    ops::cuda::softmax_cross_entropy(backend(), seqs_.tokens(), cfg_.vocab, logits_.data(), targets_.data(),
+                                     mask_.data(), dlogits_.data(), 1.0f, ce_result_.data(), workspace_.data());
+    zero_grad();
+    backward(dlogits_.data());
+  }
+
+  //! compute_gradients for a batch laid out as the buffers are: its ids go to pinned staging, and the graph of the
+  //! copies, forward, loss and backward is replayed (captured first when there is none).
+  void replay_gradients(train::batch const& b) {
+    auto const rows = static_cast<std::size_t>(seqs_.tokens());
+    if (staged_tokens_.size() != rows) {  // a new pinned buffer moves: capture again
+      graph_.reset();
+      staged_tokens_ = backends::pinned_buffer<std::int32_t>(rows);
+      staged_targets_ = backends::pinned_buffer<std::int32_t>(rows);
+      staged_mask_ = backends::pinned_buffer<std::uint8_t>(rows);
+    }
+    std::copy(b.inputs.begin(), b.inputs.end(), staged_tokens_.data());
+    std::copy(b.targets.begin(), b.targets.end(), staged_targets_.data());
+    std::copy(b.mask.begin(), b.mask.end(), staged_mask_.data());
+    if (!graph_) {
+      cudaStream_t const s = stream();
+      backends::cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+      cudaGraph_t graph = nullptr;
+      try {
+        copy_to_device(tokens_.data(), staged_tokens_.data(), rows);
+        copy_to_device(targets_.data(), staged_targets_.data(), rows);
+        copy_to_device(mask_.data(), staged_mask_.data(), rows);
+        enqueue_forward();
+        enqueue_loss_and_backward();
+      } catch (...) {
+        cudaStreamEndCapture(s, &graph);  // leave the stream usable; the first error is the one reported
+        if (graph != nullptr) {
+          cudaGraphDestroy(graph);
+        }
+        throw;
+      }
+      backends::cuda_check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+      graph_ = detail::graph_exec(graph);
+      ++graph_captures_;
+    }
+    graph_.launch(stream());
+    ++graph_replays_;
+  }
+
   [[nodiscard]] cudaStream_t stream() const { return opt_.be.stream; }
 
   [[nodiscard]] device_sequences device_seqs() const { return {offsets_.data(), seqs_.count(), seqs_.tokens()}; }
@@ -478,6 +605,7 @@ private:
 
   mamba_config cfg_;
   mamba_lm_options opt_;
+  backends::device_buffer<char> cublas_workspace_{std::size_t{32} << 20};  // cuBLAS's advice for Hopper
   backends::blas_handle blas_;
   device_params params_;
   backends::device_buffer<float> m_, v_;  // AdamW moments, laid out as params_
@@ -486,8 +614,8 @@ private:
   std::vector<tensor_pair> norms_;  // n_layers + 1: each layer's norm, then norm_f
   tensor_pair head_, embedding_;
 
-  sequences seqs_;  // the last forward's batch
-  std::vector<std::int64_t> offsets_host_;
+  sequences seqs_;                                                // the last forward's batch
+  std::vector<std::int64_t> layout_;                              // its layout_of, as the device offsets hold it
   backends::device_buffer<std::int64_t> offsets_;                 // [S + 1]
   backends::device_buffer<std::int32_t> tokens_, targets_;        // [T]
   backends::device_buffer<std::uint8_t> mask_;                    // [T]
@@ -500,6 +628,11 @@ private:
   backends::device_buffer<char> workspace_;                       // rmsnorm, embedding, cross-entropy
   std::vector<layers::cuda::mamba_block_cache> caches_;           // n_layers
   layers::cuda::mamba_block_scratch scratch_;                     // shared by the blocks
+  // step_graphs: the batch's ids in page-locked memory (what the graph's copies read), the graph, and counts
+  backends::pinned_buffer<std::int32_t> staged_tokens_, staged_targets_;
+  backends::pinned_buffer<std::uint8_t> staged_mask_;
+  detail::graph_exec graph_;
+  std::int64_t graph_replays_ = 0, graph_captures_ = 0;
 };
 
 }  // namespace ssmlen::models::cuda
