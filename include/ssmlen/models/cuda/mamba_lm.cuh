@@ -12,7 +12,7 @@
 //! All work is enqueued on one stream; a training step waits for the host once, to report its loss and norm.
 //! Buffers grow to the largest batch seen and are reused. With `step_graphs`, a training step whose batch has the
 //! layout of the last one (the same sequence lengths) replays a CUDA graph of its device work instead of launching
-//! each kernel and GEMM (about 960 operations at the paper's shape: 2 % of the step). For rollouts, `step` advances B
+//! each kernel and GEMM (about 960 operations at the paper's shape: 1–2 % of the step). For rollouts, `step` advances B
 //! sequences by one token each (the host model's step) on a caller's stream, on device states (`make_state`), and
 //! `greedy_step` also picks each row's argmax; agent/cuda/step_graph.cuh replays it as a CUDA graph.
 #pragma once
