@@ -336,7 +336,8 @@ public:
 
   //! Sizes every buffer for a batch laid out as `seqs` (forward does it too; call it first to poison them).
   void reserve(sequences const& seqs) {
-    graph_.reset();  // a buffer may move
+    graph_.reset();   // a buffer may move,
+    layout_.clear();  // and the offsets with it: the next step is eager
     std::int64_t const rows = seqs.tokens(), d = cfg_.d_model, v = cfg_.vocab, n = cfg_.n_layers;
     auto const td = static_cast<std::size_t>(rows * d);
     cudaStream_t const s = stream();
