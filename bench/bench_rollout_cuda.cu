@@ -219,7 +219,8 @@ void bm_step_loop(benchmark::State& state, step_model which, gemm_precision prec
     ssmlen::backends::blas_handle h(stream.backend());
     auto st = dev.make_state(rows);
     mc::mamba_lm<>::step_workspace w;
-    agent::cuda::detail::pinned_ids up(static_cast<std::size_t>(rows)), down(static_cast<std::size_t>(rows));
+    ssmlen::backends::pinned_buffer<std::int32_t> up(static_cast<std::size_t>(rows)),
+        down(static_cast<std::size_t>(rows));
     ssmlen::backends::device_buffer<std::int32_t> tokens(static_cast<std::size_t>(rows)),
         next(static_cast<std::size_t>(rows));
     std::copy(first.begin(), first.end(), up.span().begin());
