@@ -11,6 +11,7 @@
 #include <ssmlen/backends/cuda/blas.cuh>
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/graph.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/error.hpp>
 #include <ssmlen/models/cuda/mamba_lm.cuh>
@@ -45,30 +46,10 @@ public:
     }
     enqueue();
     stream_.synchronize();
-    backends::cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
-    try {
-      enqueue();
-    } catch (...) {
-      cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(s, &broken);  // leave the stream usable; the first error is the one reported
-      if (broken != nullptr) {
-        cudaGraphDestroy(broken);
-      }
-      throw;
-    }
-    backends::cuda_check(cudaStreamEndCapture(s, &graph_), "cudaStreamEndCapture");
-    backends::cuda_check(cudaGraphInstantiate(&exec_, graph_, 0), "cudaGraphInstantiate");
+    exec_ = backends::capture_graph(s, [&] { enqueue(); });
   }
   step_graph(step_graph const&) = delete;
   step_graph& operator=(step_graph const&) = delete;
-  ~step_graph() {
-    if (exec_ != nullptr) {
-      cudaGraphExecDestroy(exec_);  // destructors do not throw
-    }
-    if (graph_ != nullptr) {
-      cudaGraphDestroy(graph_);
-    }
-  }
 
   [[nodiscard]] std::int64_t batch() const { return batch_; }
 
@@ -84,7 +65,7 @@ public:
         check_arg(false, "token id", t, "must be in [0, vocab = " + std::to_string(v) + ") or a fresh_token of one");
       }
     }
-    backends::cuda_check(cudaGraphLaunch(exec_, stream_.get()), "cudaGraphLaunch");
+    exec_.launch(stream_.get());
     stream_.synchronize();
     return next_.span();
   }
@@ -120,8 +101,7 @@ private:
   typename Model::step_workspace work_;
   backends::device_buffer<std::int32_t> tokens_dev_, next_dev_;  // [B]
   backends::pinned_buffer<std::int32_t> tokens_, next_;          // [B], host
-  cudaGraph_t graph_ = nullptr;
-  cudaGraphExec_t exec_ = nullptr;
+  backends::graph_exec exec_;
 };
 
 }  // namespace ssmlen::agent::cuda

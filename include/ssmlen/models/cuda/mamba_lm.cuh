@@ -20,6 +20,7 @@
 #include <ssmlen/backends/cuda/blas.cuh>
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
+#include <ssmlen/backends/cuda/graph.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/cuda/device_sequences.cuh>
 #include <ssmlen/core/error.hpp>
@@ -48,7 +49,6 @@
 #include <cstdint>
 #include <span>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace ssmlen::models::cuda {
@@ -131,42 +131,6 @@ struct mamba_lm_options {
   // captured.
   bool step_graphs = false;
 };
-
-namespace detail {
-
-//! An instantiated CUDA graph, destroyed with its owner; empty until assigned.
-class graph_exec {
-public:
-  graph_exec() = default;
-  //! Instantiates `graph` and destroys it.
-  explicit graph_exec(cudaGraph_t graph) {
-    cudaError_t const status = cudaGraphInstantiate(&exec_, graph, 0);
-    cudaGraphDestroy(graph);
-    backends::cuda_check(status, "cudaGraphInstantiate");
-  }
-  graph_exec(graph_exec const&) = delete;
-  graph_exec& operator=(graph_exec const&) = delete;
-  graph_exec(graph_exec&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
-  graph_exec& operator=(graph_exec&& o) noexcept {
-    std::swap(exec_, o.exec_);
-    return *this;
-  }
-  ~graph_exec() { reset(); }
-
-  explicit operator bool() const { return exec_ != nullptr; }
-  void reset() {
-    if (exec_ != nullptr) {
-      cudaGraphExecDestroy(exec_);  // destructors do not throw
-      exec_ = nullptr;
-    }
-  }
-  void launch(cudaStream_t stream) const { backends::cuda_check(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
-
-private:
-  cudaGraphExec_t exec_ = nullptr;
-};
-
-}  // namespace detail
 
 //! Scan: a CUDA scan policy (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
 template <class Scan = scan::cuda::state_split<>>
@@ -552,24 +516,13 @@ private:
     std::copy(b.targets.begin(), b.targets.end(), staged_targets_.data());
     std::copy(b.mask.begin(), b.mask.end(), staged_mask_.data());
     if (!graph_) {
-      cudaStream_t const s = stream();
-      backends::cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
-      cudaGraph_t graph = nullptr;
-      try {
+      graph_ = backends::capture_graph(stream(), [&] {
         copy_to_device(tokens_.data(), staged_tokens_.data(), rows);
         copy_to_device(targets_.data(), staged_targets_.data(), rows);
         copy_to_device(mask_.data(), staged_mask_.data(), rows);
         enqueue_forward();
         enqueue_loss_and_backward();
-      } catch (...) {
-        cudaStreamEndCapture(s, &graph);  // leave the stream usable; the first error is the one reported
-        if (graph != nullptr) {
-          cudaGraphDestroy(graph);
-        }
-        throw;
-      }
-      backends::cuda_check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
-      graph_ = detail::graph_exec(graph);
+      });
       ++graph_captures_;
     }
     graph_.launch(stream());
@@ -632,7 +585,7 @@ private:
   // step_graphs: the batch's ids in page-locked memory (what the graph's copies read), the graph, and counts
   backends::pinned_buffer<std::int32_t> staged_tokens_, staged_targets_;
   backends::pinned_buffer<std::uint8_t> staged_mask_;
-  detail::graph_exec graph_;
+  backends::graph_exec graph_;
   std::int64_t graph_replays_ = 0, graph_captures_ = 0;
 };
 
