@@ -285,6 +285,172 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Forward with NT = 4, by quads of lanes: the 16 states of a launch spread over 4 lanes of one warp, lane = 8 q + c
+// (channel c of the warp's 8, states [4 q, 4 q + 4)). A block is 4 warps, the same 32 channels as the other forward.
+// Why: with a channel's states on four warps, each token's sum of C·h over the states went through shared memory
+// and a barrier, and x, Δ, B, C were read by every warp; on four lanes of one warp the sum is a reduce-scatter of
+// 3 shuffles per 4 tokens, after which lane q owns token 4 g + q of each quad of tokens (its y, D·x, gate and
+// store), and the per-token work around the 4 states' recurrences is about 4 instructions instead of about 10.
+// x, Δ (Δ made from dt as it is staged) and B, C of a 32-token batch go through shared memory, loaded by the whole
+// block a batch ahead into registers and stored once the batch is scanned: one barrier per batch.
+
+inline constexpr int quad_batch = 32;   // tokens staged together
+inline constexpr int quad_warps = 4;    // warps per block: 32 channels of 8 lanes × 4 quads
+inline constexpr int quad_states = 16;  // states per launch: 4 per lane
+
+//! Σ over the 4 lanes of a quad (lanes 8 q + c, q = 0..3) of part[i], scattered: lane q gets token i = q's sum.
+__device__ inline float quad_sum_scatter(float const (&part)[4], int q) {
+  bool const hi = (q & 2) != 0, lo = (q & 1) != 0;
+  float const keep0 = hi ? part[2] : part[0], keep1 = hi ? part[3] : part[1];  // tokens 2 hi, 2 hi + 1
+  float const send0 = hi ? part[0] : part[2], send1 = hi ? part[1] : part[3];
+  float const k0 = keep0 + __shfl_xor_sync(0xffffffffu, send0, 16);
+  float const k1 = keep1 + __shfl_xor_sync(0xffffffffu, send1, 16);
+  return (lo ? k1 : k0) + __shfl_xor_sync(0xffffffffu, lo ? k0 : k1, 8);
+}
+
+template <int MinBlocks>
+__global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_kernel(forward_params p, std::int64_t n0) {
+  constexpr int NB = quad_batch, S = quad_states, threads = quad_warps * lanes;
+  constexpr int xrows = NB * lanes / threads, bcs = NB * S / threads;  // staged per thread: x, dt rows; B, C values
+  constexpr int ck_every = static_cast<int>(state_split<4>::checkpoint_interval);
+  static_assert(NB % ck_every == 0 && NB % 4 == 0, "checkpoints and quads fall on the same tokens of every batch");
+  __shared__ __align__(16) float sb[2][NB][S], sc[2][NB][S];  // [buffer, token, state]: B, C of this launch's states
+  __shared__ float2 xdt[2][NB][lanes];                        // [buffer, token, channel of the block]: x, Δ
+  int const tid = static_cast<int>(threadIdx.x), lane = tid % lanes, w = tid / lanes;
+  int const q = lane / 8, cb = w * 8 + lane % 8;  // states [4 q, 4 q + 4) of the block's channel cb
+  std::int64_t const s = blockIdx.x / p.groups, group = blockIdx.x % p.groups;
+  std::int64_t const ch = group * lanes + cb;
+  bool const live = ch < p.ed;
+  std::int64_t const t0 = p.offsets[s], t1 = p.offsets[s + 1];
+  std::int64_t const size = p.ns * p.ed, my_n0 = n0 + 4 * q;  // one state: [N, ED]
+  int const ed = static_cast<int>(p.ed);  // < 2^26 (checked on the host): offsets of a batch's rows fit 32 bits
+  int const my_states = static_cast<int>(std::clamp<std::int64_t>(p.ns - my_n0, 0, 4));
+  float h[4], a2[4];  // states past N keep A = 0 and B = 0: an identity that adds nothing to y
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    bool const ok = live && j < my_states;
+    std::int64_t const at = (my_n0 + j) * p.ed + ch;
+    h[j] = p.init != nullptr ? load_or_zero(p.init, s * size + at, ok) : 0.0f;
+    a2[j] = load_or_zero(p.a, at, ok) * log2e;
+  }
+  float const dskip = n0 == 0 ? load_or_zero(p.d, ch, live) : 0.0f;  // later launches add to y
+  bool const gate = p.z != nullptr && n0 + S >= p.ns;                // this launch finishes y
+  float* ck = p.ck != nullptr && live ? p.ck + p.ck_offsets[s] * size + my_n0 * p.ed + ch : nullptr;
+
+  // Staging, by pointers advanced a batch at a time: thread (r0, sc_ch) moves x, dt of the block's channel sc_ch,
+  // tokens r0 + 4 k, and B, C of state n0 + bn, tokens br0 + 8 k. Masked tokens (past the sequence, dead channels)
+  // get x = Δ = 0 and B = C = 0, an identity step.
+  int const sc_ch = tid % lanes, r0 = tid / lanes, bn = tid % S, br0 = tid / S;
+  std::int64_t const stage_ch = group * lanes + sc_ch;
+  bool const stage_live = stage_ch < p.ed, bc_live = n0 + bn < p.ns;
+  float const stage_bias = delta_bias(p, stage_ch, stage_live);
+  std::int64_t const x_at = (t0 + r0) * p.ed + stage_ch, bc_at = (t0 + br0) * p.ld_bc + n0 + bn;
+  float const *xs = p.x + x_at, *ds = p.dt + x_at, *bs = p.b + bc_at, *cs = p.c + bc_at;
+  int const x_step = (threads / lanes) * ed, bc_step = (threads / S) * static_cast<int>(p.ld_bc);
+  float2 xd[xrows];  // [rows]: x, dt of the next batch
+  float bq[bcs], cq[bcs];
+  auto load = [&](int valid) {  // the batch at the pointers, `valid` tokens long; then the pointers move on
+#pragma unroll
+    for (int k = 0; k < xrows; ++k) {
+      bool const ok = stage_live && r0 + k * (threads / lanes) < valid;
+      xd[k] = make_float2(ok ? __ldg(xs + k * x_step) : 0.0f, ok ? __ldg(ds + k * x_step) : 0.0f);
+    }
+#pragma unroll
+    for (int k = 0; k < bcs; ++k) {
+      bool const ok = bc_live && br0 + k * (threads / S) < valid;
+      bq[k] = ok ? __ldg(bs + k * bc_step) : 0.0f;
+      cq[k] = ok ? __ldg(cs + k * bc_step) : 0.0f;
+    }
+    xs += NB * p.ed, ds += NB * p.ed, bs += NB * p.ld_bc, cs += NB * p.ld_bc;
+  };
+  auto store = [&](int b, int valid) {
+#pragma unroll
+    for (int k = 0; k < xrows; ++k) {
+      int const r = r0 + k * (threads / lanes);
+      xdt[b][r][sc_ch] = make_float2(xd[k].x, stage_live && r < valid ? delta_of(p, xd[k].y, stage_bias) : 0.0f);
+    }
+#pragma unroll
+    for (int k = 0; k < bcs; ++k) {
+      int const r = br0 + k * (threads / S);
+      sb[b][r][bn] = bq[k];
+      sc[b][r][bn] = cq[k];
+    }
+  };
+
+  auto batch_length = [&](std::int64_t t) { return t1 - t < NB ? static_cast<int>(t1 - t) : NB; };
+  load(batch_length(t0));
+  store(0, batch_length(t0));
+  __syncthreads();
+  std::int64_t y_at = (t0 + q) * p.ed + ch, z_at = (t0 + q) * p.ld_z + ch;  // this lane's first token
+  int buf = 0;
+  for (std::int64_t t = t0; t < t1; t += NB) {
+    int const valid = batch_length(t), next_valid = t + NB < t1 ? batch_length(t + NB) : 0;
+    if (next_valid > 0) {
+      load(next_valid);  // lands while this batch is scanned
+    }
+    float zv[NB / 4];  // [quads]: z of the token this lane finishes in each quad
+    if (gate) {
+#pragma unroll
+      for (int g = 0; g < NB / 4; ++g) {
+        zv[g] = live && 4 * g + q < valid ? __ldg(p.z + z_at + g * 4 * p.ld_z) : 0.0f;
+      }
+    }
+    float2 const* const xrow = &xdt[buf][0][cb];
+    float const *const brow = &sb[buf][0][4 * q], *const crow = &sc[buf][0][4 * q];
+#pragma unroll
+    for (int g = 0; g < NB / 4; ++g) {
+      float part[4];  // [token of the quad]: this lane's Σ_j C h over its 4 states
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int const r = 4 * g + i;
+        if (r % ck_every == 0 && ck != nullptr && r < valid) {  // the state entering token t + r
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            if (j < my_states) {
+              ck[j * ed] = h[j];
+            }
+          }
+          ck += size;
+        }
+        float2 const v = xrow[r * lanes];  // x, Δ
+        float4 const bv = *reinterpret_cast<float4 const*>(brow + r * S);
+        float4 const cv = *reinterpret_cast<float4 const*>(crow + r * S);
+        float const dtx = v.y * v.x;
+        h[0] = fmaf(exp2_approx(v.y * a2[0]), h[0], dtx * bv.x);
+        h[1] = fmaf(exp2_approx(v.y * a2[1]), h[1], dtx * bv.y);
+        h[2] = fmaf(exp2_approx(v.y * a2[2]), h[2], dtx * bv.z);
+        h[3] = fmaf(exp2_approx(v.y * a2[3]), h[3], dtx * bv.w);
+        part[i] = fmaf(cv.x, h[0], cv.y * h[1]) + fmaf(cv.z, h[2], cv.w * h[3]);
+      }
+      float const sum = quad_sum_scatter(part, q);  // token 4 g + q, over the launch's 16 states
+      int const r = 4 * g + q;
+      if (live && r < valid) {
+        std::int64_t const at = y_at + g * 4 * ed;
+        float const yv = fmaf(dskip, xrow[r * lanes].x, n0 == 0 ? sum : sum + p.y[at]);
+        p.y[at] = yv;
+        if (gate) {
+          store_gated(p, at, yv, zv[g]);
+        }
+      }
+    }
+    if (next_valid > 0) {
+      store(buf ^ 1, next_valid);  // that buffer's last readers finished before the previous barrier
+    }
+    __syncthreads();
+    buf ^= 1;
+    y_at += NB * p.ed, z_at += NB * p.ld_z;
+  }
+  if (p.final_state != nullptr && live) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (j < my_states) {
+        p.final_state[s * size + (my_n0 + j) * p.ed + ch] = h[j];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Backward: the same split, walked in reverse. B, C, x, Δ and dy of one 64-token interval (last first) sit in shared
 // memory, each interval loaded while the later one is walked; per 8-token batch, last first, each thread recomputes
 // the batch's states and decays in registers from the batch's checkpoint and walks it backwards:
@@ -567,6 +733,7 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
                             void* workspace = nullptr, gate_output const& gate = {}) {
   detail::check_forward_args(seqs, a, y, gate);
   check_arg(a.channels <= std::int64_t{1} << 26, "channels", a.channels, "must be at most 2^26 for state_split");
+  check_arg(a.ld_bc <= std::int64_t{1} << 26, "ld_bc", a.ld_bc, "must be at most 2^26 for state_split");
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
@@ -576,8 +743,18 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
   if (blocks == 0) {
     return;
   }
-  std::int64_t const groups = (a.states + NT - 1) / NT;  // warps the states need
   bool const many_blocks = blocks > 3 * detail::sm_count();
+  if constexpr (NT == 4) {
+    // 3 blocks per SM allow 168 registers, 4 cap them at 128: more registers for small grids, all blocks resident at
+    // once for larger ones.
+    auto const kernel = many_blocks ? &detail::forward_quad_kernel<4> : &detail::forward_quad_kernel<3>;
+    for (std::int64_t n0 = 0; n0 < a.states; n0 += detail::quad_states) {  // later launches add to y, in order
+      kernel<<<static_cast<unsigned>(blocks), detail::quad_warps * detail::lanes, 0, be.stream>>>(p, n0);
+      backends::cuda_check_launch("forward_quad_kernel");
+    }
+    return;
+  }
+  std::int64_t const groups = (a.states + NT - 1) / NT;  // warps the states need
   auto launch = [&]<int WG>() {
     auto const kernel = [&] {
       if constexpr (WG == 8) {
