@@ -335,7 +335,8 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   }
   float const dskip = n0 == 0 ? load_or_zero(p.d, ch, live) : 0.0f;  // later launches add to y
   bool const gate = p.z != nullptr && n0 + S >= p.ns;                // this launch finishes y
-  float* ck = p.ck != nullptr && live ? p.ck + p.ck_offsets[s] * size + my_n0 * p.ed + ch : nullptr;
+  bool const write_ck = p.ck != nullptr && live;
+  float* ck = write_ck ? p.ck + p.ck_offsets[s] * size + my_n0 * p.ed + ch : nullptr;
 
   // Staging, by pointers advanced a batch at a time: thread (r0, sc_ch) moves x, dt of the block's channel sc_ch,
   // tokens r0 + 4 k, and B, C of state n0 + bn, tokens br0 + 8 k. Masked tokens (past the sequence, dead channels)
@@ -397,20 +398,24 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     }
     float2 const* const xrow = &xdt[buf][0][cb];
     float const *const brow = &sb[buf][0][4 * q], *const crow = &sc[buf][0][4 * q];
+    // The scan of the batch has no branches (checkpoint stores predicated, y kept in registers until after it), so
+    // the compiler can overlap one quad's exponentials and loads with the previous quad's recurrence.
+    float ysum[NB / 4];  // [quads]: Σ over the launch's states of C h at the token this lane finishes
 #pragma unroll
     for (int g = 0; g < NB / 4; ++g) {
       float part[4];  // [token of the quad]: this lane's Σ_j C h over its 4 states
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         int const r = 4 * g + i;
-        if (r % ck_every == 0 && ck != nullptr && r < valid) {  // the state entering token t + r
+        if (r % ck_every == 0) {  // the state entering token t + r
+          bool const here = write_ck && r < valid;
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            if (j < my_states) {
+            if (here && j < my_states) {
               ck[j * ed] = h[j];
             }
           }
-          ck += size;
+          ck += here ? size : 0;
         }
         float2 const v = xrow[r * lanes];  // x, Δ
         float4 const bv = *reinterpret_cast<float4 const*>(brow + r * S);
@@ -422,11 +427,14 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
         h[3] = fmaf(exp2_approx(v.y * a2[3]), h[3], dtx * bv.w);
         part[i] = fmaf(cv.x, h[0], cv.y * h[1]) + fmaf(cv.z, h[2], cv.w * h[3]);
       }
-      float const sum = quad_sum_scatter(part, q);  // token 4 g + q, over the launch's 16 states
+      ysum[g] = quad_sum_scatter(part, q);  // token 4 g + q, over the launch's 16 states
+    }
+#pragma unroll
+    for (int g = 0; g < NB / 4; ++g) {
       int const r = 4 * g + q;
       if (live && r < valid) {
         std::int64_t const at = y_at + g * 4 * ed;
-        float const yv = fmaf(dskip, xrow[r * lanes].x, n0 == 0 ? sum : sum + p.y[at]);
+        float const yv = fmaf(dskip, xrow[r * lanes].x, n0 == 0 ? ysum[g] : ysum[g] + p.y[at]);
         p.y[at] = yv;
         if (gate) {
           store_gated(p, at, yv, zv[g]);
