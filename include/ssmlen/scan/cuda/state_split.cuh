@@ -16,6 +16,8 @@
 //! current one is scanned. Each warp's C·h sums (plus D·x in warp 0) go to shared memory; after one barrier per batch
 //! every warp adds up its tokens' sums over the warps and writes y. At most 16 states per launch (8 warps of NT = 2,
 //! 4 of NT = 4, 2 of NT = 8); more states run in several launches, each adding to y.
+//! NT = 4, the default, has a forward of its own (`forward_quad_kernel`, below): the 16 states of a launch on 4
+//! lanes of one warp, summed by shuffles, about 1.25× faster at the 130M shape.
 //!
 //! The forward keeps the state entering every 8th token (checkpoints every 8 tokens: [T / 8, N, ED], 8 times the
 //! other policies' memory); the backward splits the states the same way (4 per thread) and recomputes each 8-token
