@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The CUDA selective scan, recurrent against block_parallel and state_split, forward and forward+backward, at the
-// paper's 130M shape (8 × 2048 tokens, ED = 1536, N = 16) and a tiny one (128 × 160 tokens, ED = 128, N = 16), timed
+// paper's 130M shape (8 × 2048 tokens, ED = 1536, N = 16), a tiny one (128 × 160 tokens, ED = 128, N = 16) and, for
+// the default policy, the 130M model's on the paper-scale run's batches (32 × 480 tokens, ED = 1536, N = 16), timed
 // with CUDA events (warm-up first; the reported time is the median of the iterations). Counters:
 //   GB/s        bytes the scan must move (x, dt, B, C, y, checkpoints, final states; in the backward also dy, dx,
 //               ddt, dB, dC, d_init) over the median time;
@@ -43,8 +44,9 @@ struct bench_shape {
 };
 
 bench_shape const shapes[] = {
-    {"130m", 8, 2048, 1536, 16},  // 0: the paper's 130M model, one layer
-    {"tiny", 128, 160, 128, 16},  // 1: the addition task's model
+    {"130m", 8, 2048, 1536, 16},           // 0: the paper's 130M model, one layer
+    {"tiny", 128, 160, 128, 16},           // 1: the addition task's model
+    {"130m_addition", 32, 480, 1536, 16},  // 2: the 130M model on 128 addition traces packed 4 to a sequence
 };
 
 __global__ void fill_uniform(float* p, std::int64_t n, std::uint64_t seed, float lo, float hi) {
@@ -288,6 +290,10 @@ void both_shapes(benchmark::internal::Benchmark* b) {
   b->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+void all_shapes(benchmark::internal::Benchmark* b) {
+  b->Arg(0)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 }  // namespace
 
 BENCHMARK(bm_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -298,7 +304,7 @@ BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 8>, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 16>, false)->Apply(both_shapes);
 // States split over warps (NT states per thread in the forward; the backward splits them 4 per thread).
-BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, false)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, false)->Apply(all_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<2>, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<8>, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<1>, false)->Apply(both_shapes);
@@ -306,8 +312,8 @@ BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::recurrent, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 8>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 16>, true)->Apply(both_shapes);
-BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, true)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, true)->Apply(all_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<2>, true)->Apply(both_shapes);
 // The model's default policy, with the fused softplus, gate and bf16 copies of the Mamba block's call.
-BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, false)->Apply(both_shapes);
-BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, true)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, false)->Apply(all_shapes);
+BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, true)->Apply(all_shapes);
