@@ -15,7 +15,7 @@
 //! x and Δ go through shared memory in batches of 16 tokens, each warp loading its share of the next batch while the
 //! current one is scanned. Each warp's C·h sums (plus D·x in warp 0) go to shared memory; after one barrier per batch
 //! every warp adds up its tokens' sums over the warps and writes y. At most 16 states per launch (8 warps of NT = 2,
-//! 4 of NT = 4, 2 of NT = 8); more states run in several launches, each adding to y.
+//! 2 of NT = 8); more states run in several launches, each adding to y.
 //! NT = 4, the default, has a forward of its own (`forward_quad_kernel`, below): the 16 states of a launch on 4
 //! lanes of one warp, summed by shuffles, about 1.25× faster at the 130M shape.
 //!
@@ -734,6 +734,39 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   }
 }
 
+//! The forward of NT = 1, 2 or 8 (`forward_state_split_kernel`): warps of NT states each, as many as the states
+//! need (a power of two, at most 8), in launches of at most 16 states.
+template <int NT>
+void launch_forward_state_split(forward_params const& p, std::int64_t blocks, std::int64_t states, bool many_blocks,
+                                cudaStream_t stream) {
+  std::int64_t const groups = (states + NT - 1) / NT;  // warps the states need
+  auto launch = [&]<int WG>() {
+    auto const kernel = [&] {
+      if constexpr (WG == 8) {
+        return many_blocks ? &forward_state_split_kernel<NT, WG, 4> : &forward_state_split_kernel<NT, WG, 3>;
+      } else {
+        constexpr int min_blocks = WG == 1 ? 1 : 16 / WG;
+        return &forward_state_split_kernel<NT, WG, min_blocks>;
+      }
+    }();
+    for (std::int64_t n0 = 0; n0 < states; n0 += std::int64_t{WG} * NT) {  // later launches add to y, in order
+      kernel<<<static_cast<unsigned>(blocks), WG * lanes, 0, stream>>>(p, n0);
+      backends::cuda_check_launch("forward_state_split_kernel");
+    }
+  };
+  constexpr int max_warps = std::min(8, split_max_states / NT);          // at least 2
+  std::int64_t const warps = std::min<std::int64_t>(groups, max_warps);  // launched as the power of two at or below it
+  if (warps >= 8) {
+    launch.template operator()<std::min(8, max_warps)>();
+  } else if (warps >= 4) {
+    launch.template operator()<std::min(4, max_warps)>();
+  } else if (warps >= 2) {
+    launch.template operator()<2>();
+  } else {
+    launch.template operator()<1>();
+  }
+}
+
 }  // namespace detail
 
 //! Forward scan; the contract of the block_parallel overload (checkpoints every 64 tokens).
@@ -762,35 +795,8 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
       kernel<<<static_cast<unsigned>(blocks), detail::quad_warps * detail::lanes, 0, be.stream>>>(p, n0);
       backends::cuda_check_launch("forward_quad_kernel");
     }
-    return;
-  }
-  std::int64_t const groups = (a.states + NT - 1) / NT;  // warps the states need
-  auto launch = [&]<int WG>() {
-    auto const kernel = [&] {
-      if constexpr (WG == 8) {
-        return many_blocks ? &detail::forward_state_split_kernel<NT, WG, 4>
-                           : &detail::forward_state_split_kernel<NT, WG, 3>;
-      } else {
-        constexpr int min_blocks = WG == 1 ? 1 : 16 / WG;
-        return &detail::forward_state_split_kernel<NT, WG, min_blocks>;
-      }
-    }();
-    for (std::int64_t n0 = 0; n0 < a.states; n0 += std::int64_t{WG} * NT) {  // later launches add to y, in order
-      kernel<<<static_cast<unsigned>(blocks), WG * detail::lanes, 0, be.stream>>>(p, n0);
-      backends::cuda_check_launch("forward_state_split_kernel");
-    }
-  };
-
-  constexpr int max_warps = std::min(8, detail::split_max_states / NT);  // at least 2
-  std::int64_t const warps = std::min<std::int64_t>(groups, max_warps);  // launched as the power of two at or below it
-  if (warps >= 8) {
-    launch.template operator()<std::min(8, max_warps)>();
-  } else if (warps >= 4) {
-    launch.template operator()<std::min(4, max_warps)>();
-  } else if (warps >= 2) {
-    launch.template operator()<2>();
   } else {
-    launch.template operator()<1>();
+    detail::launch_forward_state_split<NT>(p, blocks, a.states, many_blocks, be.stream);
   }
 }
 
