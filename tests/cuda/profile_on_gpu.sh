@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Hardware counters (ncu) and disassembly of the scan kernels on a GPU machine, for tuning. Logs go to $OUT.
+# Hardware counters (ncu) and disassembly of the scan kernels on a GPU machine, for tuning: the default policy's
+# kernels' instruction mix (tests/cuda/sass_mix.py) and warp-stall samples (tests/cuda/stall_mix.py), and counters
+# of the other policies' kernels. Logs go to $OUT.
 # Usage from the repository root: tests/cuda/profile_on_gpu.sh [benchmark filter]
 #                             or: tests/cuda/profile_on_gpu.sh train|step [filter]   (kernel times of a training or
 #                                 rollout step)
@@ -51,7 +53,16 @@ awk '/Function : /{name=$3} name && /^ +\/\*[0-9a-f]+\*\//{n[name]++} /MUFU/{m[n
      END{for (k in n) printf "%6d instr %4d MUFU %4d local  %s\n", n[k], m[k], l[k], k}' "$out/sass.txt" |
   grep -E "_kernel" | sort -k7 | tee "$out/sass_summary.txt"
 # the default scan's kernels: instruction mix of the whole function and of its main loop, by class
-python3 tests/cuda/sass_mix.py "$out/sass.txt" state_split_kernel | tee "$out/sass_mix.txt"
+python3 tests/cuda/sass_mix.py "$out/sass.txt" forward_quad_kernel | tee "$out/sass_mix.txt"
+python3 tests/cuda/sass_mix.py "$out/sass.txt" backward_state_split_kernel | tee -a "$out/sass_mix.txt"
+# where they wait: warp-stall samples of one launch each at the 130M shape, by opcode and over the loop
+for kernel in forward_quad_kernel backward_state_split_kernel; do
+  ncu --clock-control none --kernel-name regex:"$kernel" --launch-skip 2 --launch-count 1 --section SourceCounters \
+    --section WarpStateStats -f -o "$out/stalls_$kernel" /tmp/bench_scan_cuda \
+    --benchmark_filter='bm_scan<sc::state_split<4>, true>/0' --benchmark_min_time=0.01s >"$out/ncu_stalls.txt" 2>&1
+  ncu --import "$out/stalls_$kernel.ncu-rep" --page source --csv --print-source sass >"$out/stalls_$kernel.csv" &&
+    python3 tests/cuda/stall_mix.py "$out/stalls_$kernel.csv" >"$out/stalls_$kernel.txt" && head -30 "$out/stalls_$kernel.txt"
+done
 filter=${1:-'bm_scan<sc::block_parallel<>, true>/0'}
 ncu --clock-control none --kernel-name regex:"(forward|backward)_(block|recurrent)" --launch-count 4 \
   --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
