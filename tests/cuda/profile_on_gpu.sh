@@ -59,7 +59,7 @@ python3 tests/cuda/sass_mix.py "$out/sass.txt" backward_state_split_kernel | tee
 for kernel in forward_quad_kernel backward_state_split_kernel; do
   ncu --clock-control none --kernel-name regex:"$kernel" --launch-skip 2 --launch-count 1 --section SourceCounters \
     --section WarpStateStats -f -o "$out/stalls_$kernel" /tmp/bench_scan_cuda \
-    --benchmark_filter='bm_scan<sc::state_split<4>, true>/0' --benchmark_min_time=0.01s >"$out/ncu_stalls.txt" 2>&1
+    --benchmark_filter='bm_scan<sc::state_split<4>, true>/0' --benchmark_min_time=0.01s >"$out/ncu_stalls_$kernel.txt" 2>&1
   ncu --import "$out/stalls_$kernel.ncu-rep" --page source --csv --print-source sass >"$out/stalls_$kernel.csv" &&
     python3 tests/cuda/stall_mix.py "$out/stalls_$kernel.csv" >"$out/stalls_$kernel.txt" && head -30 "$out/stalls_$kernel.txt"
 done

@@ -20,6 +20,8 @@ import collections
 import csv
 import sys
 
+from sass_mix import opcode  # the same opcode of a SASS line, predicate guard dropped
+
 SAMPLES = "Warp Stall Sampling (All Samples)"
 EXECUTED = "Instructions Executed"
 
@@ -29,13 +31,6 @@ def number(text):
         return float(text.replace(",", ""))
     except ValueError:
         return 0.0
-
-
-def opcode(source):
-    words = source.split()
-    if words and words[0].startswith("@"):  # predicate guard
-        words = words[1:]
-    return words[0].split(".")[0] if words else ""
 
 
 def read(path):
