@@ -317,6 +317,80 @@ TEST_CASE("cuda gemm: bfloat16 operands, k = 0 and alpha = 0, argument checks") 
       ssmlen::error);
 }
 
+TEST_CASE("cuda gemm: a bfloat16 C, with beta, strided, and its degenerate cases") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  std::int64_t const m = 45, n = 33, k = 70, ldc = 40;              // C's row padding must keep its poison
+  auto const a = normal(static_cast<std::size_t>(m * k), 1.0, 17);  // stored [M, K]: ta = n; rounded by gemm
+  auto const b = round_bf16(normal(static_cast<std::size_t>(n * k), 1.0, 18));  // stored [N, K]: tb = t
+  std::vector<ssmlen::bfloat16> b16, c16(static_cast<std::size_t>(m * ldc), ssmlen::bfloat16(nan_f));
+  for (float v : b) {
+    b16.emplace_back(v);
+  }
+  auto const c0 = normal(static_cast<std::size_t>(m * n), 1.0, 19);
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      c16[static_cast<std::size_t>(i * ldc + j)] = ssmlen::bfloat16(c0[static_cast<std::size_t>(i * n + j)]);
+    }
+  }
+  auto da = on_device(a);
+  auto db = on_device(b16), dc = on_device(c16);
+  ssmlen::backends::gemm(h, trans::n, trans::t, m, n, k, 1.5f, {da.data(), k}, {nullptr, k, db.data()}, 0.5f, dc.data(),
+                         ldc);
+  stream.synchronize();
+  auto const got = dc.to_host();
+  auto const wa = widen(round_bf16(a)), wb = widen(b);
+  std::vector<double> ref(static_cast<std::size_t>(m * n)), out;
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      ref[static_cast<std::size_t>(i * n + j)] = 0.5 * static_cast<float>(c16[static_cast<std::size_t>(i * ldc + j)]);
+    }
+  }
+  ssmlen::ops::gemm_reference<double>(trans::n, trans::t, m, n, k, 1.5, wa.data(), k, wb.data(), k, 1.0, ref.data(), n);
+  bool padding_untouched = true;
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < ldc; ++j) {
+      auto const v = got[static_cast<std::size_t>(i * ldc + j)];
+      if (j < n) {
+        out.push_back(static_cast<float>(v));
+      } else {
+        padding_untouched = padding_untouched && std::isnan(static_cast<float>(v));
+      }
+    }
+  }
+  CHECK(padding_untouched);
+  double const err = rel_error(out, ref);
+  CHECK(err < 4e-3);  // one bf16 rounding of the fp32 sums: at most 2^-9 of each element
+  CHECK(err > 1e-6);  // and the rounding did happen: C is not fp32 bits read as something else
+  std::printf("gemm into bfloat16: relative error %.2e\n", err);
+
+  // k = 0: C = beta C in bf16; alpha = 0 and beta = 0 write zeros over NaN.
+  auto dk0 = on_device(c16);
+  float const unused = 0;
+  ssmlen::backends::gemm(h, trans::n, trans::t, m, n, 0, 1.0f, {&unused, 1}, {&unused, 1}, -2.0f, dk0.data(), ldc);
+  auto dz = on_device(std::vector<ssmlen::bfloat16>(c16.size(), ssmlen::bfloat16(nan_f)));
+  ssmlen::backends::gemm(h, trans::n, trans::t, m, n, k, 0.0f, {da.data(), k}, {nullptr, k, db.data()}, 0.0f, dz.data(),
+                         ldc);
+  stream.synchronize();
+  auto const scaled = dk0.to_host(), zeros = dz.to_host();
+  bool all_scaled = true, all_zero = true;
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      auto const e = static_cast<std::size_t>(i * ldc + j);
+      all_scaled = all_scaled && scaled[e].bits == ssmlen::bfloat16(-2.0f * static_cast<float>(c16[e])).bits;
+      all_zero = all_zero && zeros[e].bits == 0;
+    }
+  }
+  CHECK(all_scaled);
+  CHECK(all_zero);
+  CHECK_THROWS_AS(ssmlen::backends::gemm(h, trans::n, trans::t, m, n, k, 1.0f, {da.data(), k}, {nullptr, k, db.data()},
+                                         0.0f, dz.data(), n - 1),
+                  ssmlen::error);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // RMSNorm
 
@@ -948,6 +1022,35 @@ void check_conv1d(conv_shape const& sh, std::uint64_t seed) {
   if (sh.fused) {
     auto const a = ddx16_alone.to_host(), b = ddx16.to_host();
     CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(ssmlen::bfloat16)) == 0);
+  }
+
+  // Fused: dy in two parts, as the block with bf16 GEMMs gives it: a = bf16(dy / 2) in dy_add and dy - a in fp32
+  // (their sum is dy within fp32 rounding), so a part not added, or added twice, shows in every output.
+  if (sh.fused) {
+    std::vector<ssmlen::bfloat16> add(dy.size() + 1, ssmlen::bfloat16(nan_f));  // misaligned: one element in
+    std::vector<float> rest(dy.size());
+    for (std::size_t i = 0; i < dy.size(); ++i) {
+      add[i + off] = ssmlen::bfloat16(0.5f * dy[i]);
+      rest[i] = dy[i] - static_cast<float>(add[i + off]);
+    }
+    auto dadd = on_device(add);
+    auto drest = on_device(rest), ddw3 = on_device(dw0), ddb3 = on_device(db0);
+    auto ddx3 = poisoned(dx_ref.size()), ddinit3 = poisoned(state);
+    lc::conv1d_backward(stream.backend(), ps, w, dx_in.data(), sh.ldx, drest.data(), ddx3.data(), sh.lddx,
+                        sh.init ? dinit.data() : nullptr, sh.d_final ? ddf.data() : nullptr, ddinit3.data(),
+                        ddw3.data(), ddb3.data(), nullptr, nullptr, dy_of, dadd.data() + off);
+    stream.synchronize();
+    auto const dx3 = ddx3.to_host();
+    std::vector<float> dx3_valid;
+    for (std::size_t e = 0; e < dx3.size(); ++e) {
+      if (static_cast<std::int64_t>(e) % sh.lddx < c) {
+        dx3_valid.push_back(dx3[e]);
+      }
+    }
+    CHECK(rel_error(dx3_valid, dx_ref_valid) < fp32_tol);
+    CHECK(rel_error(ddinit3.to_host(), d_init_ref) < fp32_tol);
+    CHECK(rel_error(ddw3.to_host(), dw_ref) < fp32_tol);
+    CHECK(rel_error(ddb3.to_host(), db_ref) < fp32_tol);
   }
 }
 

@@ -98,14 +98,15 @@ namespace detail {
 
 // Kernels in headers are templates: a plain __global__ function would be defined again in every translation unit.
 
-//! C = beta C over [M, N] with row stride ldc; beta == 0 writes zeros without reading C.
+//! C = beta C over [M, N] with row stride ldc (a bf16 C scaled in float and rounded back); beta == 0 writes zeros
+//! without reading C.
 template <class T>
-__global__ void gemm_scale_c_kernel(std::int64_t m, std::int64_t n, T beta, T* c, std::int64_t ldc) {
+__global__ void gemm_scale_c_kernel(std::int64_t m, std::int64_t n, float beta, T* c, std::int64_t ldc) {
   std::int64_t const total = m * n;
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
        i += std::int64_t{gridDim.x} * blockDim.x) {
-    float* e = c + (i / n) * ldc + i % n;
-    *e = beta == T(0) ? T(0) : beta * *e;
+    T* e = c + (i / n) * ldc + i % n;
+    *e = beta == 0.0f ? T(0.0f) : T(beta * static_cast<float>(*e));
   }
 }
 
@@ -139,27 +140,30 @@ inline int blas_int(std::int64_t v, std::string_view name) {
 }
 
 //! Handles m, n == 0 (nothing) and k == 0 or alpha == 0 (C = beta C); returns true when nothing is left to do.
-inline bool gemm_degenerate(blas_handle const& h, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                            float beta, float* c, std::int64_t ldc) {
+template <class T>
+bool gemm_degenerate(blas_handle const& h, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, float beta,
+                     T* c, std::int64_t ldc) {
   if (m == 0 || n == 0) {
     return true;
   }
   if (k == 0 || alpha == 0.0f) {
-    gemm_scale_c_kernel<float><<<elementwise_blocks(m * n), 256, 0, h.backend().stream>>>(m, n, beta, c, ldc);
+    gemm_scale_c_kernel<T><<<elementwise_blocks(m * n), 256, 0, h.backend().stream>>>(m, n, beta, c, ldc);
     cuda_check_launch("gemm_scale_c_kernel");
     return true;
   }
   return false;
 }
 
-//! One cublasGemmEx for row-major C = alpha op(A) op(B) + beta C: column-major Cᵀ = op(B)ᵀ op(A)ᵀ.
+//! One cublasGemmEx for row-major C = alpha op(A) op(B) + beta C: column-major Cᵀ = op(B)ᵀ op(A)ᵀ. C is fp32 unless
+//! c_type says otherwise.
 inline void gemm_ex(blas_handle const& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                     float alpha, void const* a, std::int64_t lda, void const* b, std::int64_t ldb,
-                    cudaDataType_t ab_type, float beta, float* c, std::int64_t ldc, cublasComputeType_t compute) {
+                    cudaDataType_t ab_type, float beta, void* c, std::int64_t ldc, cublasComputeType_t compute,
+                    cudaDataType_t c_type = CUDA_R_32F) {
   auto const op = [](ops::trans t) { return t == ops::trans::n ? CUBLAS_OP_N : CUBLAS_OP_T; };
   cublas_check(cublasGemmEx(h.get(), op(tb), op(ta), blas_int(n, "gemm n"), blas_int(m, "gemm m"),
                             blas_int(k, "gemm k"), &alpha, b, ab_type, blas_int(ldb, "gemm ldb"), a, ab_type,
-                            blas_int(lda, "gemm lda"), &beta, c, CUDA_R_32F, blas_int(ldc, "gemm ldc"), compute,
+                            blas_int(lda, "gemm lda"), &beta, c, c_type, blas_int(ldc, "gemm ldc"), compute,
                             CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx");
 }
@@ -207,6 +211,45 @@ struct gemm_operand {
   bfloat16 const* rounded = nullptr;  // row stride ld too
 };
 
+namespace detail {
+
+struct bf16_operand_pair {
+  bfloat16 const* a;
+  std::int64_t lda;
+  bfloat16 const* b;
+  std::int64_t ldb;
+};
+
+//! A bf16 GEMM's operands: each one's rounded copy, or its values rounded into the handle's staging memory.
+inline bf16_operand_pair bf16_operands(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n,
+                                       std::int64_t k, gemm_operand const& a, gemm_operand const& b) {
+  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K]; staged copies are dense (row stride = stored width).
+  std::int64_t const a_rows = ta == ops::trans::n ? m : k, a_cols = ta == ops::trans::n ? k : m;
+  std::int64_t const b_rows = tb == ops::trans::n ? k : n, b_cols = tb == ops::trans::n ? n : k;
+  std::size_t const a_bytes =
+      a.rounded ? 0 : align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
+  std::size_t const b_bytes = b.rounded ? 0 : static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16);
+  auto* staged = a_bytes + b_bytes > 0 ? static_cast<char*>(h.staging(a_bytes + b_bytes)) : nullptr;
+  bfloat16 const* a16 = a.rounded;
+  bfloat16 const* b16 = b.rounded;
+  std::int64_t lda16 = a.ld, ldb16 = b.ld;
+  if (a16 == nullptr) {
+    auto* dst = reinterpret_cast<bfloat16*>(staged);
+    round_to_bf16(h.backend(), a_rows, a_cols, a.values, a.ld, dst);
+    a16 = dst;
+    lda16 = a_cols;
+  }
+  if (b16 == nullptr) {
+    auto* dst = reinterpret_cast<bfloat16*>(staged + a_bytes);
+    round_to_bf16(h.backend(), b_rows, b_cols, b.values, b.ld, dst);
+    b16 = dst;
+    ldb16 = b_cols;
+  }
+  return {a16, lda16, b16, ldb16};
+}
+
+}  // namespace detail
+
 //! C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C on the handle's stream. A is stored [M, K] (ta = n) or
 //! [K, M] (ta = t), B [K, N] (tb = n) or [N, K] (tb = t); lda, ldb, ldc are row strides; all pointers are device
 //! pointers. beta == 0 means C is not read. With bf16 the result is that of gemm on bfloat16-rounded inputs with
@@ -227,29 +270,24 @@ inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, s
     detail::gemm_ex(h, ta, tb, m, n, k, alpha, a.values, a.ld, b.values, b.ld, CUDA_R_32F, beta, c, ldc, compute);
     return;
   }
-  // Stored shapes: A [M, K] or [K, M], B [K, N] or [N, K]; staged copies are dense (row stride = stored width).
-  std::int64_t const a_rows = ta == ops::trans::n ? m : k, a_cols = ta == ops::trans::n ? k : m;
-  std::int64_t const b_rows = tb == ops::trans::n ? k : n, b_cols = tb == ops::trans::n ? n : k;
-  std::size_t const a_bytes =
-      a.rounded ? 0 : detail::align_up_256(static_cast<std::size_t>(a_rows * a_cols) * sizeof(bfloat16));
-  std::size_t const b_bytes = b.rounded ? 0 : static_cast<std::size_t>(b_rows * b_cols) * sizeof(bfloat16);
-  auto* staged = a_bytes + b_bytes > 0 ? static_cast<char*>(h.staging(a_bytes + b_bytes)) : nullptr;
-  bfloat16 const* a16 = a.rounded;
-  bfloat16 const* b16 = b.rounded;
-  std::int64_t lda16 = a.ld, ldb16 = b.ld;
-  if (a16 == nullptr) {
-    auto* dst = reinterpret_cast<bfloat16*>(staged);
-    round_to_bf16(h.backend(), a_rows, a_cols, a.values, a.ld, dst);
-    a16 = dst;
-    lda16 = a_cols;
-  }
-  if (b16 == nullptr) {
-    auto* dst = reinterpret_cast<bfloat16*>(staged + a_bytes);
-    round_to_bf16(h.backend(), b_rows, b_cols, b.values, b.ld, dst);
-    b16 = dst;
-    ldb16 = b_cols;
-  }
+  auto const [a16, lda16, b16, ldb16] = detail::bf16_operands(h, ta, tb, m, n, k, a, b);
   detail::gemm_ex(h, ta, tb, m, n, k, alpha, a16, lda16, b16, ldb16, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F);
+}
+
+//! The bf16 product into a bf16 C (fp32 sums; beta C read in bf16, the result rounded once as it is written): for a
+//! result only ever read in bf16, whose fp32 writes (and reads, with beta) would cost the GEMM more than its sums.
+inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
+                 float alpha, gemm_operand const& a, gemm_operand const& b, float beta, bfloat16* c, std::int64_t ldc) {
+  auto given = [](gemm_operand const& o) {
+    return o.rounded != nullptr ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
+  };
+  ops::detail::check_gemm_args(ta, tb, m, n, k, given(a), a.ld, given(b), b.ld, static_cast<void const*>(c), ldc);
+  if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
+    return;
+  }
+  auto const [a16, lda16, b16, ldb16] = detail::bf16_operands(h, ta, tb, m, n, k, a, b);
+  detail::gemm_ex(h, ta, tb, m, n, k, alpha, a16, lda16, b16, ldb16, CUDA_R_16BF, beta, c, ldc, CUBLAS_COMPUTE_32F,
+                  CUDA_R_16BF);
 }
 
 //! The same product on float operands (bf16: both rounded into the handle's staging memory first).

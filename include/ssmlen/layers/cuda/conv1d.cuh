@@ -79,6 +79,7 @@ struct conv_params {
   bfloat16* y_silu16;                          // forward, or null: silu(y) rounded, [T, C]
   T const *dy, *d_final;                       // backward
   conv_activation dy_of;                       // backward: dy is ∂L/∂y, or ∂L/∂silu(y) (y recomputed from x)
+  bfloat16 const* dy_add;                      // backward, or null: [T, C] more of dy, added to it as it is read
   T *dx, *d_init, *partial, *dweight, *dbias;  // backward; dx may be null when dx16 is not
   bfloat16* dx16;                              // backward, or null: dx rounded, row stride lddx
   std::int64_t lddx;
@@ -175,11 +176,25 @@ __device__ inline void through_silu(float_vec<V>& g, float_vec<V> const& y) {
   }
 }
 
+//! g += the V bf16 values at p, widened.
+template <int V>
+__device__ inline void add_widened(float_vec<V>& g, bfloat16 const* p) {
+  float_vec<V> const a = ops::cuda::load_widened<V>(p);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    g.v[j] += a.v[j];
+  }
+}
+
 //! ∂L/∂y at position pos >= 0 of sequence s, channels [c, c + V): dy, or dy · silu'(y) with y recomputed.
 template <int V, class T>
 __device__ inline float_vec<V> grad_at(conv_params<T> const& p, std::int64_t s, std::int64_t t0, std::int64_t pos,
                                        std::int64_t c) {
-  float_vec<V> g = load_floats<V>(p.dy + (t0 + pos) * p.channels + c);
+  std::int64_t const at = (t0 + pos) * p.channels + c;
+  float_vec<V> g = load_floats<V>(p.dy + at);
+  if (p.dy_add != nullptr) {
+    add_widened(g, p.dy_add + at);
+  }
   if (p.dy_of == conv_activation::silu) {
     through_silu(g, output_at<V>(p, s, t0, pos, c));
   }
@@ -407,10 +422,18 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
 //! through shared memory by asynchronous copies, two batches of 4 in flight, instead of through registers: with the
 //! loads in registers a batch at a time, few blocks fit an SM and too few bytes are in flight to keep DRAM busy.
 //! For d_conv <= 4 the registers are capped at 128 (8 blocks per SM, as the shared memory allows; a few bytes spill).
-template <int V, int KMAX, class T>
-__global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv_backward_kernel(conv_params<T> p) {
+//! AddDy: dy_add is given, staged beside dy; capped at 128 that build spilled 176 bytes and took 27 % longer than the
+//! plain one, at 170 (6 blocks per SM, more than the 130M shape's grid of about 5.5 per SM fills) it spills none and
+//! takes 12 % longer.
+template <int V, int KMAX, class T, bool AddDy>
+__global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? (AddDy ? 6 : 8) : 1)
+    conv_backward_kernel(conv_params<T> p) {
   constexpr int NB = conv_backward_batch, NS = 2;  // rows of a batch, batches in flight (each thread's own slots)
   __shared__ __align__(16) float rows[NS][NB][2][conv_backward_threads * V];  // [stage, token, dy | older x, thread]
+  // [stage, token, thread]: dy_add's rows, by 8-byte copies (V = 1 reads dy_add from memory: asynchronous copies
+  // move 4 bytes at least)
+  constexpr bool stage_add = AddDy && V == 4;
+  __shared__ __align__(8) bfloat16 rows_add[NS][NB][stage_add ? conv_backward_threads * V : 1];
   int const slot = static_cast<int>(threadIdx.x) * V;
   std::int64_t const blocks = (p.tokens + conv_block_tokens - 1) / conv_block_tokens;
   std::int64_t const total = blocks * (p.channels / V), width = p.width;
@@ -445,6 +468,9 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
         std::int64_t const t = tb - 1 - u;
         if (t >= r.t_begin) {
           __pipeline_memcpy_async(&rows[st][u][0][slot], p.dy + t * p.channels + r.c, sizeof(float) * V);
+          if constexpr (stage_add) {
+            __pipeline_memcpy_async(&rows_add[st][u][slot], p.dy_add + t * p.channels + r.c, sizeof(bfloat16) * V);
+          }
           if (t - width >= 0) {
             __pipeline_memcpy_async(&rows[st][u][1][slot], p.x + (t - width) * p.ldx + r.c, sizeof(float) * V);
           }
@@ -473,6 +499,9 @@ __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? 8 : 1) conv
           fill(t);
         }
         float_vec<V> g = load_floats<V>(&rows[st][u][0][slot]);
+        if constexpr (AddDy) {
+          add_widened(g, stage_add ? &rows_add[st][u][slot] : p.dy_add + t * p.channels + r.c);
+        }
         if (silu) {
           float_vec<V> y = bias;
 #pragma unroll
@@ -746,7 +775,8 @@ inline bool forward_vec4(conv_params<float> const& p) {
 }
 inline bool backward_vec4(conv_params<float> const& p) {
   return p.channels % 4 == 0 && p.ldx % 4 == 0 && p.lddx % 4 == 0 && aligned16(p.x) && aligned16(p.init) &&
-         aligned16(p.dy) && aligned16(p.dx) && aligned16(p.d_final) && aligned8(p.dx16) && aligned16(p.partial);
+         aligned16(p.dy) && aligned8(p.dy_add) && aligned16(p.dx) && aligned16(p.d_final) && aligned8(p.dx16) &&
+         aligned16(p.partial);
 }
 
 //! The forward over runs of conv_run_tokens or, for widths past conv_max_window, a thread per token and channel group.
@@ -781,9 +811,10 @@ inline void launch_backward(conv_params<float> const& p, std::int64_t blocks, cu
       conv_dweight_partial_any_width_kernel<float><<<grid, conv_threads, 0, stream>>>(p);
       backends::cuda_check_launch("conv_dweight_partial_any_width_kernel");
     } else {
-      conv_backward_kernel<V, KMAX, float>
-          <<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_backward_threads),
-             conv_backward_threads, 0, stream>>>(p);
+      auto const kernel = p.dy_add != nullptr ? &conv_backward_kernel<V, KMAX, float, true>
+                                              : &conv_backward_kernel<V, KMAX, float, false>;
+      kernel<<<ops::cuda::grid_blocks(run_items(p, vec4, conv_block_tokens), conv_backward_threads),
+               conv_backward_threads, 0, stream>>>(p);
       backends::cuda_check_launch("conv_backward_kernel");
     }
   });
@@ -840,12 +871,14 @@ inline std::size_t conv1d_backward_workspace_bytes(std::int64_t tokens, std::int
 //! (the gradient arriving at the final state) are [S, K-1, C] or null. dx16 (null: not written) also receives dx
 //! rounded to bf16 (nearest even, as backends::round_to_bf16 of dx), with dx's row stride; with dx16, dx may be
 //! null (a bf16 GEMM's operand needs only the rounding). dy_of = silu: dy is the gradient of silu(y), the
-//! forward's silu output (y is recomputed from x; the host layer's backward with y_pre).
+//! forward's silu output (y is recomputed from x; the host layer's backward with y_pre). dy_add ([T, C], or null): more
+//! of dy, in bf16, added to it as it is read: the share of the gradient a bf16 GEMM made, which would cost that GEMM
+//! a read and a write of dy in fp32 to add itself.
 inline void conv1d_backward(backends::cuda const& be, device_sequences const& seqs, conv1d_weights const& w,
                             float const* x, std::int64_t ldx, float const* dy, float* dx, std::int64_t lddx,
                             float const* init_state, float const* d_final_state, float* d_init_state, float* dweight,
                             float* dbias, void* workspace = nullptr, bfloat16* dx16 = nullptr,
-                            conv_activation dy_of = conv_activation::none) {
+                            conv_activation dy_of = conv_activation::none, bfloat16 const* dy_add = nullptr) {
   detail::check_conv(seqs, w, ldx);
   check_arg(lddx >= w.channels, "conv1d lddx", lddx, "must be at least the channel count");
   check(dweight != nullptr && dbias != nullptr, "conv1d backward (cuda): dweight and dbias must not be null");
@@ -857,6 +890,7 @@ inline void conv1d_backward(backends::cuda const& be, device_sequences const& se
   ops::cuda::scratch ws(workspace, conv1d_backward_workspace_bytes(seqs.tokens, w.channels, w.width), be.stream);
   auto p = detail::input_params(seqs, w, x, ldx, init_state);
   p.dy = dy;
+  p.dy_add = dy_add;
   p.dy_of = dy_of;
   p.d_final = d_final_state;
   p.dx = dx;

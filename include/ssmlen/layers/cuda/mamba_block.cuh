@@ -173,10 +173,11 @@ struct mamba_block_scratch {
   backends::device_buffer<float> da;     // [N, ED]
   backends::device_buffer<char> workspace;
   // bf16 GEMMs only: gradients that two GEMMs each read, rounded once
-  backends::device_buffer<bfloat16> dout16;   // [T, D]
-  backends::device_buffer<bfloat16> ddt16;    // [T, ED]
-  backends::device_buffer<bfloat16> d_dbc16;  // [T, R + 2N]
-  backends::device_buffer<bfloat16> dxz16;    // [T, 2ED]
+  backends::device_buffer<bfloat16> dout16;      // [T, D]
+  backends::device_buffer<bfloat16> ddt16;       // [T, ED]
+  backends::device_buffer<bfloat16> d_dbc16;     // [T, R + 2N]
+  backends::device_buffer<bfloat16> dxz16;       // [T, 2ED]
+  backends::device_buffer<bfloat16> dxs_proj16;  // [T, ED]: x_proj's share of ∂L/∂xs, which the conv adds to dxs
 
   //! rounded: also the bf16 copies (a block with bf16 GEMMs).
   void reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded, cudaStream_t stream);
@@ -185,7 +186,7 @@ struct mamba_block_scratch {
     for (auto* b : {&dyg, &dxz, &dxs, &ddt, &d_dbc, &da}) {
       poison_buffer(*b, stream);
     }
-    for (auto* b : {&dout16, &ddt16, &d_dbc16, &dxz16}) {
+    for (auto* b : {&dout16, &ddt16, &d_dbc16, &dxz16, &dxs_proj16}) {
       poison_buffer(*b, stream);
     }
     poison_buffer(workspace, stream);
@@ -271,6 +272,7 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
     grow_buffer(ddt16, te, stream);
     grow_buffer(d_dbc16, static_cast<std::size_t>(rows * s.bc_width()), stream);
     grow_buffer(dxz16, 2 * te, stream);
+    grow_buffer(dxs_proj16, te, stream);
   } else {
     grow_buffer(dxz, 2 * te, stream);
   }
@@ -408,15 +410,23 @@ public:
          grad_.dt_proj, r);  // [ED, R]
     gemm(h, trans::n, trans::n, rows, r, ed, ddt_op, {value_.dt_proj, r, rounded_.dt_proj}, 0.0f, ws.d_dbc.data(),
          w);  // [T, R] of [T, R + 2N]
-    // x_proj: weight, and dxs += d_dbc W (the scan wrote dxs)
+    // x_proj: weight, and dxs += d_dbc W (the scan wrote dxs). With bf16 GEMMs d_dbc W is written apart, in bf16,
+    // and the conv adds it as it reads dxs: a K = 80 GEMM adding into dxs in fp32 spends most of its time reading
+    // and writing [T, ED] floats, not on its sums (62 against 20 µs a layer at the paper's shape).
     backends::gemm_operand const d_dbc_op{ws.d_dbc.data(), w, round(h, rows, w, ws.d_dbc.data(), ws.d_dbc16)};
     gemm(h, trans::t, trans::n, w, ed, rows, d_dbc_op, {k.xs.data(), ed, bf16() ? k.xs16.data() : nullptr}, 1.0f,
          grad_.x_proj, ed);  // [R + 2N, ED]
-    gemm(h, trans::n, trans::n, rows, ed, w, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 1.0f, ws.dxs.data(),
-         ed);  // [T, ED]
+    if (bf16()) {
+      backends::gemm(h, trans::n, trans::n, rows, ed, w, 1.0f, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 0.0f,
+                     ws.dxs_proj16.data(), ed);  // [T, ED]
+    } else {
+      gemm(h, trans::n, trans::n, rows, ed, w, d_dbc_op, {value_.x_proj, ed, rounded_.x_proj}, 1.0f, ws.dxs.data(),
+           ed);  // [T, ED]: dxs += d_dbc W
+    }
     conv1d_backward(h.backend(), seqs, conv_weights(), k.xz.data(), 2 * ed, ws.dxs.data(), dxz, 2 * ed, init.conv,
                     d_final.conv, d_init.conv, grad_.conv_weight, grad_.conv_bias, ws.workspace.data(), dxz16,
-                    conv_activation::silu);  // through xs = silu(conv): x's columns of dxz (or of dxz16)
+                    conv_activation::silu,  // through xs = silu(conv): x's columns of dxz (or of dxz16)
+                    bf16() ? ws.dxs_proj16.data() : nullptr);
     // dxz or dxz16: x's columns from the conv, z's from the gate's backward
     backends::gemm_operand const dxz_op{dxz, 2 * ed, dxz16};
     gemm(h, trans::t, trans::n, 2 * ed, d, rows, dxz_op, {u, d, k.u_rounded}, 1.0f, grad_.in_proj,

@@ -87,6 +87,25 @@ __device__ inline void store_floats(float* p, float_vec<V> const& r) {
   }
 }
 
+//! V consecutive bfloat16 values widened to floats: one 8-byte load for V = 4 (p 8-byte aligned).
+template <int V>
+__device__ inline float_vec<V> load_widened(bfloat16 const* p) {
+  float_vec<V> r;
+  if constexpr (V == 4) {
+    ushort4 const q = *reinterpret_cast<ushort4 const*>(p);
+    r.v[0] = __uint_as_float(std::uint32_t{q.x} << 16);
+    r.v[1] = __uint_as_float(std::uint32_t{q.y} << 16);
+    r.v[2] = __uint_as_float(std::uint32_t{q.z} << 16);
+    r.v[3] = __uint_as_float(std::uint32_t{q.w} << 16);
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      r.v[j] = __uint_as_float(std::uint32_t{p[j].bits} << 16);
+    }
+  }
+  return r;
+}
+
 //! The bfloat16 rounding (nearest even) of r into p: one 8-byte store for V = 4 (p 8-byte aligned).
 template <int V>
 __device__ inline void store_rounded(bfloat16* p, float_vec<V> const& r) {

@@ -143,6 +143,35 @@ __device__ inline split_thread split_thread_of(forward_params const& p, std::int
   return t;
 }
 
+//! What both forwards hold of states [n0, n0 + NT) of channel ch in sequence s before the walk: A log2(e) and the
+//! initial state (0 without one). States past N (and a dead channel's) get A = 0 and h = 0, with B = 0 in the walk
+//! an identity that adds nothing to y.
+template <int NT>
+__device__ inline void load_walk_start(forward_params const& p, std::int64_t s, std::int64_t n0, std::int64_t ch,
+                                       bool live, float (&h)[NT], float (&a2)[NT]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    bool const ok = live && n0 + j < p.ns;
+    std::int64_t const at = (n0 + j) * p.ed + ch;
+    h[j] = p.init != nullptr ? load_or_zero(p.init, s * p.ns * p.ed + at, ok) : 0.0f;
+    a2[j] = load_or_zero(p.a, at, ok) * log2e;
+  }
+}
+
+//! The final states [n0, n0 + NT) of channel ch in sequence s, when asked for.
+template <int NT>
+__device__ inline void store_final_states(forward_params const& p, std::int64_t s, std::int64_t n0, std::int64_t ch,
+                                          bool live, float const (&h)[NT]) {
+  if (p.final_state != nullptr && live) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      if (n0 + j < p.ns) {
+        p.final_state[s * p.ns * p.ed + (n0 + j) * p.ed + ch] = h[j];
+      }
+    }
+  }
+}
+
 // With 8 warps, MinBlocks 3 or 4 caps the registers at 80 or 64: 3 or 4 blocks per SM. The launch takes 4 for grids
 // of more than 3 blocks per SM (then one wave instead of 1.3 at the headline's shape) and 3 otherwise (more
 // registers, faster at the 130M shape). 2 or 4 warps cap at 128 registers (MinBlocks 16 / WG); one warp, none.
@@ -156,14 +185,8 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
   auto const [lane, w, s, group, ch, live, t0, t1, n_intervals, size, ck0, my_n0, dskip, dt_bias] =
       split_thread_of<NT>(p, n0);         // D·x joins warp 0's share in the first launch; later ones add to y
   int const ed = static_cast<int>(p.ed);  // < 2^26 (checked on the host): i · ed fits 32 bits
-  float h[NT], a2[NT];  // [NT]; states past N keep A = 0 and B = 0: an identity that adds nothing to y
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    bool const ok = live && my_n0 + j < p.ns;
-    std::int64_t const at = (my_n0 + j) * p.ed + ch;
-    h[j] = p.init != nullptr ? load_or_zero(p.init, s * size + at, ok) : 0.0f;
-    a2[j] = load_or_zero(p.a, at, ok) * log2e;
-  }
+  float h[NT], a2[NT];                    // [NT]
+  load_walk_start(p, s, my_n0, ch, live, h, a2);
   // x, Δ of a batch are loaded once per block: warp w issues its loads of tokens [w·NB/WG, (w + 1)·NB/WG) of the
   // batch after next while the current one is scanned, and stores them in shared memory, for every warp, a batch
   // later, Δ made from dt there. Masked tokens (past the sequence, dead lanes) get x = Δ = 0, an identity step.
@@ -276,14 +299,7 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
       buf ^= 1;  // the next batch uses the other buffers; the barrier above orders their reuse after next
     }
   }
-  if (p.final_state != nullptr && live) {
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      if (my_n0 + j < p.ns) {
-        p.final_state[s * size + (my_n0 + j) * p.ed + ch] = h[j];
-      }
-    }
-  }
+  store_final_states(p, s, my_n0, ch, live, h);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -327,14 +343,8 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   std::int64_t const size = p.ns * p.ed, my_n0 = n0 + 4 * q;  // one state: [N, ED]
   int const ed = static_cast<int>(p.ed);  // < 2^26 (checked on the host): offsets of a batch's rows fit 32 bits
   int const my_states = static_cast<int>(std::clamp<std::int64_t>(p.ns - my_n0, 0, 4));
-  float h[4], a2[4];  // states past N keep A = 0 and B = 0: an identity that adds nothing to y
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    bool const ok = live && j < my_states;
-    std::int64_t const at = (my_n0 + j) * p.ed + ch;
-    h[j] = p.init != nullptr ? load_or_zero(p.init, s * size + at, ok) : 0.0f;
-    a2[j] = load_or_zero(p.a, at, ok) * log2e;
-  }
+  float h[4], a2[4];
+  load_walk_start(p, s, my_n0, ch, live, h, a2);
   float const dskip = n0 == 0 ? load_or_zero(p.d, ch, live) : 0.0f;  // later launches add to y
   bool const gate = p.z != nullptr && n0 + S >= p.ns;                // this launch finishes y
   bool const write_ck = p.ck != nullptr && live;
@@ -450,14 +460,7 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     buf ^= 1;
     y_at += NB * p.ed, z_at += NB * p.ld_z;
   }
-  if (p.final_state != nullptr && live) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (j < my_states) {
-        p.final_state[s * size + (my_n0 + j) * p.ed + ch] = h[j];
-      }
-    }
-  }
+  store_final_states(p, s, my_n0, ch, live, h);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
