@@ -422,9 +422,9 @@ __device__ inline float_vec<V> extended_grad(conv_params<T> const& p, std::int64
 //! through shared memory by asynchronous copies, two batches of 4 in flight, instead of through registers: with the
 //! loads in registers a batch at a time, few blocks fit an SM and too few bytes are in flight to keep DRAM busy.
 //! For d_conv <= 4 the registers are capped at 128 (8 blocks per SM, as the shared memory allows; a few bytes spill).
-//! AddDy: dy_add is given, staged beside dy; capped at 128 that build spilled 176 bytes and took 27 % longer than the
-//! plain one, at 170 (6 blocks per SM, more than the 130M shape's grid of about 5.5 per SM fills) it spills none and
-//! takes 12 % longer.
+//! AddDy: dy_add is given, staged beside dy. Capped at 128 registers that build spills 150-180 bytes (one took 35 %
+//! longer than the plain build); capped at 170 (6 blocks per SM, more than the 130M shape's grid of about 5.5 per SM
+//! fills) it spills none and takes 12 % longer.
 template <int V, int KMAX, class T, bool AddDy>
 __global__ void __launch_bounds__(conv_backward_threads, KMAX <= 4 ? (AddDy ? 6 : 8) : 1)
     conv_backward_kernel(conv_params<T> p) {
