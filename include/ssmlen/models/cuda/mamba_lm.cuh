@@ -306,6 +306,7 @@ public:
     auto const td = static_cast<std::size_t>(rows * d);
     cudaStream_t const s = stream();
     layers::cuda::grow_buffer(offsets_, static_cast<std::size_t>(seqs.count() + 1), s);
+    layers::cuda::grow_buffer(checkpoint_offsets_, static_cast<std::size_t>(seqs.count() + 1), s);
     layers::cuda::grow_buffer(tokens_, static_cast<std::size_t>(rows), s);
     layers::cuda::grow_buffer(targets_, static_cast<std::size_t>(rows), s);
     layers::cuda::grow_buffer(mask_, static_cast<std::size_t>(rows), s);
@@ -465,12 +466,15 @@ private:
     return out;
   }
 
-  //! Sizes the buffers for `seqs` and copies its offsets to the device (dropping any step graph).
+  //! Sizes the buffers for `seqs` and copies its offsets, and its checkpoint offsets for the scan, to the device
+  //! (dropping any step graph): every layer's scan reads the same ones.
   void set_layout(sequences const& seqs) {
     reserve(seqs);
     seqs_ = seqs;
     layout_ = layout_of(seqs);
+    checkpoint_layout_ = scan::checkpoint_offsets(seqs, Scan::checkpoint_interval);
     copy_to_device(offsets_.data(), layout_.data(), layout_.size());
+    copy_to_device(checkpoint_offsets_.data(), checkpoint_layout_.data(), checkpoint_layout_.size());
   }
 
   //! The forward from the token ids already on the device (tokens_), laid out as seqs_.
@@ -531,7 +535,13 @@ private:
 
   [[nodiscard]] cudaStream_t stream() const { return opt_.be.stream; }
 
-  [[nodiscard]] device_sequences device_seqs() const { return {offsets_.data(), seqs_.count(), seqs_.tokens()}; }
+  [[nodiscard]] device_sequences device_seqs() const {
+    return {.offsets = offsets_.data(),
+            .count = seqs_.count(),
+            .tokens = seqs_.tokens(),
+            .checkpoint_offsets = checkpoint_offsets_.data(),
+            .checkpoint_interval = Scan::checkpoint_interval};
+  }
   [[nodiscard]] std::size_t rows_d() const { return static_cast<std::size_t>(seqs_.tokens() * cfg_.d_model); }
   float* residual(std::int64_t i) { return residual_.data() + static_cast<std::size_t>(i) * rows_d(); }  // u[i]
   //! The norm of u[i] in fp32: block i's input (i < n), the head's (i = n). With bf16 GEMMs the blocks read only
@@ -571,6 +581,8 @@ private:
   sequences seqs_;                                                // the last forward's batch
   std::vector<std::int64_t> layout_;                              // its layout_of, as the device offsets hold it
   backends::device_buffer<std::int64_t> offsets_;                 // [S + 1]
+  std::vector<std::int64_t> checkpoint_layout_;                   // scan::checkpoint_offsets of seqs_ for the scan
+  backends::device_buffer<std::int64_t> checkpoint_offsets_;      // [S + 1]: the same on the device
   backends::device_buffer<std::int32_t> tokens_, targets_;        // [T]
   backends::device_buffer<std::uint8_t> mask_;                    // [T]
   backends::device_buffer<float> residual_;                       // (n_layers + 1) x [T, D]: u[i]

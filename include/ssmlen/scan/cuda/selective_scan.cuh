@@ -985,10 +985,15 @@ inline forward_params make_forward_params(device_sequences const& seqs, selectiv
           .gated_rounded = gate.gated_rounded};
 }
 
-inline void launch_checkpoint_offsets(device_sequences const& seqs, std::int64_t interval, std::int64_t* out,
-                                      cudaStream_t stream) {
+//! The checkpoint offsets for `interval`: those `seqs` carries when made for it, else computed into `out`.
+inline std::int64_t const* checkpoint_offsets_for(device_sequences const& seqs, std::int64_t interval,
+                                                  std::int64_t* out, cudaStream_t stream) {
+  if (seqs.checkpoint_offsets != nullptr && seqs.checkpoint_interval == interval) {
+    return seqs.checkpoint_offsets;
+  }
   checkpoint_offsets_kernel<256><<<1, 256, 0, stream>>>(seqs.offsets, seqs.count, interval, out);
   cuda_check_launch("checkpoint_offsets_kernel");
+  return out;
 }
 
 //! What every backward kernel gets: the forward's parameters (blocks of `channels_per_block` channels), the
@@ -1000,8 +1005,7 @@ inline backward_params make_backward_params(device_sequences const& seqs, select
                                             workspace_layout const& layout, ops::cuda::scratch& ws,
                                             std::int64_t interval, std::int64_t channels_per_block,
                                             cudaStream_t stream) {
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  launch_checkpoint_offsets(seqs, interval, ck_offsets, stream);
+  auto const* ck_offsets = checkpoint_offsets_for(seqs, interval, ws.at<std::int64_t>(layout.ck_offsets), stream);
   return {make_forward_params(seqs, a, ck_offsets, channels_per_block, nullptr, nullptr, nullptr),
           seqs.tokens,
           checkpoints,
@@ -1082,8 +1086,8 @@ void selective_scan_forward(block_parallel<W, I>, backends::cuda const& be, devi
   detail::check_forward_args(seqs, a, y, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  detail::launch_checkpoint_offsets(seqs, block_parallel<W, I>::chunk, ck_offsets, be.stream);
+  auto const* ck_offsets = detail::checkpoint_offsets_for(seqs, block_parallel<W, I>::chunk,
+                                                          ws.at<std::int64_t>(layout.ck_offsets), be.stream);
   auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state, gate);
   std::int64_t const blocks = detail::block_count(seqs.count, p.groups);
   if (blocks == 0) {
@@ -1128,8 +1132,8 @@ inline void selective_scan_forward(recurrent, backends::cuda const& be, device_s
   detail::check_forward_args(seqs, a, y, gate);
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  detail::launch_checkpoint_offsets(seqs, recurrent::checkpoint_interval, ck_offsets, be.stream);
+  auto const* ck_offsets = detail::checkpoint_offsets_for(seqs, recurrent::checkpoint_interval,
+                                                          ws.at<std::int64_t>(layout.ck_offsets), be.stream);
   auto const p =
       detail::make_forward_params(seqs, a, ck_offsets, detail::recurrent_threads, y, checkpoints, final_state, gate);
   std::int64_t const blocks = detail::block_count(seqs.count, p.groups);

@@ -782,8 +782,8 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
   check_arg(a.ld_bc <= std::int64_t{1} << 26, "ld_bc", a.ld_bc, "must be at most 2^26 for state_split");
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
-  auto* ck_offsets = ws.at<std::int64_t>(layout.ck_offsets);
-  detail::launch_checkpoint_offsets(seqs, state_split<NT>::checkpoint_interval, ck_offsets, be.stream);
+  auto const* ck_offsets = detail::checkpoint_offsets_for(seqs, state_split<NT>::checkpoint_interval,
+                                                          ws.at<std::int64_t>(layout.ck_offsets), be.stream);
   auto const p = detail::make_forward_params(seqs, a, ck_offsets, detail::lanes, y, checkpoints, final_state, gate);
   std::int64_t const blocks = detail::block_count(seqs.count, p.groups);
   if (blocks == 0) {
