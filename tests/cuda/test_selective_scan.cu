@@ -427,6 +427,43 @@ void check_deterministic(Policy policy) {
   CHECK(same_bits(r1.dz, r2.dz));
 }
 
+//! Sequences that carry their checkpoint offsets (device_sequences::checkpoint_offsets, as a model's batch does) give
+//! the same bits as offsets the scan computes itself; offsets carried for another interval are not read.
+template <class Policy>
+void check_carried_offsets(Policy policy, std::int64_t carried_interval) {
+  inputs const in({{700, 513, 0, 64, 9}, 40, 16, true, true, true, true}, 6);
+  device_run r1(policy, in), r2(policy, in);
+  auto const host = ssmlen::scan::checkpoint_offsets(in.seqs, carried_interval);
+  device_buffer<std::int64_t> const carried{std::span(host)};
+  r2.seqs.checkpoint_offsets = carried.data();
+  r2.seqs.checkpoint_interval = carried_interval;
+  ssmlen::backends::cuda_stream stream;
+  for (auto* r : {&r1, &r2}) {
+    sc::selective_scan_forward(policy, stream.backend(), r->seqs, r->args, r->y.data(), r->ck.data(),
+                               r->final_state.data(), nullptr, r->gate);
+    sc::selective_scan_backward(policy, stream.backend(), r->seqs, r->args, r->ck.data(), r->grads, nullptr,
+                                r->ddt_rounded.data(), r->gate_back);
+  }
+  stream.synchronize();
+  std::string const policy_name = Policy::name();
+  CAPTURE(policy_name);
+  CAPTURE(carried_interval);
+  for (auto member :
+       {&device_run::y, &device_run::ck, &device_run::final_state, &device_run::dx, &device_run::ddt, &device_run::db,
+        &device_run::dc, &device_run::da, &device_run::dd, &device_run::d_init, &device_run::dbias}) {
+    auto const a = (r1.*member).to_host(), b = (r2.*member).to_host();
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("cuda selective scan: checkpoint offsets carried by the sequences") {
+  if (gpu_or_skip()) {
+    check_carried_offsets(sc::state_split<>{}, sc::state_split<>::checkpoint_interval);
+    check_carried_offsets(sc::block_parallel<8, 8>{}, sc::block_parallel<8, 8>::checkpoint_interval);
+    check_carried_offsets(sc::block_parallel<8, 8>{}, sc::state_split<>::checkpoint_interval);  // not its interval
+  }
+}
+
 TEST_CASE("cuda selective scan: the backward is bit-identical across runs") {
   if (gpu_or_skip()) {
     check_deterministic(ssmlen::scan::recurrent{});
