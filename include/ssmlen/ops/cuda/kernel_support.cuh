@@ -93,14 +93,14 @@ __device__ inline float_vec<V> load_widened(bfloat16 const* p) {
   float_vec<V> r;
   if constexpr (V == 4) {
     ushort4 const q = *reinterpret_cast<ushort4 const*>(p);
-    r.v[0] = __uint_as_float(std::uint32_t{q.x} << 16);
-    r.v[1] = __uint_as_float(std::uint32_t{q.y} << 16);
-    r.v[2] = __uint_as_float(std::uint32_t{q.z} << 16);
-    r.v[3] = __uint_as_float(std::uint32_t{q.w} << 16);
+    r.v[0] = bfloat16::to_float(q.x);
+    r.v[1] = bfloat16::to_float(q.y);
+    r.v[2] = bfloat16::to_float(q.z);
+    r.v[3] = bfloat16::to_float(q.w);
   } else {
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      r.v[j] = __uint_as_float(std::uint32_t{p[j].bits} << 16);
+      r.v[j] = static_cast<float>(p[j]);
     }
   }
   return r;
