@@ -213,6 +213,12 @@ struct gemm_operand {
 
 namespace detail {
 
+//! What an operand's null check looks at: its values or, in a bf16 GEMM given only the rounded copy, that copy.
+inline void const* checked_operand(gemm_operand const& o, bool bf16) {
+  bool const rounded_only = bf16 && o.values == nullptr && o.rounded != nullptr;
+  return rounded_only ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
+}
+
 struct bf16_operand_pair {
   bfloat16 const* a;
   std::int64_t lda;
@@ -257,15 +263,13 @@ inline bf16_operand_pair bf16_operands(blas_handle& h, ops::trans ta, ops::trans
 inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                  float alpha, gemm_operand const& a, gemm_operand const& b, float beta, float* c, std::int64_t ldc,
                  gemm_precision precision = gemm_precision::fp32) {
-  auto given = [&](gemm_operand const& o) {  // for the null checks: the values, or in bf16 the rounded copy
-    bool const rounded_only = precision == gemm_precision::bf16 && o.values == nullptr && o.rounded != nullptr;
-    return rounded_only ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
-  };
-  ops::detail::check_gemm_args(ta, tb, m, n, k, given(a), a.ld, given(b), b.ld, static_cast<void const*>(c), ldc);
+  bool const bf16 = precision == gemm_precision::bf16;
+  ops::detail::check_gemm_args(ta, tb, m, n, k, detail::checked_operand(a, bf16), a.ld,
+                               detail::checked_operand(b, bf16), b.ld, static_cast<void const*>(c), ldc);
   if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
     return;
   }
-  if (precision != gemm_precision::bf16) {
+  if (!bf16) {
     auto const compute = precision == gemm_precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     detail::gemm_ex(h, ta, tb, m, n, k, alpha, a.values, a.ld, b.values, b.ld, CUDA_R_32F, beta, c, ldc, compute);
     return;
@@ -278,10 +282,8 @@ inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, s
 //! result only ever read in bf16, whose fp32 writes (and reads, with beta) would cost the GEMM more than its sums.
 inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                  float alpha, gemm_operand const& a, gemm_operand const& b, float beta, bfloat16* c, std::int64_t ldc) {
-  auto given = [](gemm_operand const& o) {
-    return o.rounded != nullptr ? static_cast<void const*>(o.rounded) : static_cast<void const*>(o.values);
-  };
-  ops::detail::check_gemm_args(ta, tb, m, n, k, given(a), a.ld, given(b), b.ld, static_cast<void const*>(c), ldc);
+  ops::detail::check_gemm_args(ta, tb, m, n, k, detail::checked_operand(a, true), a.ld,
+                               detail::checked_operand(b, true), b.ld, static_cast<void const*>(c), ldc);
   if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
     return;
   }
