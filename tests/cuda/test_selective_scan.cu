@@ -516,4 +516,7 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
   CHECK_THROWS_AS(gated_backward({&v, 4, nullptr, &out, nullptr, 4}), ssmlen::error);  // no y to take back
   CHECK_THROWS_AS(gated_backward({&v, 3, &y, &out, nullptr, 4}), ssmlen::error);       // z rows too short
   CHECK_THROWS_AS(gated_backward({&v, 4, &y, &out, nullptr, 3}), ssmlen::error);       // dz rows too short
+  sc::device_sequences const too_long{&offsets_placeholder, 0, (std::int64_t{1} << 30) + 1};  // 32-bit token rows
+  CHECK_THROWS_WITH_AS(sc::selective_scan_backward(sc::state_split<>{}, be, too_long, args, &ck, full),
+                       doctest::Contains("tokens = 1073741825"), ssmlen::error);
 }

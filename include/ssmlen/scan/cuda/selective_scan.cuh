@@ -194,22 +194,22 @@ __device__ inline void store_gated(forward_params const& p, std::int64_t at, flo
     p.gated_rounded[at] = bfloat16(yg);
   }
 }
-//! The gradient of y at token t, channel c from the loaded dy value, with z and y of the element (loaded by the
-//! caller; ignored without a gate): dy itself, or through the gate dy · silu(z), writing dz when `write_dz`.
-__device__ inline float dy_through_gate(backward_params const& p, std::int64_t t, std::int64_t c, float dy, float z,
-                                        float y, bool write_dz) {
+//! The gradient of y at one element from its loaded dy value, with z and y of the element (loaded by the caller;
+//! ignored without a gate): dy itself, or through the gate dy · silu(z), writing dz at `dz_at` (t · ld_dz +
+//! channel) when `write_dz`.
+__device__ inline float dy_through_gate(backward_params const& p, std::int64_t dz_at, float dy, float z, float y,
+                                        bool write_dz) {
   if (p.gate.z == nullptr) {
     return dy;
   }
   float const s = sigmoid_fast(z);
   if (write_dz) {
     float const dz = dy * y * silu_slope(z, s);
-    std::int64_t const at = t * p.gate.ld_dz + c;
     if (p.gate.dz != nullptr) {
-      p.gate.dz[at] = dz;
+      p.gate.dz[dz_at] = dz;
     }
     if (p.gate.dz_rounded != nullptr) {
-      p.gate.dz_rounded[at] = bfloat16(dz);
+      p.gate.dz_rounded[dz_at] = bfloat16(dz);
     }
   }
   return dy * (z * s);
@@ -220,7 +220,7 @@ __device__ inline float load_dy_through_gate(backward_params const& p, std::int6
   if (p.gate.z == nullptr) {
     return dy;
   }
-  return dy_through_gate(p, t, c, dy, __ldg(p.gate.z + t * p.gate.ld_z + c),
+  return dy_through_gate(p, t * p.gate.ld_dz + c, dy, __ldg(p.gate.z + t * p.gate.ld_z + c),
                          write_dz ? __ldg(p.gate.y + t * p.f.ed + c) : 0.0f, write_dz);
 }
 //! Δ of a loaded dt value.

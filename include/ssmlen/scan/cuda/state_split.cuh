@@ -542,8 +542,37 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       std::int64_t const t = t_first + r * WG + w;
       bool const ok = live && t < t1;
       sm.x[row][lane] = cx[r];
-      sm.dy[row][lane] = dy_through_gate(p, t, ch, cdy[r], cz[r], cy[r], write_dz && ok);
+      sm.dy[row][lane] = dy_through_gate(p, t * p.gate.ld_dz + ch, cdy[r], cz[r], cy[r], write_dz && ok);
       sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
+      if (f.dt_softplus) {
+        sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
+      }
+    }
+  };
+  // The same for the earlier intervals, which are whole (every token in the sequence), by an offset that moves SB
+  // tokens back a batch instead of t · ED + channel for each load: t_a is this thread's first row staged during a
+  // batch, a_ed its offset in the [T, ED] layouts (the batch being walked is L tokens after it).
+  auto t_a = static_cast<std::int32_t>(t0 + (n_intervals - 1) * L - SB + w);  // tokens ≤ 2^30 (checked at launch)
+  std::int64_t a_ed = static_cast<std::int64_t>(t_a) * f.ed + ch;
+  auto load_xs_whole = [&] {
+#pragma unroll
+    for (int r = 0; r < XR; ++r) {
+      std::int64_t const at = a_ed + r * WG * f.ed;
+      cx[r] = live ? __ldg(f.x + at) : 0.0f;
+      cdt[r] = live ? __ldg(f.dt + at) : 0.0f;
+      cdy[r] = live ? __ldg(p.dy + at) : 0.0f;
+      cz[r] = gated && live ? __ldg(p.gate.z + static_cast<std::int64_t>(t_a + r * WG) * p.gate.ld_z + ch) : 0.0f;
+      cy[r] = write_dz && live ? __ldg(p.gate.y + at) : 0.0f;
+    }
+  };
+  auto store_xs_whole = [&](int row0) {
+#pragma unroll
+    for (int r = 0; r < XR; ++r) {
+      int const row = row0 + r * WG + w;
+      sm.x[row][lane] = cx[r];
+      sm.dy[row][lane] = dy_through_gate(p, static_cast<std::int64_t>(t_a + r * WG) * p.gate.ld_dz + ch, cdy[r], cz[r],
+                                         cy[r], write_dz && live);
+      sm.dt[row][lane] = live ? delta_of(f, cdt[r], dt_bias) : 0.0f;
       if (f.dt_softplus) {
         sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
       }
@@ -599,6 +628,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   };
   float* const bc_row = p.partial_bc + ((group * 2 + (bc_lane ? lane / SB : 0)) * f.ns + my_n0) * p.tokens + lane % SB;
   int const my_states = static_cast<int>(std::clamp<std::int64_t>(f.ns - my_n0, 0, NT));  // states < N
+  // The next batch's checkpoint: row ck_row of the sequence's, one back a batch.
+  std::int64_t ck_row = n_intervals * (L / SB) - 2;
   int buf = 0;
   for (std::int64_t k = n_intervals - 1; k >= 0; --k) {
     std::int64_t const tc = t0 + k * L;
@@ -611,12 +642,17 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       for (int j = 0; j < NT; ++j) {
         hs[0][j] = h_ck[j];
       }
-      if (tc + first - SB >= t0) {  // the next batch walked: this interval's previous one or the last of the one before
-        load_checkpoint(tc + first - SB, h_ck);
+      if (ck_row >= 0) {  // the next batch walked: this interval's previous one or the last of the one before
+        bool const has = live && t0 + ck_row * SB < t1;  // a batch wholly past the sequence has no checkpoint
+        float const* const ck = p.ck + (ck0 + ck_row) * size + my_n0 * f.ed + ch;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          h_ck[j] = has && j < my_states ? __ldg(ck + j * f.ed) : 0.0f;
+        }
       }
       if (ahead) {
         coming.load(f, tc - L + first, t1, n0);
-        load_xs(tc - L + first);
+        load_xs_whole();
       }
 #pragma unroll
       for (int i = 0; i < SB; ++i) {
@@ -682,7 +718,7 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
         int const i = r * WG + w;  // warp w finishes tokens w, w + WG, ... (the rows it stores below)
         std::int64_t const t = tc + first + i;
         if (live && t < t1) {
-          std::int64_t const at = t * f.ed + ch;
+          std::int64_t const at = a_ed + (L + r * WG) * f.ed;  // L tokens after the rows staged
           float sx = n0 == 0 ? 0.0f : p.dx[at], st = 0.0f;
           float const st_before = n0 == 0 ? 0.0f : p.ddt[at];  // the earlier launches' states
 #pragma unroll
@@ -703,9 +739,11 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       }
       if (ahead) {
         coming.store(sm.b, sm.c, first);
-        store_xs(first, tc - L + first);
+        store_xs_whole(first);
       }
       buf ^= 1;  // the next batch writes the other buffers; the barrier above orders the reuse after next
+      t_a -= SB, a_ed -= SB * f.ed;
+      ck_row -= 1;
     }
   }
   if (live) {
@@ -810,6 +848,8 @@ void selective_scan_backward(state_split<NT>, backends::cuda const& be, device_s
                              selective_scan_grads<float> const& g, void* workspace = nullptr,
                              bfloat16* ddt_rounded = nullptr, gate_gradient const& gate = {}) {
   detail::check_backward_args(seqs, a, checkpoints, g, gate);
+  check_arg(seqs.tokens <= std::int64_t{1} << 30, "tokens", seqs.tokens,
+            "must be at most 2^30 for state_split's backward (its token rows are 32-bit)");
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.backward_bytes, be.stream);
   auto const p = detail::make_backward_params(seqs, a, checkpoints, g, ddt_rounded, gate, layout, ws,
