@@ -110,6 +110,16 @@ struct bc_rows {
       }
     }
   }
+  //! Into rows [row0, row0 + Rows) of an [interval, S] tile of (B, C) pairs.
+  __device__ void store_pairs(float2 (*sbc)[S], int row0) const {
+#pragma unroll
+    for (int k = 0; k < count; ++k) {
+      int const e = static_cast<int>(threadIdx.x) + k * Threads;
+      if (Rows * S % Threads == 0 || e < Rows * S) {
+        sbc[row0 + e / S][e % S] = make_float2(b[k], c[k]);
+      }
+    }
+  }
 };
 
 //! A thread's place in a state_split block, the same in the forward and the backward: lane = channel ch of channel
@@ -483,8 +493,8 @@ inline constexpr int split_backward_batch = 8;   // tokens whose states and deca
 template <int WG, int NT>
 struct backward_split_smem {
   static constexpr int L = split_interval, S = WG * NT, SB = split_backward_batch;
-  alignas(16) float b[L][S];  // [interval, S]: B, C of this launch's states
-  alignas(16) float c[L][S];
+  // [interval, S]: (B, C) of this launch's states side by side, so that the walk gets both from one load
+  alignas(16) float2 bc_pairs[L][S];
   float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]: dt holds Δ
   float slope[L][lanes];                              // [interval, lane]: ∂Δ/∂dt, with the fused softplus only
   float dx[2][WG][SB][lanes], ddt[2][WG][SB][lanes];  // [buffer, warp, token, lane]: each warp's share
@@ -593,7 +603,12 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   float h_ck[NT];  // [NT]: the checkpoint of the batch about to be walked
   {
     std::int64_t const tc = t0 + (n_intervals - 1) * L;
-    stage_bc<L, S, WG * lanes>(sm.b, sm.c, f, tc, t1, n0);
+    for (int e = static_cast<int>(threadIdx.x); e < L * S; e += WG * lanes) {  // B, C as stage_bc, in pairs
+      std::int64_t const t = tc + e / S, n = n0 + e % S;
+      bool const ok = t < t1 && n < f.ns;
+      sm.bc_pairs[e / S][e % S] =
+          make_float2(load_or_zero(f.b, t * f.ld_bc + n, ok), load_or_zero(f.c, t * f.ld_bc + n, ok));
+    }
     for (int row0 = 0; row0 < L; row0 += SB) {
       load_xs(tc + row0);
       store_xs(row0, tc + row0);
@@ -658,7 +673,11 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       for (int i = 0; i < SB; ++i) {
         xv[i] = sm.x[first + i][lane], dtv[i] = sm.dt[first + i][lane], dyv[i] = sm.dy[first + i][lane];
         float bv[NT];
-        load_states<NT>(&sm.b[first + i][w * NT], bv);
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {  // the B of two pairs
+          float4 const v = *reinterpret_cast<float4 const*>(&sm.bc_pairs[first + i][w * NT + j]);
+          bv[j] = v.x, bv[j + 1] = v.z;
+        }
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
           decay[i][j] = exp2_approx(dtv[i] * a2[j]);
@@ -677,7 +696,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
         float red[2 * SB];  // dB (0 .. SB - 1) and dC (SB .. 2 SB - 1) of each token, for this state
 #pragma unroll
         for (int i = SB - 1; i >= 0; --i) {
-          float const bj = sm.b[first + i][w * NT + j], cj = sm.c[first + i][w * NT + j];
+          float2 const bc = sm.bc_pairs[first + i][w * NT + j];
+          float const bj = bc.x, cj = bc.y;
           float const g = fmaf(dyv[i], cj, u[j]);  // ∂L/∂h_t
           float const ug = decay[i][j] * g;        // ∂L/∂h_{t-1} through the recurrence
           float const gah = ug * hs[i][j];         // g a_t h_{t-1}
@@ -738,7 +758,7 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
         }
       }
       if (ahead) {
-        coming.store(sm.b, sm.c, first);
+        coming.store_pairs(sm.bc_pairs, first);
         store_xs_whole(first);
       }
       buf ^= 1;  // the next batch writes the other buffers; the barrier above orders the reuse after next
