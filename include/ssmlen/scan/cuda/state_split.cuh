@@ -545,18 +545,20 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       cy[r] = write_dz ? load_or_zero(p.gate.y, t * f.ed + ch, ok) : 0.0f;
     }
   };
+  // Loaded row r into staged row `row`: masked tokens (not ok) get Δ = 0; dz, when written, goes to dz_at.
+  auto stage_row = [&](int row, int r, bool ok, std::int64_t dz_at) {
+    sm.x[row][lane] = cx[r];
+    sm.dy[row][lane] = dy_through_gate(p, dz_at, cdy[r], cz[r], cy[r], write_dz && ok);
+    sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
+    if (f.dt_softplus) {
+      sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
+    }
+  };
   auto store_xs = [&](int row0, std::int64_t t_first) {
 #pragma unroll
     for (int r = 0; r < XR; ++r) {
-      int const row = row0 + r * WG + w;
       std::int64_t const t = t_first + r * WG + w;
-      bool const ok = live && t < t1;
-      sm.x[row][lane] = cx[r];
-      sm.dy[row][lane] = dy_through_gate(p, t * p.gate.ld_dz + ch, cdy[r], cz[r], cy[r], write_dz && ok);
-      sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
-      if (f.dt_softplus) {
-        sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
-      }
+      stage_row(row0 + r * WG + w, r, live && t < t1, t * p.gate.ld_dz + ch);
     }
   };
   // The same for the earlier intervals, which are whole (every token in the sequence), by an offset that moves SB
@@ -578,14 +580,7 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   auto store_xs_whole = [&](int row0) {
 #pragma unroll
     for (int r = 0; r < XR; ++r) {
-      int const row = row0 + r * WG + w;
-      sm.x[row][lane] = cx[r];
-      sm.dy[row][lane] = dy_through_gate(p, static_cast<std::int64_t>(t_a + r * WG) * p.gate.ld_dz + ch, cdy[r], cz[r],
-                                         cy[r], write_dz && live);
-      sm.dt[row][lane] = live ? delta_of(f, cdt[r], dt_bias) : 0.0f;
-      if (f.dt_softplus) {
-        sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
-      }
+      stage_row(row0 + r * WG + w, r, live, static_cast<std::int64_t>(t_a + r * WG) * p.gate.ld_dz + ch);
     }
   };
   // The state entering token t_first (a multiple of SB into the sequence); zeros for a batch wholly past the
