@@ -475,8 +475,9 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
 
 // ---------------------------------------------------------------------------------------------------------------
 // Backward: the same split, walked in reverse. B, C, x, Δ and dy of one 64-token interval (last first) sit in shared
-// memory, each interval loaded while the later one is walked; per 8-token batch, last first, each thread recomputes
-// the batch's states and decays in registers from the batch's checkpoint and walks it backwards:
+// memory (B, C as pairs), each interval loaded while the later one is walked (the earlier intervals lie wholly inside
+// the sequence, so their loads go unmasked, by offsets moved a batch at a time); per 8-token batch, last first, each
+// thread recomputes the batch's states and decays in registers from the batch's checkpoint and walks it backwards:
 //   g = dy C + u (∂L/∂h_t), u ← a_t g, dB_t += g Δ x, dC_t += dy h_t, dΔ += g (A a h_{t-1} + x B), dx += g Δ B,
 //   dA += g Δ a h_{t-1}.
 // The thread's u carries from batch to batch and interval to interval in registers: no cross-thread scan. With a
