@@ -297,17 +297,28 @@ struct backward_shape {
   static_assert(warps <= 32, "the backward needs at most 32 warps for the chunk");
 };
 
-//! Stages B, C of tokens [t_first, t_first + Chunk) and states [n0, n0 + Tile) as [Chunk, Tile]; zeros outside.
-template <int Chunk, int Tile, int Threads>
-__device__ inline void stage_bc(float (*sb)[Tile], float (*sc)[Tile], forward_params const& p, std::int64_t t_first,
-                                std::int64_t t1, std::int64_t n0) {
+//! Stages B, C of tokens [t_first, t_first + Chunk) and states [n0, n0 + Tile): put(tok, j, B, C) for each element
+//! of the [Chunk, Tile] tile; zeros outside.
+template <int Chunk, int Tile, int Threads, class Put>
+__device__ inline void stage_bc(Put put, forward_params const& p, std::int64_t t_first, std::int64_t t1,
+                                std::int64_t n0) {
   for (int e = static_cast<int>(threadIdx.x); e < Chunk * Tile; e += Threads) {
     int const tok = e / Tile, j = e % Tile;
     std::int64_t const t = t_first + tok, n = n0 + j;
     bool const ok = t < t1 && n < p.ns;
-    sb[tok][j] = load_or_zero(p.b, t * p.ld_bc + n, ok);
-    sc[tok][j] = load_or_zero(p.c, t * p.ld_bc + n, ok);
+    put(tok, j, load_or_zero(p.b, t * p.ld_bc + n, ok), load_or_zero(p.c, t * p.ld_bc + n, ok));
   }
+}
+//! The same into separate [Chunk, Tile] tiles of B and C.
+template <int Chunk, int Tile, int Threads>
+__device__ inline void stage_bc(float (*sb)[Tile], float (*sc)[Tile], forward_params const& p, std::int64_t t_first,
+                                std::int64_t t1, std::int64_t n0) {
+  stage_bc<Chunk, Tile, Threads>(
+      [&](int tok, int j, float b, float c) {
+        sb[tok][j] = b;
+        sc[tok][j] = c;
+      },
+      p, t_first, t1, n0);
 }
 
 //! Tokens of [first, first + I) that lie before t1, as a small int.

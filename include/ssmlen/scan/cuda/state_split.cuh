@@ -599,12 +599,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   float h_ck[NT];  // [NT]: the checkpoint of the batch about to be walked
   {
     std::int64_t const tc = t0 + (n_intervals - 1) * L;
-    for (int e = static_cast<int>(threadIdx.x); e < L * S; e += WG * lanes) {  // B, C as stage_bc, in pairs
-      std::int64_t const t = tc + e / S, n = n0 + e % S;
-      bool const ok = t < t1 && n < f.ns;
-      sm.bc_pairs[e / S][e % S] =
-          make_float2(load_or_zero(f.b, t * f.ld_bc + n, ok), load_or_zero(f.c, t * f.ld_bc + n, ok));
-    }
+    stage_bc<L, S, WG * lanes>([&](int tok, int j, float b, float c) { sm.bc_pairs[tok][j] = make_float2(b, c); }, f,
+                               tc, t1, n0);
     for (int row0 = 0; row0 < L; row0 += SB) {
       load_xs(tc + row0);
       store_xs(row0, tc + row0);
