@@ -519,4 +519,9 @@ TEST_CASE("cuda selective scan: bad arguments throw before any launch") {
   sc::device_sequences const too_long{&offsets_placeholder, 0, (std::int64_t{1} << 30) + 1};  // 32-bit token rows
   CHECK_THROWS_WITH_AS(sc::selective_scan_backward(sc::state_split<>{}, be, too_long, args, &ck, full),
                        doctest::Contains("tokens = 1073741825"), ssmlen::error);
+  auto split_gated_forward = [&](sc::gate_output const& gate) {  // state_split's 32-bit steps between z rows
+    sc::selective_scan_forward(sc::state_split<>{}, be, seqs, args, &y, nullptr, nullptr, nullptr, gate);
+  };
+  CHECK_THROWS_WITH_AS(split_gated_forward({&v, (std::int64_t{1} << 26) + 1, &gated, nullptr}),
+                       doctest::Contains("gate ld_z = 67108865"), ssmlen::error);
 }

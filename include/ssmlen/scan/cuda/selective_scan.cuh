@@ -194,6 +194,21 @@ __device__ inline void store_gated(forward_params const& p, std::int64_t at, flo
     p.gated_rounded[at] = bfloat16(yg);
   }
 }
+//! The gate taken back at one element: returns dy · silu(z), the gradient reaching y, and sets dz = dy · y · silu'(z).
+__device__ inline float gate_backward(float dy, float z, float y, float& dz) {
+  float const s = sigmoid_fast(z);
+  dz = dy * y * silu_slope(z, s);
+  return dy * (z * s);
+}
+//! Writes dz of one element (at t · ld_dz + channel) into whichever of the gate's dz and dz_rounded is not null.
+__device__ inline void store_dz(backward_params const& p, std::int64_t dz_at, float dz) {
+  if (p.gate.dz != nullptr) {
+    p.gate.dz[dz_at] = dz;
+  }
+  if (p.gate.dz_rounded != nullptr) {
+    p.gate.dz_rounded[dz_at] = bfloat16(dz);
+  }
+}
 //! The gradient of y at one element from its loaded dy value, with z and y of the element (loaded by the caller;
 //! ignored without a gate): dy itself, or through the gate dy · silu(z), writing dz at `dz_at` (t · ld_dz +
 //! channel) when `write_dz`.
@@ -202,17 +217,12 @@ __device__ inline float dy_through_gate(backward_params const& p, std::int64_t d
   if (p.gate.z == nullptr) {
     return dy;
   }
-  float const s = sigmoid_fast(z);
+  float dz;
+  float const dy_y = gate_backward(dy, z, y, dz);
   if (write_dz) {
-    float const dz = dy * y * silu_slope(z, s);
-    if (p.gate.dz != nullptr) {
-      p.gate.dz[dz_at] = dz;
-    }
-    if (p.gate.dz_rounded != nullptr) {
-      p.gate.dz_rounded[dz_at] = bfloat16(dz);
-    }
+    store_dz(p, dz_at, dz);
   }
-  return dy * (z * s);
+  return dy_y;
 }
 //! dy_through_gate with its own loads of z and y (for the policies whose loads are not staged ahead).
 __device__ inline float load_dy_through_gate(backward_params const& p, std::int64_t t, std::int64_t c, float dy,

@@ -387,10 +387,22 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     xs += NB * p.ed, ds += NB * p.ed, bs += NB * p.ld_bc, cs += NB * p.ld_bc;
   };
   auto store = [&](int b, int valid) {
+    float delta[xrows];  // [rows]: Δ of every row first, under one uniform branch, so that the softplus chains overlap
+    if (p.dt_softplus) {
+#pragma unroll
+      for (int k = 0; k < xrows; ++k) {
+        delta[k] = delta_of(p, xd[k].y, stage_bias);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < xrows; ++k) {
+        delta[k] = xd[k].y;
+      }
+    }
 #pragma unroll
     for (int k = 0; k < xrows; ++k) {
       int const r = r0 + k * (threads / lanes);
-      xdt[b][r][sc_ch] = make_float2(xd[k].x, stage_live && r < valid ? delta_of(p, xd[k].y, stage_bias) : 0.0f);
+      xdt[b][r][sc_ch] = make_float2(xd[k].x, stage_live && r < valid ? delta[k] : 0.0f);
     }
 #pragma unroll
     for (int k = 0; k < bcs; ++k) {
@@ -405,17 +417,21 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   store(0, batch_length(t0));
   __syncthreads();
   std::int64_t y_at = (t0 + q) * p.ed + ch, z_at = (t0 + q) * p.ld_z + ch;  // this lane's first token
+  // Token 4 g + q of a batch lies g quads after the lane's first: 32-bit steps (ED and ld_z < 2^26, checked).
+  int const y_quad = 4 * ed, z_quad = 4 * static_cast<int>(p.ld_z);
   int buf = 0;
   for (std::int64_t t = t0; t < t1; t += NB) {
     int const valid = batch_length(t), next_valid = t + NB < t1 ? batch_length(t + NB) : 0;
     if (next_valid > 0) {
       load(next_valid);  // lands while this batch is scanned
     }
+    // This lane finishes token 4 g + q of each quad g; those in the sequence (with the channel live): g < quads_in.
+    int const quads_in = live ? (valid - q + 3) / 4 : 0;
     float zv[NB / 4];  // [quads]: z of the token this lane finishes in each quad
     if (gate) {
 #pragma unroll
       for (int g = 0; g < NB / 4; ++g) {
-        zv[g] = live && 4 * g + q < valid ? __ldg(p.z + z_at + g * 4 * p.ld_z) : 0.0f;
+        zv[g] = g < quads_in ? __ldg(p.z + z_at + g * z_quad) : 0.0f;
       }
     }
     float2 const* const xrow = &xdt[buf][0][cb];
@@ -451,15 +467,42 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
       }
       ysum[g] = quad_sum_scatter(part, q);  // token 4 g + q, over the launch's 16 states
     }
+    // The tokens this lane finishes: every value first, then the stores (predicated), so that the gate's
+    // exponentials overlap instead of waiting a token at a time behind a branch each.
+    float* const y_row = p.y + y_at;  // token 4 g + q at y_row + g · y_quad
+    float yv[NB / 4];
 #pragma unroll
     for (int g = 0; g < NB / 4; ++g) {
-      int const r = 4 * g + q;
-      if (live && r < valid) {
-        std::int64_t const at = y_at + g * 4 * ed;
-        float const yv = fmaf(dskip, xrow[r * lanes].x, n0 == 0 ? ysum[g] : ysum[g] + p.y[at]);
-        p.y[at] = yv;
-        if (gate) {
-          store_gated(p, at, yv, zv[g]);
+      float const before = n0 != 0 && g < quads_in ? y_row[g * y_quad] : 0.0f;  // the earlier launches' states
+      yv[g] = fmaf(dskip, xrow[(4 * g + q) * lanes].x, n0 == 0 ? ysum[g] : ysum[g] + before);
+    }
+#pragma unroll
+    for (int g = 0; g < NB / 4; ++g) {
+      if (g < quads_in) {
+        y_row[g * y_quad] = yv[g];
+      }
+    }
+    if (gate) {  // store_gated's, a batch at a time
+#pragma unroll
+      for (int g = 0; g < NB / 4; ++g) {
+        yv[g] *= silu_fast(zv[g]);
+      }
+      if (p.gated != nullptr) {
+        float* const row = p.gated + y_at;
+#pragma unroll
+        for (int g = 0; g < NB / 4; ++g) {
+          if (g < quads_in) {
+            row[g * y_quad] = yv[g];
+          }
+        }
+      }
+      if (p.gated_rounded != nullptr) {
+        bfloat16* const row = p.gated_rounded + y_at;
+#pragma unroll
+        for (int g = 0; g < NB / 4; ++g) {
+          if (g < quads_in) {
+            row[g * y_quad] = bfloat16(yv[g]);
+          }
         }
       }
     }
@@ -546,21 +589,56 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       cy[r] = write_dz ? load_or_zero(p.gate.y, t * f.ed + ch, ok) : 0.0f;
     }
   };
-  // Loaded row r into staged row `row`: masked tokens (not ok) get Δ = 0; dz, when written, goes to dz_at.
-  auto stage_row = [&](int row, int r, bool ok, std::int64_t dz_at) {
-    sm.x[row][lane] = cx[r];
-    sm.dy[row][lane] = dy_through_gate(p, dz_at, cdy[r], cz[r], cy[r], write_dz && ok);
-    sm.dt[row][lane] = ok ? delta_of(f, cdt[r], dt_bias) : 0.0f;
+  // The loaded rows r into staged rows row0 + r · WG + w: every value first, under one uniform branch for the
+  // softplus and one for the gate, then the stores, so that the rows' exponentials overlap instead of waiting a row
+  // at a time behind a branch each. Masked tokens (not ok(r)) get Δ = 0; dz, when written, goes to dz_at(r).
+  auto stage_rows = [&](int row0, auto ok, auto dz_at) {
+    float delta[XR], slope[XR], dyg[XR], dz[XR];  // [rows]
     if (f.dt_softplus) {
-      sm.slope[row][lane] = delta_slope(f, cdt[r], dt_bias);
+#pragma unroll
+      for (int r = 0; r < XR; ++r) {
+        delta[r] = delta_of(f, cdt[r], dt_bias), slope[r] = delta_slope(f, cdt[r], dt_bias);
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < XR; ++r) {
+        delta[r] = cdt[r], slope[r] = 1.0f;
+      }
+    }
+    if (gated) {
+#pragma unroll
+      for (int r = 0; r < XR; ++r) {
+        dyg[r] = gate_backward(cdy[r], cz[r], cy[r], dz[r]);
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < XR; ++r) {
+        dyg[r] = cdy[r], dz[r] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < XR; ++r) {
+      int const row = row0 + r * WG + w;
+      sm.x[row][lane] = cx[r];
+      sm.dy[row][lane] = dyg[r];
+      sm.dt[row][lane] = ok(r) ? delta[r] : 0.0f;
+      if (f.dt_softplus) {
+        sm.slope[row][lane] = slope[r];
+      }
+    }
+    if (write_dz) {
+#pragma unroll
+      for (int r = 0; r < XR; ++r) {
+        if (ok(r)) {
+          store_dz(p, dz_at(r), dz[r]);
+        }
+      }
     }
   };
   auto store_xs = [&](int row0, std::int64_t t_first) {
-#pragma unroll
-    for (int r = 0; r < XR; ++r) {
-      std::int64_t const t = t_first + r * WG + w;
-      stage_row(row0 + r * WG + w, r, live && t < t1, t * p.gate.ld_dz + ch);
-    }
+    stage_rows(
+        row0, [&](int r) { return live && t_first + r * WG + w < t1; },
+        [&](int r) { return (t_first + r * WG + w) * p.gate.ld_dz + ch; });
   };
   // The same for the earlier intervals, which are whole (every token in the sequence), by an offset that moves SB
   // tokens back a batch instead of t · ED + channel for each load: t_a is this thread's first row staged during a
@@ -579,10 +657,9 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     }
   };
   auto store_xs_whole = [&](int row0) {
-#pragma unroll
-    for (int r = 0; r < XR; ++r) {
-      stage_row(row0 + r * WG + w, r, live, static_cast<std::int64_t>(t_a + r * WG) * p.gate.ld_dz + ch);
-    }
+    stage_rows(
+        row0, [&](int) { return live; },
+        [&](int r) { return static_cast<std::int64_t>(t_a + r * WG) * p.gate.ld_dz + ch; });
   };
   // The state entering token t_first (a multiple of SB into the sequence); zeros for a batch wholly past the
   // sequence, which has no checkpoint (its tokens are identity steps whose states reach no output).
@@ -728,20 +805,20 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
 #pragma unroll
       for (int r = 0; r < SB / WG; ++r) {
         int const i = r * WG + w;  // warp w finishes tokens w, w + WG, ... (the rows it stores below)
-        std::int64_t const t = tc + first + i;
-        if (live && t < t1) {
-          std::int64_t const at = a_ed + (L + r * WG) * f.ed;  // L tokens after the rows staged
-          float sx = n0 == 0 ? 0.0f : p.dx[at], st = 0.0f;
-          float const st_before = n0 == 0 ? 0.0f : p.ddt[at];  // the earlier launches' states
+        bool const ok = live && tc + first + i < t1;
+        std::int64_t const at = a_ed + (L + r * WG) * f.ed;     // L tokens after the rows staged
+        float sx = n0 != 0 && ok ? p.dx[at] : 0.0f, st = 0.0f;  // the earlier launches' states first
+        float const st_before = n0 != 0 && ok ? p.ddt[at] : 0.0f;
 #pragma unroll
-          for (int g = 0; g < WG; ++g) {
-            sx += sm.dx[buf][g][i][lane];
-            st += sm.ddt[buf][g][i][lane];
-          }
-          if (f.dt_softplus) {
-            st *= sm.slope[first + i][lane];  // read before this thread's store_xs below replaces it
-          }
-          float const ddt = st + st_before;
+        for (int g = 0; g < WG; ++g) {  // the sums outside the branch below, so that they overlap it
+          sx += sm.dx[buf][g][i][lane];
+          st += sm.ddt[buf][g][i][lane];
+        }
+        if (f.dt_softplus) {
+          st *= sm.slope[first + i][lane];  // read before this thread's store_xs below replaces it
+        }
+        float const ddt = st + st_before;
+        if (ok) {
           p.dx[at] = sx;
           store_ddt(p, at, ddt);
           if (sum_dbias) {
@@ -830,6 +907,8 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
   detail::check_forward_args(seqs, a, y, gate);
   check_arg(a.channels <= std::int64_t{1} << 26, "channels", a.channels, "must be at most 2^26 for state_split");
   check_arg(a.ld_bc <= std::int64_t{1} << 26, "ld_bc", a.ld_bc, "must be at most 2^26 for state_split");
+  check_arg(gate.z == nullptr || gate.ld_z <= std::int64_t{1} << 26, "gate ld_z", gate.ld_z,
+            "must be at most 2^26 for state_split");
   detail::workspace_layout const layout(seqs, a.channels, a.states);
   ops::cuda::scratch ws(workspace, layout.forward_bytes, be.stream);
   auto const* ck_offsets = detail::checkpoint_offsets_for(seqs, state_split<NT>::checkpoint_interval,
