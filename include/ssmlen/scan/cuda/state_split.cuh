@@ -482,7 +482,9 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
         y_row[g * y_quad] = yv[g];
       }
     }
-    if (gate) {  // store_gated's, a batch at a time
+    // store_gated's stores, a batch at a time: the output pointers tested once per batch, not per token (through
+    // store_gated's per-token tests the forward measured 3 % slower as the model calls it)
+    if (gate) {
 #pragma unroll
       for (int g = 0; g < NB / 4; ++g) {
         yv[g] *= silu_fast(zv[g]);
