@@ -5,6 +5,8 @@
 //                              headline model (addition, 4 layers × d_model 64), whole rollouts: graph capture,
 //                              every step, the tools and the bookkeeping
 //   bm_rollout/host/digits:n   the same with the host rollout (agent/rollout.hpp, OpenMP over rows), for scale
+//   bm_ssm_step/buffers:n      the fused SSM step kernel alone at the paper's shape (256 rows), beside a copy of the
+//                              state bytes it reads and writes (copy_frac: the copy's time over the step's)
 //   bm_step_loop/<model>_<precision>_<graph|eager>
 //                              the device step loop alone for 256 rows, each step's argmax fed back as the next
 //                              token: `graph` replays the captured step (ids up, every layer, argmax, ids down) and
@@ -36,6 +38,7 @@
 #include <ssmlen/models/checkpoint.hpp>
 #include <ssmlen/models/cuda/mamba_lm.cuh>
 #include <ssmlen/models/mamba_lm.hpp>
+#include <ssmlen/scan/cuda/selective_scan_step.cuh>
 #include <ssmlen/tasks/addition.hpp>
 #include <ssmlen/tasks/any_task.hpp>
 
@@ -264,8 +267,94 @@ void bm_step_loop(benchmark::State& state, step_model which, gemm_precision prec
   state.counters["GB/s"] = (4.0 * params + 2.0 * state_bytes) / step_s * 1e-9;
 }
 
+//! The fused SSM step alone (scan/cuda/selective_scan_step.cuh) at the paper's shape: 256 rows, ED 1536, N 16,
+//! dt_proj of rank 48 inside, gated fp32 output. `buffers` state buffers are used in turn, as the model's 24 layers
+//! use theirs: with 24 (25 MB each) the states come from DRAM, with 1 they stay in L2. Beside it, in the same
+//! process, a device-to-device copy of the same state bytes (read and written once), whose time is the kernel's
+//! floor: copy_frac = copy time / step time.
+void bm_ssm_step(benchmark::State& state) {
+  if (!ssmlen::backends::cuda_device_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  namespace scan = ssmlen::scan::cuda;
+  using ssmlen::backends::device_buffer;
+  std::int64_t const ed = 1536, ns = 16, r = 48, w = r + 2 * ns, buffers = state.range(0);
+  auto const state_size = static_cast<std::size_t>(rows * ns * ed);
+  ssmlen::rng g(11);
+  auto random = [&](std::size_t n, float lo, float hi) {
+    std::vector<float> v(n);
+    for (auto& e : v) {
+      e = static_cast<float>(g.uniform(lo, hi));
+    }
+    return device_buffer<float>(std::span<float const>(v));
+  };
+  auto x = random(static_cast<std::size_t>(rows * ed), -1, 1), dbc = random(static_cast<std::size_t>(rows * w), -1, 1);
+  auto dt_weight = random(static_cast<std::size_t>(ed * r), -0.2f, 0.2f), dt_bias = random(ed, -4, -2);
+  auto a_log = random(static_cast<std::size_t>(ed * ns), 0, 2.8f), d = random(ed, 0, 1);
+  auto xz = random(static_cast<std::size_t>(rows * 2 * ed), -2, 2);
+  device_buffer<float> y(static_cast<std::size_t>(rows * ed));
+  std::vector<device_buffer<float>> states;
+  for (std::int64_t i = 0; i < buffers; ++i) {
+    states.push_back(random(state_size, -1, 1));
+  }
+  device_buffer<float> copy_to(state_size);
+  ssmlen::backends::cuda_stream stream;
+  scan::selective_scan_step_args a;
+  a.batch = rows, a.channels = ed, a.states = ns;
+  a.x = x.data(), a.dt_low = dbc.data(), a.ld_dt_low = w, a.dt_rank = r, a.dt_weight = dt_weight.data();
+  a.dt_bias = dt_bias.data(), a.a_log = a_log.data(), a.b = dbc.data() + r, a.c = dbc.data() + r + ns, a.ld_bc = w;
+  a.d = d.data(), a.z = xz.data() + ed, a.ld_z = 2 * ed, a.y = y.data();
+  int const rounds = 20;
+  cudaEvent_t start, stop;
+  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
+  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
+  // Seconds per call of `call(i)` over rounds × 24 calls (buffer i % buffers), after one round of warm-up.
+  auto timed = [&](auto call) {
+    for (int i = 0; i < 24; ++i) {
+      call(i);
+    }
+    cuda_check(cudaEventRecord(start, stream.get()), "cudaEventRecord");
+    for (int i = 0; i < rounds * 24; ++i) {
+      call(i);
+    }
+    cuda_check(cudaEventRecord(stop, stream.get()), "cudaEventRecord");
+    cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    return ms * 1e-3 / (rounds * 24);
+  };
+  double step_s = 0, copy_s = 0;
+  for (auto _ : state) {
+    step_s = timed([&](int i) {
+      a.state = states[static_cast<std::size_t>(i % buffers)].data();
+      scan::selective_scan_step(stream.backend(), a);
+    });
+    copy_s = timed([&](int i) {
+      cuda_check(cudaMemcpyAsync(copy_to.data(), states[static_cast<std::size_t>(i % buffers)].data(),
+                                 state_size * sizeof(float), cudaMemcpyDeviceToDevice, stream.get()),
+                 "cudaMemcpyAsync");
+    });
+    state.SetIterationTime(step_s);
+  }
+  cuda_check(cudaEventDestroy(start), "cudaEventDestroy");
+  cuda_check(cudaEventDestroy(stop), "cudaEventDestroy");
+  state.SetLabel("paper shape, 256 rows, " + std::to_string(buffers) + " state buffers");
+  state.counters["step_us"] = step_s * 1e6;
+  state.counters["copy_us"] = copy_s * 1e6;
+  state.counters["copy_frac"] = copy_s / step_s;
+  state.counters["state_GB/s"] = 2.0 * static_cast<double>(state_size * sizeof(float)) / step_s * 1e-9;
+}
+
 }  // namespace
 
+BENCHMARK(bm_ssm_step)
+    ->ArgName("buffers")
+    ->Arg(24)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(bm_rollout, gpu, true)
     ->ArgName("digits")
     ->Arg(100)

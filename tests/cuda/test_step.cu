@@ -189,7 +189,8 @@ TEST_CASE("cuda selective scan step: one fused token matches the host row step")
   check_scan_step(3, 300, 16, 0.02f, 2);          // channels over several blocks
   check_scan_step(45, 74, 5, 0.0f, 3, 3);         // dt_proj inside the kernel
   check_scan_step(3, 300, 16, 0.02f, 4, 48);      // the 130M model's rank
-  check_scan_step(19, 130, 7, 0.01f, 5, 70);      // rows over several blocks, a rank of three staged tiles
+  check_scan_step(19, 130, 7, 0.01f, 5, 70);      // rows over several blocks, a rank of two staged tiles
+  check_scan_step(10, 40, 20, 0.01f, 8, 150);     // a rank of three staged tiles, states in two groups
   check_scan_step(6, 70, 40, 0.01f, 6, 3);        // states in two whole groups of 16 and a partial one
   check_scan_step(9, 96, 16, 0.0f, 7, 8, false);  // only the bf16 output
 }

@@ -11,16 +11,18 @@
 //! within a few float roundings.
 //!
 //! One thread per (row, channel), the states of its channel in a loop: state [B, N, ED] is read and written once, a
-//! warp touching 32 consecutive channels of one state row (coalesced); B, C, Δ_low and the row's scalars are the
-//! same across a warp (broadcast loads). A block is 32 channels × 8 rows. A = -exp(A_log) times log2(e) is made
-//! once per block, 16 states at a time, into shared memory for the 8 rows to read (a thread reading its own
-//! channel's row of A_log had a warp touch 32 rows 4·N bytes apart per state, and every row computed the same
-//! exponentials). A thread loads its first 16 states before anything else, so that their memory latency hides
-//! behind dt_proj and the staging: a loop that loads each state after storing the one before (the pointers may
-//! alias) kept one load in flight per thread. At the paper's shape with 256 rows, states in DRAM: 40.1 → 33.1 µs
-//! per layer, against 13.9 µs to copy the state. With dt_proj fused, the block stages its 32 rows of dt_proj's
-//! weight in shared memory, 32 columns at a time, for its 8 rows to share: a thread reading its own weight row
-//! straight from memory had a warp touch 32 rows at a stride of R floats (uncoalesced).
+//! warp touching 32 consecutive channels of one state row (coalesced). A block is 32 channels × 8 rows and shares,
+//! in shared memory, what its rows or channels have in common: dt_proj's 32 weight rows and the 8 rows' Δ_low (64
+//! columns at a time), A = -exp(A_log) times log2(e) (16 states at a time: every row would compute the same
+//! exponentials) and the rows' B, C. The step's time is latency, not bytes or arithmetic, so the kernel is built to
+//! wait once: a thread starts the asynchronous copies of its first 16 states into shared memory, loads its x, z and
+//! channel values and its share of every tile (from one pointer per tile at fixed steps), stores the tiles, and
+//! only then meets the block's one barrier; the states arrive while dt_proj's product (by 16-byte vectors of both
+//! tiles) and the softplus run. With N = 16 (Mamba's) the state loop is one pass known at compile time.
+//! At the paper's shape, 256 rows, states in DRAM (bench_rollout_cuda's bm_ssm_step, one H200): 33.4 µs per layer
+//! → 22.6 µs against 14.0 µs to copy the state bytes (62 %); each load waited for in turn (the weight tiles, then
+//! x and z, then A's, then B and C) had cost a memory latency each, and the 16 states held in registers through
+//! all of it had held the registers that 4 blocks per SM need (docs/perf.md).
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -30,6 +32,7 @@
 #include <ssmlen/core/math.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 
+#include <cuda_pipeline_primitives.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -60,79 +63,215 @@ struct selective_scan_step_args {
 
 namespace detail {
 
-inline constexpr int step_lanes = 32;      // channels per block (threadIdx.x)
-inline constexpr int step_rows = 8;        // rows per block (threadIdx.y): each staged weight tile serves 8 rows
-inline constexpr int step_rank_tile = 32;  // dt_proj columns staged at a time
-inline constexpr int step_states = 16;     // states of A staged at a time (Mamba's N)
+inline constexpr int step_lanes = 32;                        // channels per block (threadIdx.x)
+inline constexpr int step_rows = 8;                          // rows per block (threadIdx.y): tiles serve 8 rows
+inline constexpr int step_threads = step_lanes * step_rows;  // 256
+inline constexpr int step_rank_tile = 64;                    // dt_proj columns staged at a time (R ≤ 64: one tile)
+inline constexpr int step_states = 16;                       // states staged at a time (Mamba's N: one group)
 
-template <class T>
-__global__ void __launch_bounds__(step_lanes* step_rows) selective_scan_step_kernel(selective_scan_step_args p) {
-  __shared__ T w_tile[step_lanes][step_rank_tile + 1];  // [channel, rank]: +1 keeps a warp's reads conflict-free
-  __shared__ T a2_tile[step_states][step_lanes + 1];    // [state, channel]: A log2(e), made once for the 8 rows
-  std::int64_t const ed = p.channels, ch0 = blockIdx.x * std::int64_t{step_lanes};
-  std::int64_t const ch = ch0 + threadIdx.x, row = blockIdx.y * std::int64_t{step_rows} + threadIdx.y;
-  bool const live = ch < ed && row < p.batch;
-  int const tid = static_cast<int>(threadIdx.y * step_lanes + threadIdx.x);
-  T* h = p.state + row * p.states * ed + ch;  // column ch of [N, ED]
-  T hv[step_states];  // the first 16 states, loaded first: their latency hides behind dt_proj and the staging
+//! What a block shares: dt_proj's weight and the rows' Δ_low for one tile of columns, A log2(e) and the rows' B, C
+//! for one group of states. The weight and A are kept by quads of columns (states) per channel, so that a thread
+//! reads 4 of its channel's values in one 16-byte load (a warp: 32 consecutive vectors, no bank conflicts), and the
+//! rows' values likewise (the same address across a warp: a broadcast).
+struct step_tiles {
+  static constexpr int rank_quads = step_rank_tile / 4, state_quads = step_states / 4;
+  alignas(16) float w[rank_quads][step_lanes][4];    // [rank / 4, channel, rank % 4]
+  alignas(16) float low[step_rows][step_rank_tile];  // [row, rank]: Δ_low
+  alignas(16) float a2[state_quads][step_lanes][4];  // [state / 4, channel, state % 4]: A log2(e)
+  alignas(16) float b[step_rows][step_states];       // [row, state]
+  alignas(16) float c[step_rows][step_states];       // [row, state]
+  float h[step_states][step_threads];                // [state, thread]: the first 16 states, by asynchronous copies
+};
+
+//! A block's loads of one rank tile (dt_proj's weight, Δ_low) or one state group (A_log, B, C) into registers, each
+//! thread its share, and their stores into the tiles: a block issues every load of its first tiles (and its states,
+//! x, z) before it waits for any, so that it pays one memory latency before its arithmetic, not one per tile.
+struct step_staging {
+  static constexpr int w_each = step_lanes * step_rank_tile / step_threads;   // 8
+  static constexpr int low_each = step_rows * step_rank_tile / step_threads;  // 2
+  static constexpr int a_each = step_lanes * step_states / step_threads;      // 2
+  static constexpr int bc_threads = 2 * step_rows * step_states;              // B and C: one value per thread
+  static_assert(w_each * step_threads == step_lanes * step_rank_tile &&
+                low_each * step_threads == step_rows * step_rank_tile &&
+                a_each * step_threads == step_lanes * step_states && bc_threads <= step_threads);
+  static constexpr int w_step = step_threads / step_lanes;  // 8: a thread's ranks in the weight tile, apart
+  float w[w_each], low[low_each], a_log[a_each], bc = 0;
+
+  // Thread tid's place in the weight tile: channel tid / 4 % 32, ranks r_first + 8 k (a warp takes 4 ranks of 8
+  // channels: 16-byte runs of each weight row, stored to 32 different banks). Each kind of tile is read from one
+  // pointer per thread at fixed steps, so that the loads need no address arithmetic of their own.
+  static_assert(w_step % 4 == 0, "a thread's ranks share their place in a quad");
+  __device__ static int w_channel(unsigned tid) { return static_cast<int>(tid / 4 % step_lanes); }
+  __device__ static int w_first(unsigned tid) { return static_cast<int>(tid % 4 + 4 * (tid / (4 * step_lanes))); }
+
+  __device__ void load_rank(selective_scan_step_args const& p, std::int64_t ch0, std::int64_t row0, unsigned tid,
+                            std::int64_t r0) {
+    int const width = static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
+    int const c = w_channel(tid), r = w_first(tid);
+    bool const c_ok = ch0 + c < p.channels;
+    float const* const wp = p.dt_weight + (ch0 + c) * p.dt_rank + r0 + r;
 #pragma unroll
-  for (int j = 0; j < step_states; ++j) {
-    hv[j] = live && j < p.states ? h[j * ed] : T(0);
+    for (int k = 0; k < w_each; ++k) {
+      w[k] = c_ok && r + k * w_step < width ? wp[k * w_step] : 0.0f;
+    }
+    int const i = static_cast<int>(tid / step_rank_tile);  // rows i + 4 k, rank rl
+    int const rl = static_cast<int>(tid % step_rank_tile);
+    constexpr int i_step = step_threads / step_rank_tile;
+    float const* const lp = p.dt_low + (row0 + i) * p.ld_dt_low + r0 + rl;
+#pragma unroll
+    for (int k = 0; k < low_each; ++k) {
+      low[k] = row0 + i + k * i_step < p.batch && rl < width ? lp[k * i_step * p.ld_dt_low] : 0.0f;
+    }
   }
-  T pre = 0;  // dt_proj(Δ_low)
-  if (p.dt_pre != nullptr) {
-    pre = live ? p.dt_pre[row * ed + ch] : T(0);
-  } else {
-    for (std::int64_t r0 = 0; r0 < p.dt_rank; r0 += step_rank_tile) {  // every thread joins the barriers
-      __syncthreads();                                                 // the previous tile's readers are done
-      for (int e = tid; e < step_lanes * step_rank_tile; e += step_lanes * step_rows) {
-        int const c = e / step_rank_tile, r = e % step_rank_tile;  // consecutive threads: one weight row's columns
-        bool const ok = ch0 + c < ed && r0 + r < p.dt_rank;
-        w_tile[c][r] = ok ? p.dt_weight[(ch0 + c) * p.dt_rank + r0 + r] : T(0);
-      }
-      __syncthreads();
-      if (live) {
-        int const width = static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
-        T const* low = p.dt_low + row * p.ld_dt_low + r0;  // [width]: the same across the warp (broadcast)
-        for (int r = 0; r < width; ++r) {
-          pre += low[r] * w_tile[threadIdx.x][r];
-        }
+  __device__ void store_rank(step_tiles& t, unsigned tid) const {
+    int const c = w_channel(tid), r = w_first(tid);
+#pragma unroll
+    for (int k = 0; k < w_each; ++k) {
+      t.w[r / 4 + k * (w_step / 4)][c][r % 4] = w[k];
+    }
+    int const i = static_cast<int>(tid / step_rank_tile);
+    int const rl = static_cast<int>(tid % step_rank_tile);
+    constexpr int i_step = step_threads / step_rank_tile;
+#pragma unroll
+    for (int k = 0; k < low_each; ++k) {
+      t.low[i + k * i_step][rl] = low[k];
+    }
+  }
+  __device__ void load_states(selective_scan_step_args const& p, std::int64_t ch0, std::int64_t row0, unsigned tid,
+                              std::int64_t n0) {
+    int const c = static_cast<int>(tid / step_states), j = static_cast<int>(tid % step_states);  // rows of A_log
+    constexpr int c_step = step_threads / step_states;
+    float const* const ap = p.a_log + (ch0 + c) * p.states + n0 + j;
+#pragma unroll
+    for (int k = 0; k < a_each; ++k) {
+      a_log[k] = ch0 + c + k * c_step < p.channels && n0 + j < p.states ? ap[k * c_step * p.states] : 0.0f;
+    }
+    if (tid < bc_threads) {
+      int const kind = static_cast<int>(tid / (step_rows * step_states));
+      int const i = static_cast<int>(tid / step_states % step_rows), j = static_cast<int>(tid % step_states);
+      bool const ok = row0 + i < p.batch && n0 + j < p.states;
+      float const* const src = kind == 0 ? p.b : p.c;
+      bc = ok ? src[(row0 + i) * p.ld_bc + n0 + j] : 0.0f;
+    }
+  }
+  __device__ void store_states(step_tiles& t, unsigned tid) const {
+    int const c = static_cast<int>(tid / step_states), j = static_cast<int>(tid % step_states);
+    constexpr int c_step = step_threads / step_states;
+#pragma unroll
+    for (int k = 0; k < a_each; ++k) {
+      t.a2[j / 4][c + k * c_step][j % 4] = -exp(a_log[k]) * ops::cuda::log2e;  // masked entries: never read
+    }
+    if (tid < bc_threads) {
+      int const kind = static_cast<int>(tid / (step_rows * step_states));
+      int const i = static_cast<int>(tid / step_states % step_rows), j = static_cast<int>(tid % step_states);
+      (kind == 0 ? t.b : t.c)[i][j] = bc;
+    }
+  }
+};
+
+//! Whole: N is exactly one group of 16 (Mamba's): the state loop is one pass known at compile time.
+template <bool Whole>
+__global__ void __launch_bounds__(step_threads, 4) selective_scan_step_kernel(selective_scan_step_args p) {
+  __shared__ step_tiles tiles;
+  std::int64_t const ed = p.channels, ch0 = blockIdx.x * std::int64_t{step_lanes};
+  std::int64_t const row0 = blockIdx.y * std::int64_t{step_rows};
+  int const tx = static_cast<int>(threadIdx.x), ty = static_cast<int>(threadIdx.y);
+  unsigned const tid = threadIdx.y * step_lanes + threadIdx.x;
+  std::int64_t const ch = ch0 + tx, row = row0 + ty;
+  bool const live = ch < ed && row < p.batch;
+  bool const fused_dt = p.dt_pre == nullptr;
+  float* h = p.state + row * p.states * ed + ch;  // column ch of [N, ED]
+  // Every load the first tiles need, before any is waited for: the first 16 states (copied into shared memory
+  // without passing through registers, which the rest of the step then has to itself), this thread's x, z and
+  // per-channel values, and its share of the shared tiles.
+  if (live) {
+#pragma unroll
+    for (int j = 0; j < step_states; ++j) {
+      if (j < (Whole ? step_states : p.states)) {
+        __pipeline_memcpy_async(&tiles.h[j][tid], h + j * ed, sizeof(float));
       }
     }
   }
-  T x = 0, dt = 0, y = 0, gate = 0;
+  __pipeline_commit();
+  float x = 0, zv = 0, bias = 0, dskip = 0, pre = 0;
   if (live) {
     x = p.x[row * ed + ch];
-    dt = T(p.delta_min) + softplus(pre + p.dt_bias[ch]);
-    y = p.d[ch] * x;
-    gate = silu(p.z[row * p.ld_z + ch]);
-  }
-  T const dtx = dt * x;
-  T const* b = p.b + row * p.ld_bc;                              // [N]
-  T const* c = p.c + row * p.ld_bc;                              // [N]
-  for (std::int64_t n0 = 0; n0 < p.states; n0 += step_states) {  // every thread joins the barriers
-    __syncthreads();                                             // the previous group's readers are done
-    for (int e = tid; e < step_lanes * step_states; e += step_lanes * step_rows) {
-      int const cl = e / step_states, j = e % step_states;  // consecutive threads: one channel's row of A_log
-      bool const ok = ch0 + cl < ed && n0 + j < p.states;
-      a2_tile[j][cl] = ok ? -exp(p.a_log[(ch0 + cl) * p.states + n0 + j]) * ops::cuda::log2e : T(0);
+    zv = p.z[row * p.ld_z + ch];
+    bias = p.dt_bias[ch];
+    dskip = p.d[ch];
+    if (!fused_dt) {
+      pre = p.dt_pre[row * ed + ch];
     }
-    __syncthreads();
+  }
+  step_staging st;
+  if (fused_dt) {
+    st.load_rank(p, ch0, row0, tid, 0);
+  }
+  st.load_states(p, ch0, row0, tid, 0);
+  if (fused_dt) {
+    st.store_rank(tiles, tid);
+  }
+  st.store_states(tiles, tid);
+  __syncthreads();
+  // dt_pre = dt_proj(Δ_low): a dot product of length R in order (one rank tile per pass; every thread joins the
+  // barriers of later tiles).
+  for (std::int64_t r0 = 0; fused_dt && r0 < p.dt_rank; r0 += step_rank_tile) {
+    if (r0 > 0) {
+      __syncthreads();  // the previous tile's readers are done
+      st.load_rank(p, ch0, row0, tid, r0);
+      st.store_rank(tiles, tid);
+      __syncthreads();
+    }
+    if (live) {  // columns past R are zeros in both tiles: a quad's tail adds +0
+      int const width = static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
+#pragma unroll 2
+      for (int q = 0; q < (width + 3) / 4; ++q) {
+        float4 const l = *reinterpret_cast<float4 const*>(&tiles.low[ty][4 * q]);
+        float4 const wq = *reinterpret_cast<float4 const*>(&tiles.w[q][tx][0]);
+        pre += l.x * wq.x;
+        pre += l.y * wq.y;
+        pre += l.z * wq.z;
+        pre += l.w * wq.w;
+      }
+    }
+  }
+  float dt = 0, y = 0, gate = 0;
+  if (live) {
+    dt = float(p.delta_min) + softplus(pre + bias);
+    y = dskip * x;
+    gate = silu(zv);
+  }
+  float const dtx = dt * x;
+  __pipeline_wait_prior(0);  // this thread's states are in (it reads only its own)
+  std::int64_t const states = Whole ? step_states : p.states;
+  for (std::int64_t n0 = 0; n0 < states; n0 += step_states) {  // every thread joins the barriers
+    if (n0 > 0) {
+      __syncthreads();  // the previous group's readers are done
+      st.load_states(p, ch0, row0, tid, n0);
+      st.store_states(tiles, tid);
+      __syncthreads();
+    }
     if (live) {
-      int const count = static_cast<int>(p.states - n0 < step_states ? p.states - n0 : step_states);
+      int const count = static_cast<int>(states - n0 < step_states ? states - n0 : step_states);
 #pragma unroll
-      for (int j = 0; j < step_states; ++j) {
-        if (j < count) {
-          std::int64_t const n = n0 + j;
-          T const hn =
-              ops::cuda::exp2_approx(dt * a2_tile[j][threadIdx.x]) * (n0 == 0 ? hv[j] : h[n * ed]) + dtx * b[n];
-          h[n * ed] = hn;
-          y += hn * c[n];  // states in order: the host's sum
+      for (int q = 0; q < step_states / 4; ++q) {
+        float4 const a4 = *reinterpret_cast<float4 const*>(&tiles.a2[q][tx][0]);
+        float const av[4] = {a4.x, a4.y, a4.z, a4.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          int const j = 4 * q + i;
+          if (j < count) {
+            std::int64_t const n = n0 + j;
+            float const hn =
+                ops::cuda::exp2_approx(dt * av[i]) * (n0 == 0 ? tiles.h[j][tid] : h[n * ed]) + dtx * tiles.b[ty][j];
+            h[n * ed] = hn;
+            y += hn * tiles.c[ty][j];  // states in order: the host's sum
+          }
         }
       }
     }
   }
-  T const gated = y * gate;
+  float const gated = y * gate;
   if (live && p.y != nullptr) {
     p.y[row * ed + ch] = gated;
   }
@@ -166,7 +305,9 @@ inline void selective_scan_step(backends::cuda const& be, selective_scan_step_ar
   }
   dim3 const grid(static_cast<unsigned>((a.channels + detail::step_lanes - 1) / detail::step_lanes),
                   static_cast<unsigned>((a.batch + detail::step_rows - 1) / detail::step_rows));
-  detail::selective_scan_step_kernel<float><<<grid, dim3(detail::step_lanes, detail::step_rows), 0, be.stream>>>(a);
+  auto const kernel = a.states == detail::step_states ? &detail::selective_scan_step_kernel<true>
+                                                      : &detail::selective_scan_step_kernel<false>;
+  kernel<<<grid, dim3(detail::step_lanes, detail::step_rows), 0, be.stream>>>(a);
   backends::cuda_check_launch("selective_scan_step_kernel");
 }
 
