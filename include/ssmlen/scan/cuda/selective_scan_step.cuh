@@ -19,10 +19,11 @@
 //! channel values and its share of every tile (from one pointer per tile at fixed steps), stores the tiles, and
 //! only then meets the block's one barrier; the states arrive while dt_proj's product (by 16-byte vectors of both
 //! tiles) and the softplus run. With N = 16 (Mamba's) the state loop is one pass known at compile time.
+//! Registers are capped for 5 blocks per SM (48): more blocks in flight hide more of the states' DRAM latency.
 //! At the paper's shape, 256 rows, states in DRAM (bench_rollout_cuda's bm_ssm_step, one H200): 33.4 µs per layer
-//! → 22.6 µs against 14.0 µs to copy the state bytes (62 %); each load waited for in turn (the weight tiles, then
+//! → 20.6 µs against 13.9 µs to copy the state bytes (67 %); each load waited for in turn (the weight tiles, then
 //! x and z, then A's, then B and C) had cost a memory latency each, and the 16 states held in registers through
-//! all of it had held the registers that 4 blocks per SM need (docs/perf.md).
+//! all of it had held the registers that more blocks per SM need (docs/perf.md).
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -171,7 +172,7 @@ struct step_staging {
 
 //! Whole: N is exactly one group of 16 (Mamba's): the state loop is one pass known at compile time.
 template <bool Whole>
-__global__ void __launch_bounds__(step_threads, 4) selective_scan_step_kernel(selective_scan_step_args p) {
+__global__ void __launch_bounds__(step_threads, 5) selective_scan_step_kernel(selective_scan_step_args p) {
   __shared__ step_tiles tiles;
   std::int64_t const ed = p.channels, ch0 = blockIdx.x * std::int64_t{step_lanes};
   std::int64_t const row0 = blockIdx.y * std::int64_t{step_rows};
