@@ -72,15 +72,15 @@ inline constexpr int step_states = 16;                       // states staged at
 
 //! What a block shares: dt_proj's weight and the rows' Δ_low for one tile of columns, A log2(e) and the rows' B, C
 //! for one group of states. The weight and A are kept by quads of columns (states) per channel, so that a thread
-//! reads 4 of its channel's values in one 16-byte load (a warp: 32 consecutive vectors, no bank conflicts), and the
-//! rows' values likewise (the same address across a warp: a broadcast).
+//! reads 4 of its channel's values in one 16-byte load (a warp: 32 consecutive vectors, no bank conflicts); Δ_low
+//! is read by 16-byte vectors too, B and C one value at a time (the same address across a warp: broadcasts).
 struct step_tiles {
   static constexpr int rank_quads = step_rank_tile / 4, state_quads = step_states / 4;
   alignas(16) float w[rank_quads][step_lanes][4];    // [rank / 4, channel, rank % 4]
   alignas(16) float low[step_rows][step_rank_tile];  // [row, rank]: Δ_low
   alignas(16) float a2[state_quads][step_lanes][4];  // [state / 4, channel, state % 4]: A log2(e)
-  alignas(16) float b[step_rows][step_states];       // [row, state]
-  alignas(16) float c[step_rows][step_states];       // [row, state]
+  float b[step_rows][step_states];                   // [row, state]
+  float c[step_rows][step_states];                   // [row, state]
   float h[step_states][step_threads];                // [state, thread]: the first 16 states, by asynchronous copies
 };
 
@@ -104,10 +104,23 @@ struct step_staging {
   static_assert(w_step % 4 == 0, "a thread's ranks share their place in a quad");
   __device__ static int w_channel(unsigned tid) { return static_cast<int>(tid / 4 % step_lanes); }
   __device__ static int w_first(unsigned tid) { return static_cast<int>(tid % 4 + 4 * (tid / (4 * step_lanes))); }
+  // Δ_low: rows low_row + 4 k, rank low_rank. A_log: channels a_channel + 16 k, state a_state. B (kind 0) or C
+  // (kind 1) of row bc_row, state a_state, for the first 256 threads.
+  static constexpr int low_step = step_threads / step_rank_tile, a_step = step_threads / step_states;
+  __device__ static int low_row(unsigned tid) { return static_cast<int>(tid / step_rank_tile); }
+  __device__ static int low_rank(unsigned tid) { return static_cast<int>(tid % step_rank_tile); }
+  __device__ static int a_channel(unsigned tid) { return static_cast<int>(tid / step_states); }
+  __device__ static int a_state(unsigned tid) { return static_cast<int>(tid % step_states); }
+  __device__ static int bc_kind(unsigned tid) { return static_cast<int>(tid / (step_rows * step_states)); }
+  __device__ static int bc_row(unsigned tid) { return static_cast<int>(tid / step_states % step_rows); }
+  //! Columns of the rank tile at r0 that lie in R.
+  __device__ static int tile_width(selective_scan_step_args const& p, std::int64_t r0) {
+    return static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
+  }
 
   __device__ void load_rank(selective_scan_step_args const& p, std::int64_t ch0, std::int64_t row0, unsigned tid,
                             std::int64_t r0) {
-    int const width = static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
+    int const width = tile_width(p, r0);
     int const c = w_channel(tid), r = w_first(tid);
     bool const c_ok = ch0 + c < p.channels;
     float const* const wp = p.dt_weight + (ch0 + c) * p.dt_rank + r0 + r;
@@ -115,13 +128,11 @@ struct step_staging {
     for (int k = 0; k < w_each; ++k) {
       w[k] = c_ok && r + k * w_step < width ? wp[k * w_step] : 0.0f;
     }
-    int const i = static_cast<int>(tid / step_rank_tile);  // rows i + 4 k, rank rl
-    int const rl = static_cast<int>(tid % step_rank_tile);
-    constexpr int i_step = step_threads / step_rank_tile;
+    int const i = low_row(tid), rl = low_rank(tid);
     float const* const lp = p.dt_low + (row0 + i) * p.ld_dt_low + r0 + rl;
 #pragma unroll
     for (int k = 0; k < low_each; ++k) {
-      low[k] = row0 + i + k * i_step < p.batch && rl < width ? lp[k * i_step * p.ld_dt_low] : 0.0f;
+      low[k] = row0 + i + k * low_step < p.batch && rl < width ? lp[k * low_step * p.ld_dt_low] : 0.0f;
     }
   }
   __device__ void store_rank(step_tiles& t, unsigned tid) const {
@@ -130,42 +141,35 @@ struct step_staging {
     for (int k = 0; k < w_each; ++k) {
       t.w[r / 4 + k * (w_step / 4)][c][r % 4] = w[k];
     }
-    int const i = static_cast<int>(tid / step_rank_tile);
-    int const rl = static_cast<int>(tid % step_rank_tile);
-    constexpr int i_step = step_threads / step_rank_tile;
+    int const i = low_row(tid), rl = low_rank(tid);
 #pragma unroll
     for (int k = 0; k < low_each; ++k) {
-      t.low[i + k * i_step][rl] = low[k];
+      t.low[i + k * low_step][rl] = low[k];
     }
   }
   __device__ void load_states(selective_scan_step_args const& p, std::int64_t ch0, std::int64_t row0, unsigned tid,
                               std::int64_t n0) {
-    int const c = static_cast<int>(tid / step_states), j = static_cast<int>(tid % step_states);  // rows of A_log
-    constexpr int c_step = step_threads / step_states;
+    int const c = a_channel(tid), j = a_state(tid);  // rows of A_log
     float const* const ap = p.a_log + (ch0 + c) * p.states + n0 + j;
 #pragma unroll
     for (int k = 0; k < a_each; ++k) {
-      a_log[k] = ch0 + c + k * c_step < p.channels && n0 + j < p.states ? ap[k * c_step * p.states] : 0.0f;
+      a_log[k] = ch0 + c + k * a_step < p.channels && n0 + j < p.states ? ap[k * a_step * p.states] : 0.0f;
     }
     if (tid < bc_threads) {
-      int const kind = static_cast<int>(tid / (step_rows * step_states));
-      int const i = static_cast<int>(tid / step_states % step_rows), j = static_cast<int>(tid % step_states);
+      int const i = bc_row(tid);
       bool const ok = row0 + i < p.batch && n0 + j < p.states;
-      float const* const src = kind == 0 ? p.b : p.c;
+      float const* const src = bc_kind(tid) == 0 ? p.b : p.c;
       bc = ok ? src[(row0 + i) * p.ld_bc + n0 + j] : 0.0f;
     }
   }
   __device__ void store_states(step_tiles& t, unsigned tid) const {
-    int const c = static_cast<int>(tid / step_states), j = static_cast<int>(tid % step_states);
-    constexpr int c_step = step_threads / step_states;
+    int const c = a_channel(tid), j = a_state(tid);
 #pragma unroll
     for (int k = 0; k < a_each; ++k) {
-      t.a2[j / 4][c + k * c_step][j % 4] = -exp(a_log[k]) * ops::cuda::log2e;  // masked entries: never read
+      t.a2[j / 4][c + k * a_step][j % 4] = -exp(a_log[k]) * ops::cuda::log2e;  // masked entries: never read
     }
     if (tid < bc_threads) {
-      int const kind = static_cast<int>(tid / (step_rows * step_states));
-      int const i = static_cast<int>(tid / step_states % step_rows), j = static_cast<int>(tid % step_states);
-      (kind == 0 ? t.b : t.c)[i][j] = bc;
+      (bc_kind(tid) == 0 ? t.b : t.c)[bc_row(tid)][j] = bc;
     }
   }
 };
@@ -182,13 +186,14 @@ __global__ void __launch_bounds__(step_threads, 5) selective_scan_step_kernel(se
   bool const live = ch < ed && row < p.batch;
   bool const fused_dt = p.dt_pre == nullptr;
   float* h = p.state + row * p.states * ed + ch;  // column ch of [N, ED]
+  std::int64_t const states = Whole ? step_states : p.states;
   // Every load the first tiles need, before any is waited for: the first 16 states (copied into shared memory
   // without passing through registers, which the rest of the step then has to itself), this thread's x, z and
   // per-channel values, and its share of the shared tiles.
   if (live) {
 #pragma unroll
     for (int j = 0; j < step_states; ++j) {
-      if (j < (Whole ? step_states : p.states)) {
+      if (j < states) {
         __pipeline_memcpy_async(&tiles.h[j][tid], h + j * ed, sizeof(float));
       }
     }
@@ -224,7 +229,7 @@ __global__ void __launch_bounds__(step_threads, 5) selective_scan_step_kernel(se
       __syncthreads();
     }
     if (live) {  // columns past R are zeros in both tiles: a quad's tail adds +0
-      int const width = static_cast<int>(p.dt_rank - r0 < step_rank_tile ? p.dt_rank - r0 : step_rank_tile);
+      int const width = step_staging::tile_width(p, r0);
 #pragma unroll 2
       for (int q = 0; q < (width + 3) / 4; ++q) {
         float4 const l = *reinterpret_cast<float4 const*>(&tiles.low[ty][4 * q]);
@@ -238,13 +243,12 @@ __global__ void __launch_bounds__(step_threads, 5) selective_scan_step_kernel(se
   }
   float dt = 0, y = 0, gate = 0;
   if (live) {
-    dt = float(p.delta_min) + softplus(pre + bias);
+    dt = p.delta_min + softplus(pre + bias);
     y = dskip * x;
     gate = silu(zv);
   }
   float const dtx = dt * x;
-  __pipeline_wait_prior(0);  // this thread's states are in (it reads only its own)
-  std::int64_t const states = Whole ? step_states : p.states;
+  __pipeline_wait_prior(0);                                    // this thread's states are in (it reads only its own)
   for (std::int64_t n0 = 0; n0 < states; n0 += step_states) {  // every thread joins the barriers
     if (n0 > 0) {
       __syncthreads();  // the previous group's readers are done
