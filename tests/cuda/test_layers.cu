@@ -110,6 +110,7 @@ struct gemm_case {
   trans ta, tb;
   std::int64_t m, n, k;
   float alpha, beta;
+  std::int64_t pad_a = 3, pad_b = 1;  // row strides: stored width + pad (NaN-filled)
 };
 
 char const* name_of(ssmlen::backends::gemm_precision p) {
@@ -130,7 +131,7 @@ double gemm_error(ssmlen::backends::blas_handle& h, gemm_case const& g, ssmlen::
                   bool round_reference_inputs, std::uint64_t seed, double* error_vs_rounded = nullptr) {
   std::int64_t const a_rows = g.ta == trans::n ? g.m : g.k, a_cols = g.ta == trans::n ? g.k : g.m;
   std::int64_t const b_rows = g.tb == trans::n ? g.k : g.n, b_cols = g.tb == trans::n ? g.n : g.k;
-  std::int64_t const lda = a_cols + 3, ldb = b_cols + 1, ldc = g.n + 2;
+  std::int64_t const lda = a_cols + g.pad_a, ldb = b_cols + g.pad_b, ldc = g.n + 2;
   auto a = normal(static_cast<std::size_t>(a_rows * lda), 1.0, seed);
   auto b = normal(static_cast<std::size_t>(b_rows * ldb), 1.0, seed + 1);
   auto c = normal(static_cast<std::size_t>(g.m * ldc), 1.0, seed + 2);
@@ -223,6 +224,42 @@ TEST_CASE("cuda gemm: fp32, tf32 and bf16 match gemm_reference on odd shapes") {
   }
   std::printf("gemm max relative error: fp32 %.2e, tf32 %.2e, bf16 %.2e (vs bf16-rounded inputs %.2e)\n", worst[0],
               worst[1], worst[2], worst_rounded);
+}
+
+TEST_CASE("cuda gemm: fp32 products small enough for one launch of tiles (a rollout step's shapes)") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  using ssmlen::backends::gemm_precision;
+  ssmlen::backends::cuda_stream stream;
+  ssmlen::backends::blas_handle h(stream.backend());
+  // The headline model's step (in_proj, x_proj, out_proj, head at 256 rows) with 16-byte rows, then ragged tiles, K
+  // past one chunk (with a partial quad), 4-float rows with a K that is not, one row, one column, one product, and
+  // a wider tile grid.
+  std::vector<gemm_case> const cases = {{trans::n, trans::t, 256, 256, 64, 1.0f, 0.0f, 4, 4},
+                                        {trans::n, trans::t, 256, 36, 128, 1.0f, 0.0f, 4, 4},
+                                        {trans::n, trans::t, 256, 64, 128, 1.0f, 0.0f, 4, 4},
+                                        {trans::n, trans::t, 256, 20, 64, 1.0f, 0.0f, 4, 4},
+                                        {trans::n, trans::t, 37, 45, 260, 0.7f, -1.3f, 4, 4},
+                                        {trans::n, trans::t, 17, 33, 129, 1.0f, 0.0f},
+                                        {trans::n, trans::t, 40, 70, 301, -0.5f, 2.0f},
+                                        {trans::n, trans::t, 19, 31, 6, 1.0f, 0.5f, 2, 2},
+                                        {trans::n, trans::t, 1, 1, 1, 1.0f, 0.0f},
+                                        {trans::n, trans::t, 300, 1, 3, 2.0f, 1.0f},
+                                        {trans::n, trans::t, 256, 160, 96, 1.0f, 0.0f, 4, 4}};
+  double worst = 0;
+  std::uint64_t seed = 900;
+  for (auto const& g : cases) {
+    CAPTURE(g.m);
+    CAPTURE(g.n);
+    CAPTURE(g.k);
+    CHECK(ssmlen::backends::small_gemm_fits(g.m, g.n, g.k));
+    double const err = gemm_error(h, g, gemm_precision::fp32, false, seed += 3);
+    CHECK(err < fp32_tol);
+    worst = std::max(worst, err);
+  }
+  CHECK_FALSE(ssmlen::backends::small_gemm_fits(15407, 256, 64));  // a training step's in_proj: cuBLAS
+  std::printf("small fp32 gemm max relative error %.2e\n", worst);
 }
 
 TEST_CASE("cuda bf16 rounding: the host's bits for every kind of float, dense and strided") {

@@ -7,9 +7,12 @@
 //! stream, plus the staging memory where float inputs are rounded to bfloat16.
 //! Row-major C is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so each call is one cublasGemmEx with the operands swapped and
 //! nothing transposed in memory. cuBLAS gives the same bits on every run on one GPU model (no atomics in GEMM).
+//! fp32 products of A [M, K] and Bᵀ ([N, K] stored) small enough to fit one launch of small tiles
+//! (`small_gemm_fits`: a rollout step's GEMMs at the headline model's size) take small_gemm_nt instead.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/backends/cuda/small_gemm.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/error.hpp>
@@ -267,6 +270,10 @@ inline void gemm(blas_handle& h, ops::trans ta, ops::trans tb, std::int64_t m, s
   ops::detail::check_gemm_args(ta, tb, m, n, k, detail::checked_operand(a, bf16), a.ld,
                                detail::checked_operand(b, bf16), b.ld, static_cast<void const*>(c), ldc);
   if (detail::gemm_degenerate(h, m, n, k, alpha, beta, c, ldc)) {
+    return;
+  }
+  if (precision == gemm_precision::fp32 && ta == ops::trans::n && tb == ops::trans::t && small_gemm_fits(m, n, k)) {
+    small_gemm_nt(h.backend(), m, n, k, alpha, a.values, a.ld, b.values, b.ld, beta, c, ldc);  // one launch, no split K
     return;
   }
   if (!bf16) {
