@@ -7,12 +7,14 @@
 //   bm_rollout/host/digits:n   the same with the host rollout (agent/rollout.hpp, OpenMP over rows), for scale
 //   bm_ssm_step/buffers:n      the fused SSM step kernel alone at the paper's shape (256 rows), beside a copy of the
 //                              state bytes it reads and writes (copy_frac: the copy's time over the step's)
-//   bm_step_loop/<model>_<precision>_<graph|eager>
+//   bm_step_loop/<model>_<precision>[_layers]_<graph|eager>
 //                              the device step loop alone for 256 rows, each step's argmax fed back as the next
 //                              token: `graph` replays the captured step (ids up, every layer, argmax, ids down) and
-//                              waits; `eager` enqueues the same kernels and GEMMs one by one. Models: the headline
-//                              model, and a random one of the paper's 130M shape (24 layers, d_model 768, d_state 16,
-//                              expand 2, tied) with the vocabulary of 50280 (`paper_`) or with the addition task's
+//                              waits; `eager` enqueues the same kernels and GEMMs one by one. The headline's fp32
+//                              step is one kernel (models/cuda/fused_step.cuh); `_layers` runs it layer by layer
+//                              (mamba_lm_options::fused_step off), the path every larger model takes. Models: the
+//                              headline model, and a random one of the paper's 130M shape (24 layers, d_model 768,
+//                              d_state 16, expand 2, tied) with the vocabulary of 50280 (`paper_`) or with the task's
 //                              (`paper_task_vocab_`, the paper-scale model 04_train_cuda trains); rollouts of these
 //                              random models would end at once. With SSMLEN_PROFILE_STEP set, an eager loop runs one
 //                              more step between cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start
@@ -181,7 +183,8 @@ void bm_rollout(benchmark::State& state, bool gpu) {
 }
 
 //! The device step loop alone: each step's argmax ids are the next step's tokens.
-void bm_step_loop(benchmark::State& state, step_model which, gemm_precision precision, bool graph) {
+void bm_step_loop(benchmark::State& state, step_model which, gemm_precision precision, bool graph, bool fused,
+                  std::int64_t rows) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
     return;
@@ -194,7 +197,7 @@ void bm_step_loop(benchmark::State& state, step_model which, gemm_precision prec
     return;
   }
   int const steps = paper ? 100 : 1000, warmup = 10;
-  mc::mamba_lm<> dev(*host, {.precision = precision});
+  mc::mamba_lm<> dev(*host, {.precision = precision, .fused_step = fused});
   std::int64_t const v = host->config().vocab;
   ssmlen::rng g(7);
   std::vector<std::int32_t> first(static_cast<std::size_t>(rows));
@@ -259,8 +262,8 @@ void bm_step_loop(benchmark::State& state, step_model which, gemm_precision prec
       4.0 * static_cast<double>(cfg.n_layers * rows * cfg.d_inner() * (cfg.d_conv - 1 + cfg.d_state));
   char const* prec = precision == gemm_precision::fp32 ? "fp32" : precision == gemm_precision::tf32 ? "tf32" : "bf16";
   state.SetLabel(std::string(paper ? "paper 130M shape, vocabulary " + std::to_string(cfg.vocab) : "headline") + ", " +
-                 prec + ", " + (graph ? "graph" : "eager") + ", " + std::to_string(rows) + " rows, " +
-                 std::to_string(static_cast<long long>(params)) + " params");
+                 prec + ", " + (graph ? "graph" : "eager") + (fused ? "" : ", layer by layer") + ", " +
+                 std::to_string(rows) + " rows, " + std::to_string(static_cast<long long>(params)) + " params");
   state.counters["step_us"] = step_s * 1e6;
   state.counters["tok/s"] = static_cast<double>(rows) / step_s;
   state.counters["TF/s"] = 2.0 * params * static_cast<double>(rows) / step_s * 1e-12;
@@ -377,20 +380,28 @@ struct step_loop_case {
   step_model model;
   gemm_precision precision;
   bool graph;
+  bool fused = true;  // mamba_lm_options::fused_step (it applies to the headline's fp32 step only)
+  std::int64_t rows = ::rows;
 };
 
 [[maybe_unused]] int const step_loops_registered = [] {
   using enum step_model;
-  for (auto const& c : {step_loop_case{"headline_fp32_graph", headline, gemm_precision::fp32, true},
-                        step_loop_case{"headline_fp32_eager", headline, gemm_precision::fp32, false},
-                        step_loop_case{"paper_fp32_graph", paper, gemm_precision::fp32, true},
-                        step_loop_case{"paper_fp32_eager", paper, gemm_precision::fp32, false},
-                        step_loop_case{"paper_tf32_graph", paper, gemm_precision::tf32, true},
-                        step_loop_case{"paper_bf16_graph", paper, gemm_precision::bf16, true},
-                        step_loop_case{"paper_task_vocab_bf16_graph", paper_task_vocab, gemm_precision::bf16, true},
-                        step_loop_case{"paper_task_vocab_bf16_eager", paper_task_vocab, gemm_precision::bf16, false}}) {
-    benchmark::RegisterBenchmark((std::string("bm_step_loop/") + c.name).c_str(),
-                                 [c](benchmark::State& state) { bm_step_loop(state, c.model, c.precision, c.graph); })
+  for (auto const& c :
+       {step_loop_case{"headline_fp32_graph", headline, gemm_precision::fp32, true},
+        step_loop_case{"headline_fp32_eager", headline, gemm_precision::fp32, false},
+        step_loop_case{"headline_fp32_layers_graph", headline, gemm_precision::fp32, true, false},
+        step_loop_case{"headline_fp32_layers_eager", headline, gemm_precision::fp32, false, false},
+        step_loop_case{"headline_fp32_graph_32_rows", headline, gemm_precision::fp32, true, true, 32},
+        step_loop_case{"headline_fp32_layers_graph_32_rows", headline, gemm_precision::fp32, true, false, 32},
+        step_loop_case{"paper_fp32_graph", paper, gemm_precision::fp32, true},
+        step_loop_case{"paper_fp32_eager", paper, gemm_precision::fp32, false},
+        step_loop_case{"paper_tf32_graph", paper, gemm_precision::tf32, true},
+        step_loop_case{"paper_bf16_graph", paper, gemm_precision::bf16, true},
+        step_loop_case{"paper_task_vocab_bf16_graph", paper_task_vocab, gemm_precision::bf16, true},
+        step_loop_case{"paper_task_vocab_bf16_eager", paper_task_vocab, gemm_precision::bf16, false}}) {
+    benchmark::RegisterBenchmark(
+        (std::string("bm_step_loop/") + c.name).c_str(),
+        [c](benchmark::State& state) { bm_step_loop(state, c.model, c.precision, c.graph, c.fused, c.rows); })
         ->UseManualTime()
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);

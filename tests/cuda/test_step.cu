@@ -332,10 +332,10 @@ double state_error(host_model::state const& host, mc::mamba_lm_state& dev) {
   return worst;
 }
 
-void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t seed) {
+void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t seed, bool fused = true) {
   ssmlen::backends::host const be;
   host_model ref(cfg, seed);
-  mc::mamba_lm<> dev(ref);
+  mc::mamba_lm<> dev(ref, mc::mamba_lm_options{.fused_step = fused});
   std::int64_t const v = cfg.vocab, steps = 16;
   ssmlen::rng g(seed + 1);
   std::vector<std::vector<std::int32_t>> seqs(static_cast<std::size_t>(batch));  // every row's tokens
@@ -442,27 +442,44 @@ void check_model_step(mamba_config const& cfg, std::int64_t batch, std::uint64_t
   double const es2 = state_error(host_state, st);
   CHECK(es2 < tol);
   CHECK(agree >= total - 1);
-  std::printf("model step V=%lld D=%lld L=%lld B=%lld tied=%d delta_min=%.2f: worst logits error %.2e, state errors "
-              "%.2e / %.2e, greedy ids equal to the host's %d of %d\n",
+  std::printf("model step V=%lld D=%lld L=%lld B=%lld tied=%d delta_min=%.2f %s: worst logits error %.2e, state "
+              "errors %.2e / %.2e, greedy ids equal to the host's %d of %d\n",
               static_cast<long long>(cfg.vocab), static_cast<long long>(cfg.d_model),
               static_cast<long long>(cfg.n_layers), static_cast<long long>(batch), cfg.tie_embeddings ? 1 : 0,
-              cfg.delta_min, worst, es1, es2, agree, total);
+              cfg.delta_min, fused ? "fused" : "by layers", worst, es1, es2, agree, total);
 }
 
 TEST_CASE("cuda mamba_lm step: token by token as the host step and forward, fresh rows reset") {
   if (!gpu_or_skip()) {
     return;
   }
-  check_model_step({.vocab = 29, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2}, 37, 60);
-  check_model_step({.vocab = 23,
-                    .d_model = 40,
-                    .n_layers = 3,
-                    .d_state = 5,
-                    .d_conv = 3,
-                    .expand = 2,
-                    .tie_embeddings = false,
-                    .delta_min = 0.02},
-                   70, 61);
+  for (bool fused : {true, false}) {  // the one-kernel step (these shapes fit it) and the step layer by layer
+    check_model_step({.vocab = 29, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2}, 37, 60, fused);
+    check_model_step({.vocab = 23,
+                      .d_model = 40,
+                      .n_layers = 3,
+                      .d_state = 5,
+                      .d_conv = 3,
+                      .expand = 2,
+                      .tie_embeddings = false,
+                      .delta_min = 0.02},
+                     70, 61, fused);
+  }
+}
+
+TEST_CASE("cuda mamba_lm step: the one-kernel step at its bounds (d_model 128, ED 256, a head of two passes)") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  mamba_config const widest{.vocab = 300, .d_model = 128, .n_layers = 2, .d_state = 16, .d_conv = 2, .expand = 2};
+  mamba_config const long_head{.vocab = 600, .d_model = 16, .n_layers = 1, .d_state = 16, .expand = 2};
+  CHECK(mc::fused_step_fits(widest.d_model, widest.d_inner(), widest.d_state, widest.d_conv, widest.resolved_dt_rank(),
+                            widest.vocab, widest.n_layers));
+  CHECK(mc::fused_step_fits(long_head.d_model, long_head.d_inner(), long_head.d_state, long_head.d_conv,
+                            long_head.resolved_dt_rank(), long_head.vocab, long_head.n_layers));
+  CHECK_FALSE(mc::fused_step_fits(768, 1536, 16, 4, 48, 28, 24));  // the paper's shape: layer by layer
+  check_model_step(widest, 9, 63);
+  check_model_step(long_head, 6, 64);
 }
 
 TEST_CASE("cuda mamba_lm step: small model (checkers' case)") {

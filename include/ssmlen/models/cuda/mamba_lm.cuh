@@ -30,6 +30,7 @@
 #include <ssmlen/layers/cuda/rmsnorm.cuh>
 #include <ssmlen/layers/cuda/row_argmax.cuh>
 #include <ssmlen/models/cuda/device_params.cuh>
+#include <ssmlen/models/cuda/fused_step.cuh>
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
 #include <ssmlen/ops/cross_entropy.hpp>
@@ -130,6 +131,10 @@ struct mamba_lm_options {
   // graph. Results are the eager steps' bits. Needs a stream of its own (`be`): the legacy default stream cannot be
   // captured.
   bool step_graphs = false;
+  // With fp32 GEMMs and a model within fused_step_fits (the headline's size), run the recurrent step as one kernel
+  // (models/cuda/fused_step.cuh) instead of its layers' kernels and GEMMs: the same arithmetic, within float
+  // roundings of the other path. Off: the layer-by-layer step, for any size.
+  bool fused_step = true;
 };
 
 //! Scan: a CUDA scan policy (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
@@ -262,6 +267,11 @@ public:
     check(tokens != nullptr, "mamba_lm step (cuda): tokens must be a device pointer, not null");
     auto const be = h.backend();
     cudaStream_t const stream = be.stream;
+    if (fused()) {
+      layers::cuda::grow_buffer(w.logits, static_cast<std::size_t>(batch * v), stream);
+      models::cuda::fused_step(be, fused_params(tokens, batch, s, w.logits.data()));
+      return w.logits.data();
+    }
     auto const bd = static_cast<std::size_t>(batch * d);
     layers::cuda::grow_buffer(w.ids, static_cast<std::size_t>(batch), stream);
     for (auto* b : {&w.u, &w.out}) {
@@ -437,6 +447,51 @@ public:
   }
 
 private:
+  //! Whether step() runs as one kernel: fp32 GEMMs, a model within the fused step's bounds, and the option on.
+  [[nodiscard]] bool fused() const {
+    return opt_.fused_step && opt_.precision == backends::gemm_precision::fp32 &&
+           fused_step_fits(cfg_.d_model, cfg_.d_inner(), cfg_.d_state, cfg_.d_conv, cfg_.resolved_dt_rank(), cfg_.vocab,
+                           cfg_.n_layers);
+  }
+
+  //! The fused step's parameters: every layer's tensors, the states, the logits.
+  [[nodiscard]] fused_step_params fused_params(std::int32_t const* tokens, std::int64_t batch, state& s,
+                                               float* logits) const {
+    fused_step_params p;
+    p.batch = static_cast<int>(batch);
+    p.d_model = static_cast<int>(cfg_.d_model);
+    p.d_inner = static_cast<int>(cfg_.d_inner());
+    p.d_state = static_cast<int>(cfg_.d_state);
+    p.d_conv = static_cast<int>(cfg_.d_conv);
+    p.dt_rank = static_cast<int>(cfg_.resolved_dt_rank());
+    p.vocab = static_cast<int>(cfg_.vocab);
+    p.layers = static_cast<int>(cfg_.n_layers);
+    p.eps = static_cast<float>(cfg_.norm_eps);
+    p.tokens = tokens;
+    p.embedding = embedding_.value;
+    p.norm0 = norms_[0].value;
+    p.head = head_.value;
+    p.conv = s.conv.data();
+    p.ssm = s.ssm.data();
+    p.state_batch = s.batch;
+    p.logits = logits;
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      auto const& b = blocks_[i].values();
+      p.layer[i] = {b.in_proj,
+                    b.conv_weight,
+                    b.conv_bias,
+                    b.x_proj,
+                    b.dt_proj,
+                    b.dt_bias,
+                    b.a_log,
+                    b.d,
+                    b.out_proj,
+                    norms_[i + 1].value,
+                    blocks_[i].shape().delta_min};
+    }
+    return p;
+  }
+
   struct tensor_pair {
     float* value = nullptr;
     float* grad = nullptr;

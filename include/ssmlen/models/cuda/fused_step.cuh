@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file fused_step.cuh
+//! The whole recurrent step of a small fp32 Mamba language model in one launch: for each row, the embedding of its
+//! token (a fresh_token starts its row from zeroed states), then per layer the RMSNorm fused with the residual add,
+//! in_proj, the conv step with its SiLU, x_proj, dt_proj with the softplus, the SSM state update, the gate and
+//! out_proj, then norm_f and the head's logits: the arithmetic of mamba_lm::step's kernels and GEMMs, with the
+//! products summed along K in another order (within float roundings of that path and of the host's step).
+//!
+//! Why: at the headline's size (4 layers × d_model 64, ED 128) the step layer by layer is 29 launches, each a few µs
+//! of latency for a few µs of work. One launch removes the launches' gaps and the round trips of the activations
+//! through global memory: each block keeps its rows' activations in shared memory from the embedding to the logits,
+//! reads every weight from L2 (about 0.5 MB for the headline's model, the same for every block) and reads and writes
+//! the states once, in place. It is still latency-bound, one phase after another behind a barrier (28 of them for
+//! the headline): 84 → 74 µs a step in graph replay, 141 → 74 µs eager (one H200, docs/perf.md).
+//!
+//! Layout: a block of 1024 threads owns 2 rows. In a product, a few adjacent lanes share each output (the rows'
+//! sums in registers, K split between the lanes, the partials summed by shuffles); the conv and SSM steps give each
+//! thread a (row, channel) pair, with A = -exp(A_log) made once per block in shared memory; RMSNorm gives each of
+//! the first warps a row.
+#pragma once
+
+#include <ssmlen/backends/cuda/check.cuh>
+#include <ssmlen/backends/cuda/stream.cuh>
+#include <ssmlen/core/math.hpp>
+#include <ssmlen/ops/cuda/kernel_support.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace ssmlen::models::cuda {
+
+inline constexpr int fused_step_rows = 2;           // rows per block: 128 blocks for 256 rows
+inline constexpr int fused_step_threads = 1024;     // 32 warps: what hides the latency of each phase
+inline constexpr int fused_step_max_layers = 16;    // layer pointers travel in the kernel's parameters
+inline constexpr int fused_step_max_d_model = 128;  // the activations' shared-memory rows
+inline constexpr int fused_step_max_d_inner = 256;
+inline constexpr int fused_step_max_states = 16;  // the states a thread holds in registers
+inline constexpr int fused_step_max_dt_rank = 16;
+inline constexpr int fused_step_max_d_conv = 4;
+inline constexpr int fused_step_max_vocab = 1024;  // the head: rows × V outputs per block
+
+//! One layer's tensors (device pointers, mamba_ssm's layouts) and the norm that follows it.
+struct fused_step_layer {
+  float const* in_proj = nullptr;      // [2ED, D]
+  float const* conv_weight = nullptr;  // [ED, K]
+  float const* conv_bias = nullptr;    // [ED]
+  float const* x_proj = nullptr;       // [R + 2N, ED]
+  float const* dt_proj = nullptr;      // [ED, R]
+  float const* dt_bias = nullptr;      // [ED]
+  float const* a_log = nullptr;        // [ED, N]
+  float const* d = nullptr;            // [ED]
+  float const* out_proj = nullptr;     // [D, ED]
+  float const* norm = nullptr;         // [D]: the next layer's norm, or norm_f after the last
+  float delta_min = 0;
+};
+
+struct fused_step_params {
+  int batch = 0, d_model = 0, d_inner = 0, d_state = 0, d_conv = 0, dt_rank = 0, vocab = 0, layers = 0;
+  float eps = 0;
+  std::int32_t const* tokens = nullptr;  // [B]: a token, or fresh_token(t)
+  float const* embedding = nullptr;      // [V, D]
+  float const* norm0 = nullptr;          // [D]: the first layer's norm
+  float const* head = nullptr;           // [V, D]
+  float* conv = nullptr;                 // layer i's [state_batch, K-1, ED] after i such blocks
+  float* ssm = nullptr;                  // layer i's [state_batch, N, ED] alike
+  std::int64_t state_batch = 0;
+  float* logits = nullptr;  // [B, V]
+  fused_step_layer layer[fused_step_max_layers];
+};
+
+//! Whether a model of this shape takes the fused step (every bound above; fp32 GEMMs are the caller's test).
+inline bool fused_step_fits(std::int64_t d_model, std::int64_t d_inner, std::int64_t d_state, std::int64_t d_conv,
+                            std::int64_t dt_rank, std::int64_t vocab, std::int64_t layers) {
+  return d_model <= fused_step_max_d_model && d_inner <= fused_step_max_d_inner && d_state <= fused_step_max_states &&
+         d_conv <= fused_step_max_d_conv && dt_rank <= fused_step_max_dt_rank && vocab <= fused_step_max_vocab &&
+         layers >= 1 && layers <= fused_step_max_layers;
+}
+
+namespace detail {
+
+inline constexpr int fused_bc_width = fused_step_max_dt_rank + 2 * fused_step_max_states;
+
+//! out[r][j] (+)= Σ_k in[r][k] W[j][k] for the block's rows r and j < n (W [n, k] in global memory, in and out in
+//! shared memory). `add`: out += the sum (the residual), else out = the sum. G adjacent lanes share an output (G the
+//! largest power of two ≤ 32 with n · G ≤ the block's threads): lane s of a group sums k ≡ s (mod G), so that the
+//! group's loads of W's row are consecutive and each lane's loads are few and independent; the G partial sums are
+//! added by shuffles in a fixed order.
+template <int Rows>
+__device__ void rows_times_weight_t(float const* in, int ld_in, int k, float const* w, int n, float* out, int ld_out,
+                                    bool add) {
+  int const tid = static_cast<int>(threadIdx.x);
+  int g = 1;
+  while (g < 32 && n * g * 2 <= fused_step_threads) {
+    g *= 2;
+  }
+  int const sub = tid % g;
+  for (int j0 = 0; j0 < n; j0 += fused_step_threads / g) {
+    int const j = j0 + tid / g;
+    float acc[Rows] = {};
+    if (j < n) {
+      float const* wj = w + static_cast<std::int64_t>(j) * k;
+#pragma unroll 4
+      for (int q = sub; q < k; q += g) {
+        float const wv = __ldg(wj + q);
+#pragma unroll
+        for (int r = 0; r < Rows; ++r) {
+          acc[r] = fmaf(in[r * ld_in + q], wv, acc[r]);
+        }
+      }
+    }
+    for (int m = g / 2; m >= 1; m /= 2) {  // g is the same in every lane: every lane shuffles
+#pragma unroll
+      for (int r = 0; r < Rows; ++r) {
+        acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], m);
+      }
+    }
+    if (j < n && sub == 0) {
+#pragma unroll
+      for (int r = 0; r < Rows; ++r) {
+        out[r * ld_out + j] = add ? out[r * ld_out + j] + acc[r] : acc[r];
+      }
+    }
+  }
+}
+
+//! y[r] = u[r] / sqrt(mean(u[r]²) + eps) · weight for the block's rows, one warp per row.
+template <int Rows>
+__device__ void rmsnorm_rows(float const (*u)[fused_step_max_d_model], float (*y)[fused_step_max_d_model], int d,
+                             float const* weight, float eps) {
+  int const lane = static_cast<int>(threadIdx.x) % 32, r = static_cast<int>(threadIdx.x) / 32;
+  if (r < Rows) {
+    float ss = 0;
+    for (int c = lane; c < d; c += 32) {
+      ss += u[r][c] * u[r][c];
+    }
+    float const s = 1.0f / sqrtf(ops::cuda::warp_sum(ss) / static_cast<float>(d) + eps);
+    for (int c = lane; c < d; c += 32) {
+      y[r][c] = u[r][c] * s * __ldg(weight + c);
+    }
+  }
+}
+
+template <int Rows>
+__global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused_step_params p) {
+  constexpr int DM = fused_step_max_d_model, EM = fused_step_max_d_inner, WM = fused_bc_width;
+  __shared__ float u[Rows][DM];                    // the residual stream
+  __shared__ float nrm[Rows][DM];                  // its norm: the next product's input
+  __shared__ float xz[Rows][2 * EM];               // in_proj's output: x, then z
+  __shared__ float xs[Rows][EM];                   // SiLU of the conv: the SSM's input
+  __shared__ float dbc[Rows][WM];                  // x_proj's output: Δ_low, B, C
+  __shared__ float yg[Rows][EM];                   // the gated SSM output
+  __shared__ float a2[fused_step_max_states][EM];  // [state, channel]: A log2(e) = -exp(A_log) log2(e), one layer's
+  __shared__ bool fresh[Rows];
+  int const tid = static_cast<int>(threadIdx.x);
+  int const row0 = static_cast<int>(blockIdx.x) * Rows;
+  int const rows = p.batch - row0 < Rows ? p.batch - row0 : Rows;  // rows past the batch compute zeros, store nothing
+  int const d = p.d_model, ed = p.d_inner, ns = p.d_state, km1 = p.d_conv - 1, rank = p.dt_rank;
+  for (int i = tid; i < Rows * d; i += fused_step_threads) {
+    int const r = i / d, c = i % d;
+    float v = 0.0f;
+    if (r < rows) {
+      std::int32_t const t = p.tokens[row0 + r];
+      std::int32_t const id = t < 0 ? -1 - t : t;  // fresh_token(t) = -1 - t
+      v = id >= 0 && id < p.vocab ? __ldg(p.embedding + static_cast<std::int64_t>(id) * d + c) : NAN;
+    }
+    u[r][c] = v;
+  }
+  if (tid < Rows) {
+    fresh[tid] = tid < rows && p.tokens[row0 + tid] < 0;
+  }
+  __syncthreads();
+  rmsnorm_rows<Rows>(u, nrm, d, p.norm0, p.eps);
+  __syncthreads();
+  for (int l = 0; l < p.layers; ++l) {
+    fused_step_layer const& L = p.layer[l];
+    rows_times_weight_t<Rows>(&nrm[0][0], DM, d, L.in_proj, 2 * ed, &xz[0][0], 2 * EM, false);  // [rows, 2ED]
+    __syncthreads();
+    // The conv step: the newest tap first, then the window oldest to newest (the host's order); state [K-1, ED].
+    for (int i = tid; i < Rows * ed; i += fused_step_threads) {
+      int const r = i / ed, ch = i % ed;
+      float v = 0.0f;
+      if (r < rows) {
+        float const* wc = L.conv_weight + static_cast<std::int64_t>(ch) * (km1 + 1);
+        float* const st = p.conv + ((l * p.state_batch + row0 + r) * km1) * ed + ch;
+        float const xv = xz[r][ch];
+        float win[fused_step_max_d_conv - 1];
+#pragma unroll
+        for (int k = 0; k < fused_step_max_d_conv - 1; ++k) {
+          win[k] = k < km1 && !fresh[r] ? st[k * ed] : 0.0f;
+        }
+        v = __ldg(L.conv_bias + ch) + __ldg(wc + km1) * xv;
+#pragma unroll
+        for (int k = 0; k < fused_step_max_d_conv - 1; ++k) {
+          if (k < km1) {
+            v += __ldg(wc + k) * win[k];
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < fused_step_max_d_conv - 1; ++k) {
+          if (k < km1) {
+            st[k * ed] = k + 1 < km1 ? win[k + 1] : xv;
+          }
+        }
+        v = ops::cuda::silu_fast(v);
+      }
+      xs[r][ch] = v;
+    }
+    for (int i = tid; i < ns * ed; i += fused_step_threads) {  // made once for the block's rows
+      int const n = i / ed, ch = i % ed;
+      a2[n][ch] = -expf(__ldg(L.a_log + static_cast<std::int64_t>(ch) * ns + n)) * ops::cuda::log2e;
+    }
+    __syncthreads();
+    rows_times_weight_t<Rows>(&xs[0][0], EM, ed, L.x_proj, rank + 2 * ns, &dbc[0][0], WM, false);  // [rows, R + 2N]
+    __syncthreads();
+    // The SSM step: Δ = delta_min + softplus(dt_proj(Δ_low) + bias), h = exp(Δ A) h + Δ B x, y = (C·h + D x) silu(z).
+    for (int i = tid; i < Rows * ed; i += fused_step_threads) {
+      int const r = i / ed, ch = i % ed;
+      float out = 0.0f;
+      if (r < rows) {
+        float pre = 0.0f;
+        float const* wd = L.dt_proj + static_cast<std::int64_t>(ch) * rank;
+        for (int q = 0; q < rank; ++q) {
+          pre += dbc[r][q] * __ldg(wd + q);
+        }
+        float const dt = L.delta_min + softplus(pre + __ldg(L.dt_bias + ch));
+        float const x = xs[r][ch], dtx = dt * x;
+        float* const h = p.ssm + ((l * p.state_batch + row0 + r) * ns) * ed + ch;
+        float hv[fused_step_max_states];  // every state's load in flight before the first store
+#pragma unroll
+        for (int n = 0; n < fused_step_max_states; ++n) {
+          hv[n] = n < ns && !fresh[r] ? h[n * ed] : 0.0f;
+        }
+        float y = __ldg(L.d + ch) * x;
+#pragma unroll
+        for (int n = 0; n < fused_step_max_states; ++n) {
+          if (n < ns) {
+            float const hn = ops::cuda::exp2_approx(dt * a2[n][ch]) * hv[n] + dtx * dbc[r][rank + n];
+            h[n * ed] = hn;
+            y += hn * dbc[r][rank + ns + n];  // states in order: the host's sum
+          }
+        }
+        out = y * silu(xz[r][ed + ch]);
+      }
+      yg[r][ch] = out;
+    }
+    __syncthreads();
+    rows_times_weight_t<Rows>(&yg[0][0], EM, ed, L.out_proj, d, &u[0][0], DM, true);  // u += out_proj(y)
+    __syncthreads();
+    rmsnorm_rows<Rows>(u, nrm, d, L.norm, p.eps);
+    __syncthreads();
+  }
+  // The head: the rows' logits through shared memory (xz's rows, free now) to global memory, 2 ED columns a pass.
+  for (int v0 = 0; v0 < p.vocab; v0 += 2 * EM) {
+    int const cols = p.vocab - v0 < 2 * EM ? p.vocab - v0 : 2 * EM;
+    rows_times_weight_t<Rows>(&nrm[0][0], DM, d, p.head + static_cast<std::int64_t>(v0) * d, cols, &xz[0][0], 2 * EM,
+                              false);
+    __syncthreads();
+    for (int i = tid; i < Rows * cols; i += fused_step_threads) {
+      int const r = i / cols, c = i % cols;
+      if (r < rows) {
+        p.logits[static_cast<std::int64_t>(row0 + r) * p.vocab + v0 + c] = xz[r][c];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace detail
+
+//! One fused step on `be.stream`; p's shapes must pass fused_step_fits and every pointer be a device pointer.
+inline void fused_step(backends::cuda const& be, fused_step_params const& p) {
+  unsigned const blocks = static_cast<unsigned>((p.batch + fused_step_rows - 1) / fused_step_rows);
+  detail::fused_step_kernel<fused_step_rows><<<blocks, fused_step_threads, 0, be.stream>>>(p);
+  backends::cuda_check_launch("fused_step_kernel");
+}
+
+}  // namespace ssmlen::models::cuda
