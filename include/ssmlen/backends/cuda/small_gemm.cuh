@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file small_gemm.cuh
 //! fp32 C[M, N] = alpha A[M, K] B[N, K]ᵀ + beta C (row-major, A and B read along K) for problems too small to fill
-//! the GPU: a rollout step's GEMMs at the headline model's size (256 rows, 32–256 columns, K 64–128).
+//! the GPU: a rollout step's GEMMs at the headline model's size (256 rows, 32–256 columns, K 64–128) when the step
+//! runs layer by layer (models/cuda/fused_step.cuh runs it as one kernel where the model's shape allows).
 //!
 //! Why: for these shapes cuBLAS picks a SIMT kernel with a split-K reduction, two launches that take about 9 µs in
 //! graph replay for 2 M multiply-adds, and those GEMMs were two thirds of the headline's step. Here each block owns a
