@@ -11,7 +11,7 @@
 //! through global memory: each block keeps its rows' activations in shared memory from the embedding to the logits,
 //! reads every weight from L2 (about 0.5 MB for the headline's model, the same for every block) and reads and writes
 //! the states once, in place. It is still latency-bound, one phase after another behind a barrier (28 of them for
-//! the headline): 84 → 74 µs a step in graph replay, 141 → 74 µs eager (one H200, docs/perf.md).
+//! the headline): 83–85 → 74–75 µs a step in graph replay, 134–141 → 73–74 µs eager (one H200, docs/perf.md).
 //!
 //! Layout: a block of 1024 threads owns 2 rows. In a product, a few adjacent lanes share each output (the rows'
 //! sums in registers, K split between the lanes, the partials summed by shuffles); the conv and SSM steps give each
