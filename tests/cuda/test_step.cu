@@ -473,11 +473,10 @@ TEST_CASE("cuda mamba_lm step: the one-kernel step at its bounds (d_model 128, E
   }
   mamba_config const widest{.vocab = 300, .d_model = 128, .n_layers = 2, .d_state = 16, .d_conv = 2, .expand = 2};
   mamba_config const long_head{.vocab = 600, .d_model = 16, .n_layers = 1, .d_state = 16, .expand = 2};
-  CHECK(mc::fused_step_fits(widest.d_model, widest.d_inner(), widest.d_state, widest.d_conv, widest.resolved_dt_rank(),
-                            widest.vocab, widest.n_layers));
-  CHECK(mc::fused_step_fits(long_head.d_model, long_head.d_inner(), long_head.d_state, long_head.d_conv,
-                            long_head.resolved_dt_rank(), long_head.vocab, long_head.n_layers));
-  CHECK_FALSE(mc::fused_step_fits(768, 1536, 16, 4, 48, 28, 24));  // the paper's shape: layer by layer
+  CHECK(mc::fused_step_fits(widest));
+  CHECK(mc::fused_step_fits(long_head));
+  CHECK_FALSE(mc::fused_step_fits(
+      {.vocab = 28, .d_model = 768, .n_layers = 24, .d_state = 16, .expand = 2}));  // the paper's: layer by layer
   check_model_step(widest, 9, 63);
   check_model_step(long_head, 6, 64);
 }

@@ -22,6 +22,8 @@
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/math.hpp>
+#include <ssmlen/models/cuda/step_tokens.cuh>
+#include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 
 #include <cuda_runtime.h>
@@ -70,12 +72,12 @@ struct fused_step_params {
   fused_step_layer layer[fused_step_max_layers];
 };
 
-//! Whether a model of this shape takes the fused step (every bound above; fp32 GEMMs are the caller's test).
-inline bool fused_step_fits(std::int64_t d_model, std::int64_t d_inner, std::int64_t d_state, std::int64_t d_conv,
-                            std::int64_t dt_rank, std::int64_t vocab, std::int64_t layers) {
-  return d_model <= fused_step_max_d_model && d_inner <= fused_step_max_d_inner && d_state <= fused_step_max_states &&
-         d_conv <= fused_step_max_d_conv && dt_rank <= fused_step_max_dt_rank && vocab <= fused_step_max_vocab &&
-         layers >= 1 && layers <= fused_step_max_layers;
+//! Whether a model of this configuration takes the fused step (every bound above; fp32 GEMMs are the caller's test).
+inline bool fused_step_fits(mamba_config const& c) {
+  return c.d_model <= fused_step_max_d_model && c.d_inner() <= fused_step_max_d_inner &&
+         c.d_state <= fused_step_max_states && c.d_conv <= fused_step_max_d_conv &&
+         c.resolved_dt_rank() <= fused_step_max_dt_rank && c.vocab <= fused_step_max_vocab && c.n_layers >= 1 &&
+         c.n_layers <= fused_step_max_layers;
 }
 
 namespace detail {
@@ -161,8 +163,7 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
     int const r = i / d, c = i % d;
     float v = 0.0f;
     if (r < rows) {
-      std::int32_t const t = p.tokens[row0 + r];
-      std::int32_t const id = t < 0 ? -1 - t : t;  // fresh_token(t) = -1 - t
+      std::int32_t const id = token_of(p.tokens[row0 + r]);
       v = id >= 0 && id < p.vocab ? __ldg(p.embedding + static_cast<std::int64_t>(id) * d + c) : NAN;
     }
     u[r][c] = v;

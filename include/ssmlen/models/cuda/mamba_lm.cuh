@@ -31,6 +31,7 @@
 #include <ssmlen/layers/cuda/row_argmax.cuh>
 #include <ssmlen/models/cuda/device_params.cuh>
 #include <ssmlen/models/cuda/fused_step.cuh>
+#include <ssmlen/models/cuda/step_tokens.cuh>
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
 #include <ssmlen/ops/cross_entropy.hpp>
@@ -53,10 +54,6 @@
 #include <vector>
 
 namespace ssmlen::models::cuda {
-
-//! The token a step feeds to start a new sequence in its row: fresh_token(t) feeds t to a state zeroed first, so a
-//! rollout refills a freed slot through the same ids it sends every step.
-SSMLEN_HD constexpr std::int32_t fresh_token(std::int32_t t) { return -1 - t; }
 
 //! Recurrent state of every layer for B sequences on the device: layer i's conv [B, K-1, ED] and ssm [B, N, ED], the
 //! layouts of the host's models::mamba_lm::state, stored one layer after another in two buffers.
@@ -102,7 +99,7 @@ __global__ void __launch_bounds__(begin_step_threads)
   std::int64_t const b = blockIdx.y;
   std::int32_t const t = tokens[b];
   if (blockIdx.x == 0 && threadIdx.x == 0) {
-    ids[b] = t < 0 ? fresh_token(t) : t;
+    ids[b] = token_of(t);
   }
   if (t >= 0) {
     return;
@@ -449,9 +446,7 @@ public:
 private:
   //! Whether step() runs as one kernel: fp32 GEMMs, a model within the fused step's bounds, and the option on.
   [[nodiscard]] bool fused() const {
-    return opt_.fused_step && opt_.precision == backends::gemm_precision::fp32 &&
-           fused_step_fits(cfg_.d_model, cfg_.d_inner(), cfg_.d_state, cfg_.d_conv, cfg_.resolved_dt_rank(), cfg_.vocab,
-                           cfg_.n_layers);
+    return opt_.fused_step && opt_.precision == backends::gemm_precision::fp32 && fused_step_fits(cfg_);
   }
 
   //! The fused step's parameters: every layer's tensors, the states, the logits.
