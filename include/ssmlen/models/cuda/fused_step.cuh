@@ -4,19 +4,20 @@
 //! token (a fresh_token starts its row from zeroed states), then per layer the RMSNorm fused with the residual add,
 //! in_proj, the conv step with its SiLU, x_proj, dt_proj with the softplus, the SSM state update, the gate and
 //! out_proj, then norm_f and the head's logits: the arithmetic of mamba_lm::step's kernels and GEMMs, with the
-//! products summed along K in another order (within float roundings of that path and of the host's step).
+//! products summed along K and C·h over the states in other orders (within float roundings of that path and of the
+//! host's step).
 //!
 //! Why: at the headline's size (4 layers × d_model 64, ED 128) the step layer by layer is 29 launches, each a few µs
 //! of latency for a few µs of work. One launch removes the launches' gaps and the round trips of the activations
 //! through global memory: each block keeps its rows' activations in shared memory from the embedding to the logits,
 //! reads every weight from L2 (about 0.5 MB for the headline's model, the same for every block) and reads and writes
 //! the states once, in place. It is still latency-bound, one phase after another behind a barrier (28 of them for
-//! the headline): 83–85 → 74–75 µs a step in graph replay, 134–141 → 73–74 µs eager (one H200, docs/perf.md).
+//! the headline): 83–85 → 70–71 µs a step in graph replay, 134–141 → 74 µs eager (one H200, docs/perf.md).
 //!
 //! Layout: a block of 1024 threads owns 2 rows. In a product, a few adjacent lanes share each output (the rows'
-//! sums in registers, K split between the lanes, the partials summed by shuffles); the conv and SSM steps give each
-//! thread a (row, channel) pair, with A = -exp(A_log) made once per block in shared memory; RMSNorm gives each of
-//! the first warps a row.
+//! sums in registers, K split between the lanes, the partials summed by shuffles); the conv step gives each
+//! thread a (row, channel) pair, the SSM step four threads (a quarter of the states each), with A = -exp(A_log)
+//! made once per block in shared memory; RMSNorm gives each of the first warps a row.
 #pragma once
 
 #include <ssmlen/backends/cuda/check.cuh>
@@ -83,6 +84,9 @@ inline bool fused_step_fits(mamba_config const& c) {
 namespace detail {
 
 inline constexpr int fused_bc_width = fused_step_max_dt_rank + 2 * fused_step_max_states;
+inline constexpr int fused_ssm_lanes = 4;                                         // lanes per (row, channel)
+inline constexpr int fused_ssm_states = fused_step_max_states / fused_ssm_lanes;  // states per lane, at most
+static_assert(fused_step_threads % 32 == 0 && 32 % fused_ssm_lanes == 0, "a channel's lanes share a warp");
 
 //! out[r][j] (+)= Σ_k in[r][k] W[j][k] for the block's rows r and j < n (W [n, k] in global memory, in and out in
 //! shared memory). `add`: out += the sum (the residual), else out = the sum. G adjacent lanes share an output (G the
@@ -215,36 +219,45 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
     __syncthreads();
     rows_times_weight_t<Rows>(&xs[0][0], EM, ed, L.x_proj, rank + 2 * ns, &dbc[0][0], WM, false);  // [rows, R + 2N]
     __syncthreads();
-    // The SSM step: Δ = delta_min + softplus(dt_proj(Δ_low) + bias), h = exp(Δ A) h + Δ B x, y = (C·h + D x) silu(z).
-    for (int i = tid; i < Rows * ed; i += fused_step_threads) {
-      int const r = i / ed, ch = i % ed;
-      float out = 0.0f;
-      if (r < rows) {
+    // The SSM step: Δ = delta_min + softplus(dt_proj(Δ_low) + bias), h = exp(Δ A) h + Δ B x, y = (C·h + D x) silu(z),
+    // by quads of lanes: lane q of a (row, channel)'s four holds states q, q + 4, … and the four partial sums of C·h
+    // meet by two shuffles. Four times the threads of the (row, channel) pairs, each a quarter of the states' chain.
+    for (int i0 = 0; i0 < Rows * ed * fused_ssm_lanes; i0 += fused_step_threads) {  // every lane shuffles
+      int const i = i0 + tid, pair = i / fused_ssm_lanes, q = i % fused_ssm_lanes;
+      int const r = pair / ed, ch = pair % ed;
+      bool const live = r < rows;  // past the block's rows (or the loop's end): zeros, no loads or stores
+      float* const h = p.ssm + ((l * p.state_batch + row0 + r) * ns) * ed + ch;
+      float hv[fused_ssm_states];  // this lane's states, every load in flight before Δ's arithmetic
+#pragma unroll
+      for (int m = 0; m < fused_ssm_states; ++m) {
+        int const n = q + fused_ssm_lanes * m;
+        hv[m] = live && n < ns && !fresh[r] ? h[n * ed] : 0.0f;
+      }
+      float y = 0.0f, x = 0.0f;
+      if (live) {
         float pre = 0.0f;
         float const* wd = L.dt_proj + static_cast<std::int64_t>(ch) * rank;
-        for (int q = 0; q < rank; ++q) {
-          pre += dbc[r][q] * __ldg(wd + q);
+        for (int k = 0; k < rank; ++k) {
+          pre += dbc[r][k] * __ldg(wd + k);
         }
         float const dt = L.delta_min + softplus(pre + __ldg(L.dt_bias + ch));
-        float const x = xs[r][ch], dtx = dt * x;
-        float* const h = p.ssm + ((l * p.state_batch + row0 + r) * ns) * ed + ch;
-        float hv[fused_step_max_states];  // every state's load in flight before the first store
+        x = xs[r][ch];
+        float const dtx = dt * x;
 #pragma unroll
-        for (int n = 0; n < fused_step_max_states; ++n) {
-          hv[n] = n < ns && !fresh[r] ? h[n * ed] : 0.0f;
-        }
-        float y = __ldg(L.d + ch) * x;
-#pragma unroll
-        for (int n = 0; n < fused_step_max_states; ++n) {
+        for (int m = 0; m < fused_ssm_states; ++m) {
+          int const n = q + fused_ssm_lanes * m;
           if (n < ns) {
-            float const hn = ops::cuda::exp2_approx(dt * a2[n][ch]) * hv[n] + dtx * dbc[r][rank + n];
+            float const hn = ops::cuda::exp2_approx(dt * a2[n][ch]) * hv[m] + dtx * dbc[r][rank + n];
             h[n * ed] = hn;
-            y += hn * dbc[r][rank + ns + n];  // states in order: the host's sum
+            y += hn * dbc[r][rank + ns + n];
           }
         }
-        out = y * silu(xz[r][ed + ch]);
       }
-      yg[r][ch] = out;
+      y += __shfl_xor_sync(0xffffffffu, y, 1);
+      y += __shfl_xor_sync(0xffffffffu, y, 2);
+      if (q == 0 && r < Rows) {
+        yg[r][ch] = live ? (y + __ldg(L.d + ch) * x) * silu(xz[r][ed + ch]) : 0.0f;
+      }
     }
     __syncthreads();
     rows_times_weight_t<Rows>(&yg[0][0], EM, ed, L.out_proj, d, &u[0][0], DM, true);  // u += out_proj(y)
