@@ -467,7 +467,8 @@ TEST_CASE("cuda mamba_lm step: token by token as the host step and forward, fres
   }
 }
 
-TEST_CASE("cuda mamba_lm step: the one-kernel step at its bounds (d_model 128, ED 256, a head of two passes)") {
+TEST_CASE(
+    "cuda mamba_lm step: the one-kernel step at its bounds (d_model 128, ED 256, a head of two passes, rows of 18)") {
   if (!gpu_or_skip()) {
     return;
   }
@@ -479,6 +480,8 @@ TEST_CASE("cuda mamba_lm step: the one-kernel step at its bounds (d_model 128, E
       {.vocab = 28, .d_model = 768, .n_layers = 24, .d_state = 16, .expand = 2}));  // the paper's: layer by layer
   check_model_step(widest, 9, 63);
   check_model_step(long_head, 6, 64);
+  // in_proj and the head over rows of 18 floats: the products' 4-byte loads (x_proj and out_proj over 36: 16-byte)
+  check_model_step({.vocab = 13, .d_model = 18, .n_layers = 2, .d_state = 6, .expand = 2}, 11, 65);
 }
 
 TEST_CASE("cuda mamba_lm step: small model (checkers' case)") {

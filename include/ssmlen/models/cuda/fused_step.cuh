@@ -11,8 +11,10 @@
 //! of latency for a few µs of work. One launch removes the launches' gaps and the round trips of the activations
 //! through global memory: each block keeps its rows' activations in shared memory from the embedding to the logits,
 //! reads every weight from L2 (about 0.5 MB for the headline's model, the same for every block) and reads and writes
-//! the states once, in place. It is still latency-bound, one phase after another behind a barrier (28 of them for
-//! the headline): 83–85 → 70–71 µs a step in graph replay, 134–141 → 74 µs eager (one H200, docs/perf.md).
+//! the states once, in place. Every block pulls the whole model's weights through its SM each step, so the products
+//! read them by 16-byte loads; the phases run one after another behind barriers (28 for the headline), each block's
+//! time independent of how many blocks run. 83–85 → 56–57 µs a step in graph replay, 134–141 → 57 µs eager (one
+//! H200, docs/perf.md).
 //!
 //! Layout: a block of 1024 threads owns 2 rows. In a product, a few adjacent lanes share each output (the rows'
 //! sums in registers, K split between the lanes, the partials summed by shuffles); the conv step gives each
@@ -90,9 +92,10 @@ static_assert(fused_step_threads % 32 == 0 && 32 % fused_ssm_lanes == 0, "a chan
 
 //! out[r][j] (+)= Σ_k in[r][k] W[j][k] for the block's rows r and j < n (W [n, k] in global memory, in and out in
 //! shared memory). `add`: out += the sum (the residual), else out = the sum. G adjacent lanes share an output (G the
-//! largest power of two ≤ 32 with n · G ≤ the block's threads): lane s of a group sums k ≡ s (mod G), so that the
-//! group's loads of W's row are consecutive and each lane's loads are few and independent; the G partial sums are
-//! added by shuffles in a fixed order.
+//! largest power of two ≤ 32 with n · G ≤ the block's threads), their partial sums added by shuffles in a fixed
+//! order. When k is a multiple of 4 and W 16-byte aligned (the usual case), lane s of a group sums the quads of k
+//! ≡ s (mod G), each from one 16-byte load of W and of each row: a block pulls every weight of the model through
+//! its SM each step, and 16-byte loads move it in a quarter of the requests. Else lane s sums k ≡ s (mod G).
 template <int Rows>
 __device__ void rows_times_weight_t(float const* in, int ld_in, int k, float const* w, int n, float* out, int ld_out,
                                     bool add) {
@@ -102,10 +105,25 @@ __device__ void rows_times_weight_t(float const* in, int ld_in, int k, float con
     g *= 2;
   }
   int const sub = tid % g;
+  bool const quads = k % 4 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0;  // in's rows: 16-byte aligned
   for (int j0 = 0; j0 < n; j0 += fused_step_threads / g) {
     int const j = j0 + tid / g;
     float acc[Rows] = {};
-    if (j < n) {
+    if (j < n && quads) {
+      float4 const* wj = reinterpret_cast<float4 const*>(w + static_cast<std::int64_t>(j) * k);
+#pragma unroll 4
+      for (int q = sub; q < k / 4; q += g) {
+        float4 const wv = __ldg(wj + q);
+#pragma unroll
+        for (int r = 0; r < Rows; ++r) {
+          float4 const iv = reinterpret_cast<float4 const*>(in + r * ld_in)[q];
+          acc[r] = fmaf(iv.x, wv.x, acc[r]);
+          acc[r] = fmaf(iv.y, wv.y, acc[r]);
+          acc[r] = fmaf(iv.z, wv.z, acc[r]);
+          acc[r] = fmaf(iv.w, wv.w, acc[r]);
+        }
+      }
+    } else if (j < n) {
       float const* wj = w + static_cast<std::int64_t>(j) * k;
 #pragma unroll 4
       for (int q = sub; q < k; q += g) {
@@ -137,13 +155,23 @@ __device__ void rmsnorm_rows(float const (*u)[fused_step_max_d_model], float (*y
                              float const* weight, float eps) {
   int const lane = static_cast<int>(threadIdx.x) % 32, r = static_cast<int>(threadIdx.x) / 32;
   if (r < Rows) {
+    constexpr int each = fused_step_max_d_model / 32;
+    float wv[each];  // this lane's weights, loaded before the sum so that their latency hides behind it
+#pragma unroll
+    for (int i = 0; i < each; ++i) {
+      wv[i] = lane + 32 * i < d ? __ldg(weight + lane + 32 * i) : 0.0f;
+    }
     float ss = 0;
     for (int c = lane; c < d; c += 32) {
       ss += u[r][c] * u[r][c];
     }
     float const s = 1.0f / sqrtf(ops::cuda::warp_sum(ss) / static_cast<float>(d) + eps);
-    for (int c = lane; c < d; c += 32) {
-      y[r][c] = u[r][c] * s * __ldg(weight + c);
+#pragma unroll
+    for (int i = 0; i < each; ++i) {
+      int const c = lane + 32 * i;
+      if (c < d) {
+        y[r][c] = u[r][c] * s * wv[i];
+      }
     }
   }
 }
@@ -151,12 +179,12 @@ __device__ void rmsnorm_rows(float const (*u)[fused_step_max_d_model], float (*y
 template <int Rows>
 __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused_step_params p) {
   constexpr int DM = fused_step_max_d_model, EM = fused_step_max_d_inner, WM = fused_bc_width;
-  __shared__ float u[Rows][DM];                    // the residual stream
-  __shared__ float nrm[Rows][DM];                  // its norm: the next product's input
-  __shared__ float xz[Rows][2 * EM];               // in_proj's output: x, then z
-  __shared__ float xs[Rows][EM];                   // SiLU of the conv: the SSM's input
-  __shared__ float dbc[Rows][WM];                  // x_proj's output: Δ_low, B, C
-  __shared__ float yg[Rows][EM];                   // the gated SSM output
+  __shared__ alignas(16) float u[Rows][DM];        // the residual stream
+  __shared__ alignas(16) float nrm[Rows][DM];      // its norm: the next product's input
+  __shared__ alignas(16) float xz[Rows][2 * EM];   // in_proj's output: x, then z
+  __shared__ alignas(16) float xs[Rows][EM];       // SiLU of the conv: the SSM's input
+  __shared__ alignas(16) float dbc[Rows][WM];      // x_proj's output: Δ_low, B, C
+  __shared__ alignas(16) float yg[Rows][EM];       // the gated SSM output
   __shared__ float a2[fused_step_max_states][EM];  // [state, channel]: A log2(e) = -exp(A_log) log2(e), one layer's
   __shared__ bool fresh[Rows];
   int const tid = static_cast<int>(threadIdx.x);
