@@ -179,6 +179,7 @@ __device__ void rmsnorm_rows(float const (*u)[fused_step_max_d_model], float (*y
 template <int Rows>
 __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused_step_params p) {
   constexpr int DM = fused_step_max_d_model, EM = fused_step_max_d_inner, WM = fused_bc_width;
+  static_assert(DM % 4 == 0 && EM % 4 == 0, "the products read the activations' rows by 16-byte loads");
   __shared__ alignas(16) float u[Rows][DM];        // the residual stream
   __shared__ alignas(16) float nrm[Rows][DM];      // its norm: the next product's input
   __shared__ alignas(16) float xz[Rows][2 * EM];   // in_proj's output: x, then z
