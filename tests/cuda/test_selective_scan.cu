@@ -345,7 +345,7 @@ void check_shapes(Policy policy) {
 TEST_CASE("cuda selective scan: small ragged batch, every policy") {  // quick; the sanitizer runs use it
   if (gpu_or_skip()) {
     for (bool softplus : {false, true}) {
-      shape const sh{{65, 1, 0, 20}, 37, 5, true, true, softplus, softplus};  // with the gate's backward too
+      shape const sh{{65, 1, 0, 20, 0}, 37, 5, true, true, softplus, softplus};  // with the gate's backward too
       check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
       check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
       check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
@@ -387,7 +387,7 @@ TEST_CASE("cuda selective scan: long sequences (L = 4096)") {
 
 TEST_CASE("cuda selective scan: channels beyond 65,535") {
   if (gpu_or_skip()) {
-    shape const sh{{3, 2}, 70001, 4, true, true};
+    shape const sh{{3, 2, 0}, 70001, 4, true, true};  // the empty last sequence: nothing read around it
     check_parity(ssmlen::scan::recurrent{}, sh, 11, 1e-5);
     check_parity(sc::block_parallel<8, 8>{}, sh, 11, 1e-5);
     check_parity(sc::state_split<4>{}, sh, 11, 1e-5);

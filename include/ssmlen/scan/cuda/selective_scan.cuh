@@ -874,19 +874,35 @@ __global__ void reduce_bc_kernel(T const* partial, std::int64_t groups, std::int
   }
 }
 
-//! dA, dD and (when dbias is not null) dt's bias gradient += their per-sequence partials, summed in sequence order.
+inline constexpr int reduce_warps = 8;  // warps that share the sequences in reduce_params_kernel
+
+//! dA, dD and (when dbias is not null) dt's bias gradient += their per-sequence partials. A block: 32 consecutive
+//! elements, its warps summing contiguous runs of sequences in order, then the runs added in order: a fixed order
+//! that reads rows of 32 and keeps many sequences (a long sequence's chunks) from being one thread's chain.
 template <class T>
-__global__ void reduce_params_kernel(T const* partial_da, T const* partial_dd, T const* partial_dbias,
-                                     std::int64_t seqs, std::int64_t size, std::int64_t ed, T* da, T* dd, T* dbias) {
+__global__ void __launch_bounds__(lanes* reduce_warps)
+    reduce_params_kernel(T const* partial_da, T const* partial_dd, T const* partial_dbias, std::int64_t seqs,
+                         std::int64_t size, std::int64_t ed, T* da, T* dd, T* dbias) {
+  __shared__ T runs[reduce_warps][lanes];
+  int const lane = static_cast<int>(threadIdx.x), warp = static_cast<int>(threadIdx.y);
   std::int64_t const total = size + (dbias != nullptr ? 2 * ed : ed);
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
-    bool const is_a = i < size, is_d = !is_a && i < size + ed;
+  std::int64_t const i = blockIdx.x * std::int64_t{lanes} + lane;
+  bool const live = i < total, is_a = i < size, is_d = !is_a && i < size + ed;
+  std::int64_t const per = (seqs + reduce_warps - 1) / reduce_warps;
+  std::int64_t const s0 = min(seqs, warp * per), s1 = min(seqs, s0 + per);
+  T sum = 0;
+  if (live) {
     T const* part = is_a ? partial_da + i : is_d ? partial_dd + (i - size) : partial_dbias + (i - size - ed);
     std::int64_t const stride = is_a ? size : ed;
-    T sum = 0;
-    for (std::int64_t s = 0; s < seqs; ++s) {
+    for (std::int64_t s = s0; s < s1; ++s) {
       sum += part[s * stride];
+    }
+  }
+  runs[warp][lane] = sum;
+  __syncthreads();
+  if (warp == 0 && live) {
+    for (int w = 1; w < reduce_warps; ++w) {
+      sum += runs[w][lane];
     }
     T* out = is_a ? da + i : is_d ? dd + (i - size) : dbias + (i - size - ed);
     *out += sum;
@@ -1061,8 +1077,9 @@ inline void launch_reductions(backward_params const& p, selective_scan_grads<flo
     cuda_check_launch("ddt_sequence_sums_kernel");
   }
   std::int64_t const size = p.f.ns * p.f.ed, total = size + (g.d_dt_bias != nullptr ? 2 : 1) * p.f.ed;
-  reduce_params_kernel<float><<<ops::cuda::grid_blocks(total, 256, 4096), 256, 0, stream>>>(
-      p.partial_da, p.partial_dd, p.partial_dbias, seqs, size, p.f.ed, g.da, g.dd, g.d_dt_bias);
+  reduce_params_kernel<float>
+      <<<static_cast<unsigned>((total + lanes - 1) / lanes), dim3(lanes, reduce_warps), 0, stream>>>(
+          p.partial_da, p.partial_dd, p.partial_dbias, seqs, size, p.f.ed, g.da, g.dd, g.d_dt_bias);
   cuda_check_launch("reduce_params_kernel");
 }
 

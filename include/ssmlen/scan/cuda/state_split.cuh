@@ -677,7 +677,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   static_assert(SB == state_split<NT>::checkpoint_interval, "a checkpoint per batch");
   float h_ck[NT];  // [NT]: the checkpoint of the batch about to be walked
   {
-    std::int64_t const tc = t0 + (n_intervals - 1) * L;
+    // An empty sequence stages from its own start, where every load is masked (its rows would lie before it).
+    std::int64_t const tc = t0 + (n_intervals > 0 ? n_intervals - 1 : 0) * L;
     stage_bc<L, S, WG * lanes>([&](int tok, int j, float b, float c) { sm.bc_pairs[tok][j] = make_float2(b, c); }, f,
                                tc, t1, n0);
     for (int row0 = 0; row0 < L; row0 += SB) {
