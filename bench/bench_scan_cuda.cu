@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// The CUDA selective scan, recurrent against block_parallel and state_split, forward and forward+backward, at the
-// paper's 130M shape (8 × 2048 tokens, ED = 1536, N = 16), a tiny one (128 × 160 tokens, ED = 128, N = 16) and, for
-// the default policy, the 130M model's on the paper-scale run's batches (32 × 480 tokens, ED = 1536, N = 16), timed
+// The CUDA selective scan, recurrent against block_parallel, state_split and chunked, forward and forward+backward,
+// at the paper's 130M shape (8 × 2048 tokens, ED = 1536, N = 16), a tiny one (128 × 160 tokens, ED = 128, N = 16),
+// for the default policy the 130M model's on the paper-scale run's batches (32 × 480 tokens, ED = 1536, N = 16), and
+// one long sequence through the tiny model (65,536 tokens, ED = 128, N = 16: four blocks for a policy that walks a
+// sequence in one block, where chunked splits it), timed
 // with CUDA events (warm-up first; the reported time is the median of the iterations). Counters:
 //   GB/s        bytes the scan must move (x, dt, B, C, y, checkpoints, final states; in the backward also dy, dx,
 //               ddt, dB, dC, d_init) over the median time;
@@ -18,6 +20,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/rng.hpp>
+#include <ssmlen/scan/cuda/chunked.cuh>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/state_split.cuh>
 
@@ -47,6 +50,7 @@ bench_shape const shapes[] = {
     {"130m", 8, 2048, 1536, 16},           // 0: the paper's 130M model, one layer
     {"tiny", 128, 160, 128, 16},           // 1: the addition task's model
     {"130m_addition", 32, 480, 1536, 16},  // 2: the 130M model on 128 addition traces packed 4 to a sequence
+    {"one_long", 1, 65536, 128, 16},       // 3: one long stream through the addition task's model (a prefill)
 };
 
 __global__ void fill_uniform(float* p, std::int64_t n, std::uint64_t seed, float lo, float hi) {
@@ -159,7 +163,8 @@ struct problem {
     for (int i = 0; i < copies; ++i) {
       sets.push_back(std::make_unique<problem_set>(sh, ck_rows, 100 * static_cast<std::uint64_t>(i)));
     }
-    workspace = device_buffer<char>(sc::backward_workspace_bytes(seqs, sh.ed, sh.ns));
+    workspace = device_buffer<char>(std::max(sc::backward_workspace_bytes(seqs, sh.ed, sh.ns),
+                                             sc::chunked_backward_workspace_bytes(seqs, sh.ed, sh.ns, 64)));
     // Sanity check of the timed data: the two policies agree.
     auto& p = *sets[0];
     ssmlen::backends::cuda const be{};
@@ -294,6 +299,8 @@ void all_shapes(benchmark::internal::Benchmark* b) {
   b->Arg(0)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+void long_shape(benchmark::internal::Benchmark* b) { b->Arg(3)->UseManualTime()->Unit(benchmark::kMicrosecond); }
+
 }  // namespace
 
 BENCHMARK(bm_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -314,6 +321,17 @@ BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 8>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<4, 16>, true)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, true)->Apply(all_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::state_split<2>, true)->Apply(both_shapes);
+// Sequences split in time across blocks: the policy for few sequences × channels, beside the others on one stream.
+BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::chunked<128>, false)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::chunked<128>, true)->Apply(both_shapes);
+BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::recurrent, false)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, false)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, false)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::chunked<128>, false)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::chunked<64>, false)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, true)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, sc::state_split<4>, true)->Apply(long_shape);
+BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::chunked<128>, true)->Apply(long_shape);
 // The model's default policy, with the fused softplus, gate and bf16 copies of the Mamba block's call.
 BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, false)->Apply(all_shapes);
 BENCHMARK_TEMPLATE(bm_scan_as_model, sc::state_split<4>, true)->Apply(all_shapes);

@@ -16,6 +16,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/bfloat16.hpp>
 #include <ssmlen/core/rng.hpp>
+#include <ssmlen/scan/cuda/chunked.cuh>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/state_split.cuh>
 #include <ssmlen/scan/selective_scan.hpp>
@@ -349,6 +350,7 @@ TEST_CASE("cuda selective scan: small ragged batch, every policy") {  // quick; 
       check_parity(ssmlen::scan::recurrent{}, sh, 3, 1e-5);
       check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
       check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
+      check_parity(ssmlen::scan::chunked<64>{}, sh, 3, 1e-5);
     }
   }
 }
@@ -376,6 +378,15 @@ TEST_CASE("cuda selective scan: state_split matches the host oracle") {
   }
 }
 
+TEST_CASE("cuda selective scan: chunked matches the host oracle") {
+  if (gpu_or_skip()) {
+    check_shapes(ssmlen::scan::chunked<64>{});  // its checkpoints every 64 tokens: compared with the oracle's too
+    check_parity(ssmlen::scan::chunked<8>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true}, 94, 1e-5);
+    check_parity(ssmlen::scan::chunked<128>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true, true}, 93, 1e-5);
+    check_parity(ssmlen::scan::chunked<64>{}, {{4096}, 37, 16, true, true}, 92, 1e-4);  // 64 chunks in a row
+  }
+}
+
 TEST_CASE("cuda selective scan: long sequences (L = 4096)") {
   if (gpu_or_skip()) {
     shape const sh{{4096, 1000}, 37, 16, true, true};
@@ -391,6 +402,7 @@ TEST_CASE("cuda selective scan: channels beyond 65,535") {
     check_parity(ssmlen::scan::recurrent{}, sh, 11, 1e-5);
     check_parity(sc::block_parallel<8, 8>{}, sh, 11, 1e-5);
     check_parity(sc::state_split<4>{}, sh, 11, 1e-5);
+    check_parity(ssmlen::scan::chunked<64>{}, sh, 11, 1e-5);
   }
 }
 
@@ -461,6 +473,7 @@ TEST_CASE("cuda selective scan: checkpoint offsets carried by the sequences") {
     check_carried_offsets(sc::state_split<>{}, sc::state_split<>::checkpoint_interval);
     check_carried_offsets(sc::block_parallel<8, 8>{}, sc::block_parallel<8, 8>::checkpoint_interval);
     check_carried_offsets(sc::block_parallel<8, 8>{}, sc::state_split<>::checkpoint_interval);  // not its interval
+    check_carried_offsets(ssmlen::scan::chunked<64>{}, 64);
   }
 }
 
@@ -469,6 +482,7 @@ TEST_CASE("cuda selective scan: the backward is bit-identical across runs") {
     check_deterministic(ssmlen::scan::recurrent{});
     check_deterministic(sc::block_parallel<8, 8>{});
     check_deterministic(sc::state_split<>{});
+    check_deterministic(ssmlen::scan::chunked<64>{});
   }
 }
 
