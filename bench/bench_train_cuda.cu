@@ -7,6 +7,8 @@
 //             vocabulary; 8 sequences × 2048 random tokens, every target counted
 //   paper_addition  the same model on the paper-scale run's batches: 128 addition traces of at most 5 digits packed
 //             4 to a sequence (32 sequences of about 600 tokens, examples/configs/addition_paper_scale.json)
+//   headline_long  the headline model on one sequence of 65,536 random tokens, with the default scan (state_split)
+//             and with chunked<128> (`bm_train_step_chunked`), which splits the sequence in time
 // with fp32, TF32 and bf16 GEMMs; `_graphs` runs set mamba_lm_options::step_graphs (on a stream of their own): a step
 // whose batch has the previous step's layout replays a CUDA graph (every step of the paper shape's fixed 8 × 2048
 // batches after the first; never on addition batches, whose layout changes every step). Counters:
@@ -99,7 +101,7 @@ std::vector<ssmlen::train::batch> addition_batches(int count, std::int64_t trace
   return out;
 }
 
-enum class shape { headline, paper, paper_addition };
+enum class shape { headline, paper, paper_addition, headline_long };
 
 //! `count` batches of `seqs` sequences of `length` random inputs, every target counted.
 std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, std::int64_t length,
@@ -122,27 +124,30 @@ std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, s
   return out;
 }
 
-void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision, bool graphs = false) {
+//! One benchmark: the model with scan policy Scan at shape `sh`.
+template <class Scan>
+void time_train_step(benchmark::State& state, shape sh, gemm_precision precision, bool graphs) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
     return;
   }
   std::int64_t const vocab = ssmlen::tasks::addition::make_vocab().size();
   ssmlen::models::mamba_config cfg{.vocab = vocab, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2};
-  if (sh != shape::headline) {
+  if (sh == shape::paper || sh == shape::paper_addition) {
     cfg.d_model = 768;
     cfg.n_layers = 24;
   }
   auto const batches = sh == shape::paper            ? random_batches(2, 8, 2048, vocab)
                        : sh == shape::paper_addition ? addition_batches(4, 4)
+                       : sh == shape::headline_long  ? random_batches(2, 1, 65536, vocab)
                                                      : addition_batches(8, 1);
   double const rate = gemm_rate(precision);
   ssmlen::models::mamba_lm<float> host(cfg, 1);
   ssmlen::backends::cuda_stream stream;  // used with graphs only: eager runs stay on the legacy default stream
-  ssmlen::models::cuda::mamba_lm<> dev(host, {.be = graphs ? stream.backend() : ssmlen::backends::cuda{},
-                                              .precision = precision,
-                                              .optimizer = {.lr = 1e-4},
-                                              .step_graphs = graphs});
+  ssmlen::models::cuda::mamba_lm<Scan> dev(host, {.be = graphs ? stream.backend() : ssmlen::backends::cuda{},
+                                                  .precision = precision,
+                                                  .optimizer = {.lr = 1e-4},
+                                                  .step_graphs = graphs});
   for (int i = 0; i < 2; ++i) {  // warm-up: buffers grow to the largest batch, cuBLAS picks its kernels
     for (auto const& b : batches) {
       dev.train_step(b, 1e-4);
@@ -179,9 +184,9 @@ void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision, 
   double const tokens_per_step = double(tokens) / double(seconds.size());
   double const tok_s = tokens_per_step / median;
   double const params = double(dev.n_params());
-  char const* const names[] = {"headline", "paper", "paper_addition"};
-  state.SetLabel(std::string(names[static_cast<int>(sh)]) + " " + name_of(precision) + (graphs ? " graphs " : " ") +
-                 std::to_string(static_cast<long long>(params)) + " params, " +
+  char const* const names[] = {"headline", "paper", "paper_addition", "headline_long"};
+  state.SetLabel(std::string(names[static_cast<int>(sh)]) + " " + Scan::name() + " " + name_of(precision) +
+                 (graphs ? " graphs " : " ") + std::to_string(static_cast<long long>(params)) + " params, " +
                  std::to_string(static_cast<long long>(tokens_per_step)) + " tokens/step, loss " +
                  std::to_string(loss));
   state.counters["step_ms"] = median * 1e3;
@@ -197,6 +202,14 @@ void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision, 
   std::size_t free = 0, total = 0;
   cuda_check(cudaMemGetInfo(&free, &total), "memory info");
   state.counters["device_GB"] = double(total - free) * 1e-9;
+}
+
+void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision, bool graphs = false) {
+  time_train_step<ssmlen::scan::cuda::state_split<>>(state, sh, precision, graphs);
+}
+
+void bm_train_step_chunked(benchmark::State& state, shape sh, gemm_precision precision) {
+  time_train_step<ssmlen::scan::chunked<128>>(state, sh, precision, false);
 }
 
 }  // namespace
@@ -240,4 +253,12 @@ BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16, shape::paper_addition, gem
 BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16_graphs, shape::paper_addition, gemm_precision::bf16, true)
     ->UseManualTime()
     ->Iterations(8)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, headline_long_fp32, shape::headline_long, gemm_precision::fp32)
+    ->UseManualTime()
+    ->Iterations(6)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step_chunked, headline_long_fp32, shape::headline_long, gemm_precision::fp32)
+    ->UseManualTime()
+    ->Iterations(10)
     ->Unit(benchmark::kMillisecond);

@@ -205,6 +205,7 @@ TEST_CASE("cuda mamba_lm: loss and every gradient match the host model (headline
   check_gradients<ssmlen::scan::cuda::state_split<>>(cases[1], 2);
   check_gradients<ssmlen::scan::cuda::block_parallel<>>(cases[1], 4);
   check_gradients<ssmlen::scan::recurrent>(cases[1], 3);
+  check_gradients<ssmlen::scan::chunked<64>>(cases[1], 5);  // the chunks as a view's sequences, in a block
 }
 
 TEST_CASE("cuda mamba_lm: three AdamW steps match the host trainer") {
@@ -688,6 +689,7 @@ TEST_CASE("cuda mamba_lm: small model on a small ragged batch") {
                          {.vocab = 11, .d_model = 16, .n_layers = 2, .d_state = 4, .expand = 2, .delta_min = 0.01},
                          {5, 70, 1, 2}};
   check_gradients<ssmlen::scan::cuda::state_split<>>(small, 30);
+  check_gradients<ssmlen::scan::chunked<8>>(small, 33);  // the 70-token sequence in 9 chunks
   host_model<float> ref(small.cfg, 31);
   mc::mamba_lm<> dev(ref);
   auto const b = random_batch(small.cfg.vocab, small.lengths, 32);

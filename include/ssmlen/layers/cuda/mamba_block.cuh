@@ -35,6 +35,7 @@
 #include <ssmlen/layers/cuda/conv1d.cuh>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
 #include <ssmlen/ops/gemm_problem.hpp>
+#include <ssmlen/scan/cuda/chunked.cuh>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/selective_scan_step.cuh>
 #include <ssmlen/scan/cuda/state_split.cuh>
@@ -179,8 +180,10 @@ struct mamba_block_scratch {
   backends::device_buffer<bfloat16> dxz16;       // [T, 2ED]
   backends::device_buffer<bfloat16> dxs_proj16;  // [T, ED]: x_proj's share of ∂L/∂xs, which the conv adds to dxs
 
-  //! rounded: also the bf16 copies (a block with bf16 GEMMs).
-  void reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded, cudaStream_t stream);
+  //! rounded: also the bf16 copies (a block with bf16 GEMMs); scan_bytes: the scan policy's workspace
+  //! (scan::cuda::workspace_bytes).
+  void reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded, std::size_t scan_bytes,
+               cudaStream_t stream);
 
   void poison(cudaStream_t stream) {
     for (auto* b : {&dyg, &dxz, &dxs, &ddt, &d_dbc, &da}) {
@@ -255,7 +258,7 @@ __global__ void __launch_bounds__(block_threads)
 }  // namespace detail
 
 inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequences const& seqs, bool rounded,
-                                         cudaStream_t stream) {
+                                         std::size_t scan_bytes, cudaStream_t stream) {
   auto const rows = seqs.tokens, ed = s.d_inner;
   auto const te = static_cast<std::size_t>(rows * ed);
   grow_buffer(dyg, te, stream);
@@ -263,9 +266,7 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
   grow_buffer(ddt, te, stream);
   grow_buffer(d_dbc, static_cast<std::size_t>(rows * s.bc_width()), stream);
   grow_buffer(da, static_cast<std::size_t>(s.d_state * ed), stream);
-  std::size_t const bytes = std::max({scan::cuda::forward_workspace_bytes(seqs, ed, s.d_state),
-                                      scan::cuda::backward_workspace_bytes(seqs, ed, s.d_state),
-                                      conv1d_backward_workspace_bytes(rows, ed, s.d_conv)});
+  std::size_t const bytes = std::max(scan_bytes, conv1d_backward_workspace_bytes(rows, ed, s.d_conv));
   grow_buffer(workspace, bytes, stream);
   if (rounded) {
     grow_buffer(dout16, static_cast<std::size_t>(rows * s.d_model), stream);
@@ -280,7 +281,7 @@ inline void mamba_block_scratch::reserve(mamba_block_shape const& s, device_sequ
 
 //! One Mamba block whose parameters live at fixed device addresses (a model's parameter buffers). Work goes to
 //! the stream of the cuBLAS handle passed to forward and backward. Scan: a CUDA scan policy
-//! (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
+//! (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I>, scan::recurrent or scan::chunked<C>).
 template <class Scan = scan::cuda::state_split<>>
 class mamba_block {
 public:
@@ -314,7 +315,7 @@ public:
                   std::to_string(host_seqs.count()) + ", " + std::to_string(host_seqs.tokens()) + ")");
     }
     k.reserve(s_, seqs.tokens, checkpoint_rows(host_seqs), bf16(), stream);
-    ws.reserve(s_, seqs, bf16(), stream);
+    ws.reserve(s_, seqs, bf16(), scan::cuda::workspace_bytes(Scan{}, seqs, s_.d_inner, s_.d_state), stream);
   }
 
   //! u: [T, D] -> out: [T, D], device pointers; the batch is `seqs` (device offsets) laid out as `host_seqs`.
@@ -368,7 +369,7 @@ public:
     check(host_seqs.tokens() == rows && k.xz.size() >= static_cast<std::size_t>(rows * 2 * ed) &&
               k.checkpoints.size() >= static_cast<std::size_t>(checkpoint_rows(host_seqs) * ns * ed),
           "mamba block backward (cuda): the cache must come from a forward over the same batch");
-    ws.reserve(s_, seqs, bf16(), stream);
+    ws.reserve(s_, seqs, bf16(), scan::cuda::workspace_bytes(Scan{}, seqs, s_.d_inner, s_.d_state), stream);
     auto const yg = k.yg.data();
     // ∂L/∂xz is only ever in_proj's GEMM operand: with bf16 GEMMs only its rounding is written.
     float* const dxz = bf16() ? nullptr : ws.dxz.data();         // [T, 2ED]

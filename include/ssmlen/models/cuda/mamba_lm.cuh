@@ -134,7 +134,8 @@ struct mamba_lm_options {
   bool fused_step = true;
 };
 
-//! Scan: a CUDA scan policy (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I> or scan::recurrent).
+//! Scan: a CUDA scan policy (scan::cuda::state_split<NT>, scan::cuda::block_parallel<W, I>, scan::recurrent or
+//! scan::chunked<C>: the last for batches of few long sequences).
 template <class Scan = scan::cuda::state_split<>>
 class mamba_lm {
 public:

@@ -301,6 +301,13 @@ inline std::size_t chunked_backward_workspace_bytes(device_sequences const& seqs
   return detail::chunked_layout(seqs, channels, states, chunk).backward_bytes;
 }
 
+//! Both directions' workspace bytes, for a caller that keeps one workspace (selective_scan.cuh's generic one).
+template <std::int64_t C>
+std::size_t workspace_bytes(chunked<C>, device_sequences const& seqs, std::int64_t channels, std::int64_t states) {
+  detail::chunked_layout const layout(seqs, channels, states, C);
+  return std::max(layout.forward_bytes, layout.backward_bytes);
+}
+
 //! Forward, chunked<C>: the contract of the block_parallel overload, with checkpoints every C tokens
 //! ([Σ_s ceil(len_s / C), N, ED]) and a workspace of chunked_forward_workspace_bytes.
 template <std::int64_t C>

@@ -49,6 +49,7 @@
 #include <cub/block/block_scan.cuh>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -1112,6 +1113,14 @@ inline std::size_t forward_workspace_bytes(device_sequences const& seqs, std::in
 //! Device workspace bytes the backward needs: mostly dB/dC partials, 8·N·T·ceil(ED/32) bytes.
 inline std::size_t backward_workspace_bytes(device_sequences const& seqs, std::int64_t channels, std::int64_t states) {
   return detail::workspace_layout(seqs, channels, states).backward_bytes;
+}
+
+//! Device workspace bytes both directions of a policy need, for a caller that keeps one workspace for both (the
+//! Mamba block); chunked<C> (chunked.cuh) needs more than the others.
+template <class Policy>
+std::size_t workspace_bytes(Policy, device_sequences const& seqs, std::int64_t channels, std::int64_t states) {
+  detail::workspace_layout const layout(seqs, channels, states);
+  return std::max(layout.forward_bytes, layout.backward_bytes);
 }
 
 //! Forward scan. y [T, ED] is written; checkpoints ([Σ_s ceil(len_s / interval), N, ED]) and final_state
