@@ -662,6 +662,31 @@ __global__ void __launch_bounds__(conv_reduce_warps * 32)
   }
 }
 
+}  // namespace detail
+
+//! One causal conv step of one channel, before the activation: bias + w[K-1] x + Σ_k w[k] win[k] (the host's order:
+//! the newest tap first, then the window oldest to newest), then the window moves on in registers, x entering last.
+//! w: the channel's K taps; win: its K-1 = km1 ≤ KM1 values, oldest first (those past km1 unused).
+template <int KM1, class T>
+__device__ inline T conv_window_step(T const* w, T bias, T x, T (&win)[KM1], int km1) {
+  T v = bias + w[km1] * x;
+#pragma unroll
+  for (int k = 0; k < KM1; ++k) {
+    if (k < km1) {
+      v += w[k] * win[k];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < KM1; ++k) {
+    if (k < km1) {
+      win[k] = k + 1 < km1 ? win[k + 1] : x;
+    }
+  }
+  return v;
+}
+
+namespace detail {
+
 //! One token per sequence: x [B, C] (row stride ldx) -> y [B, C] (and its bf16 rounding y16, when not null);
 //! state [B, K-1, C] (oldest first) shifts in place. Channels on the grid's x, rows on its y: no division. KM1 > 0
 //! is the state's row count K-1 at compile time (Mamba's d_conv 4 and the smaller ones): the window is loaded into
@@ -677,31 +702,29 @@ __global__ void __launch_bounds__(conv_threads)
     for (std::int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
       T const xv = x[b * ldx + c];
       T* st = km1 > 0 ? state + b * km1 * channels + c : nullptr;  // column c of [K-1, C]
-      T v = bias[c] + w[km1] * xv;  // the host's order of summation: the newest tap first, then oldest to newest
+      T v;
       if constexpr (KM1 > 0) {
         T win[KM1];  // [K-1]: the window, oldest first
 #pragma unroll
         for (int k = 0; k < KM1; ++k) {
           win[k] = st[k * channels];
         }
+        v = conv_window_step(w, bias[c], xv, win, KM1);
 #pragma unroll
         for (int k = 0; k < KM1; ++k) {
-          v += w[k] * win[k];
-        }
-#pragma unroll
-        for (int k = 0; k + 1 < KM1; ++k) {
-          st[k * channels] = win[k + 1];
+          st[k * channels] = win[k];
         }
       } else {
+        v = bias[c] + w[km1] * xv;  // conv_window_step's order, the window walked in memory
         for (std::int64_t k = 0; k < km1; ++k) {
           v += w[k] * st[k * channels];
         }
         for (std::int64_t k = 0; k + 1 < km1; ++k) {
           st[k * channels] = st[(k + 1) * channels];
         }
-      }
-      if (km1 > 0) {
-        st[(km1 - 1) * channels] = xv;
+        if (km1 > 0) {
+          st[(km1 - 1) * channels] = xv;
+        }
       }
       T const out = act == conv_activation::silu ? silu_fast(v) : v;
       if (y != nullptr) {

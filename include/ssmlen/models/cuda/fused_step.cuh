@@ -25,6 +25,7 @@
 #include <ssmlen/backends/cuda/check.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/math.hpp>
+#include <ssmlen/layers/cuda/conv1d.cuh>
 #include <ssmlen/models/cuda/step_tokens.cuh>
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
@@ -58,12 +59,11 @@ struct fused_step_layer {
   float const* d = nullptr;            // [ED]
   float const* out_proj = nullptr;     // [D, ED]
   float const* norm = nullptr;         // [D]: the next layer's norm, or norm_f after the last
-  float delta_min = 0;
 };
 
 struct fused_step_params {
   int batch = 0, d_model = 0, d_inner = 0, d_state = 0, d_conv = 0, dt_rank = 0, vocab = 0, layers = 0;
-  float eps = 0;
+  float eps = 0, delta_min = 0;
   std::int32_t const* tokens = nullptr;  // [B]: a token, or fresh_token(t)
   float const* embedding = nullptr;      // [V, D]
   float const* norm0 = nullptr;          // [D]: the first layer's norm
@@ -211,33 +211,25 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
     fused_step_layer const& L = p.layer[l];
     rows_times_weight_t<Rows>(&nrm[0][0], DM, d, L.in_proj, 2 * ed, &xz[0][0], 2 * EM, false);  // [rows, 2ED]
     __syncthreads();
-    // The conv step: the newest tap first, then the window oldest to newest (the host's order); state [K-1, ED].
+    // The conv step (conv1d.cuh's conv_window_step, as the layer-by-layer step); state [K-1, ED], oldest first.
     for (int i = tid; i < Rows * ed; i += fused_step_threads) {
       int const r = i / ed, ch = i % ed;
       float v = 0.0f;
       if (r < rows) {
         float const* wc = L.conv_weight + static_cast<std::int64_t>(ch) * (km1 + 1);
         float* const st = p.conv + ((l * p.state_batch + row0 + r) * km1) * ed + ch;
-        float const xv = xz[r][ch];
         float win[fused_step_max_d_conv - 1];
 #pragma unroll
         for (int k = 0; k < fused_step_max_d_conv - 1; ++k) {
           win[k] = k < km1 && !fresh[r] ? st[k * ed] : 0.0f;
         }
-        v = __ldg(L.conv_bias + ch) + __ldg(wc + km1) * xv;
+        v = ops::cuda::silu_fast(layers::cuda::conv_window_step(wc, __ldg(L.conv_bias + ch), xz[r][ch], win, km1));
 #pragma unroll
         for (int k = 0; k < fused_step_max_d_conv - 1; ++k) {
           if (k < km1) {
-            v += __ldg(wc + k) * win[k];
+            st[k * ed] = win[k];
           }
         }
-#pragma unroll
-        for (int k = 0; k < fused_step_max_d_conv - 1; ++k) {
-          if (k < km1) {
-            st[k * ed] = k + 1 < km1 ? win[k + 1] : xv;
-          }
-        }
-        v = ops::cuda::silu_fast(v);
       }
       xs[r][ch] = v;
     }
@@ -269,7 +261,7 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
         for (int k = 0; k < rank; ++k) {
           pre += dbc[r][k] * __ldg(wd + k);
         }
-        float const dt = L.delta_min + softplus(pre + __ldg(L.dt_bias + ch));
+        float const dt = p.delta_min + softplus(pre + __ldg(L.dt_bias + ch));
         x = xs[r][ch];
         float const dtx = dt * x;
 #pragma unroll

@@ -463,6 +463,7 @@ private:
     p.vocab = static_cast<int>(cfg_.vocab);
     p.layers = static_cast<int>(cfg_.n_layers);
     p.eps = static_cast<float>(cfg_.norm_eps);
+    p.delta_min = static_cast<float>(cfg_.delta_min);
     p.tokens = tokens;
     p.embedding = embedding_.value;
     p.norm0 = norms_[0].value;
@@ -473,17 +474,8 @@ private:
     p.logits = logits;
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       auto const& b = blocks_[i].values();
-      p.layer[i] = {b.in_proj,
-                    b.conv_weight,
-                    b.conv_bias,
-                    b.x_proj,
-                    b.dt_proj,
-                    b.dt_bias,
-                    b.a_log,
-                    b.d,
-                    b.out_proj,
-                    norms_[i + 1].value,
-                    blocks_[i].shape().delta_min};
+      p.layer[i] = {b.in_proj, b.conv_weight, b.conv_bias, b.x_proj,   b.dt_proj,
+                    b.dt_bias, b.a_log,       b.d,         b.out_proj, norms_[i + 1].value};
     }
     return p;
   }
