@@ -384,6 +384,10 @@ TEST_CASE("cuda selective scan: chunked matches the host oracle") {
     check_parity(ssmlen::scan::chunked<8>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true}, 94, 1e-5);
     check_parity(ssmlen::scan::chunked<128>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true, true}, 93, 1e-5);
     check_parity(ssmlen::scan::chunked<64>{}, {{4096}, 37, 16, true, true}, 92, 1e-4);  // 64 chunks in a row
+    // Chunks of any length: 100 (not a multiple of the view's 8-token batches) and 1 (the carry does all the work).
+    check_parity(ssmlen::scan::chunked<100>{}, {{65, 1, 0, 200, 64, 130, 63}, 37, 16, true, true, true, true}, 95,
+                 1e-5);
+    check_parity(ssmlen::scan::chunked<1>{}, {{65, 1, 0, 20, 3}, 37, 5, true, true, true, true}, 96, 1e-5);
   }
 }
 
