@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(lanes)
     float dy_t = __ldg(dy + t * p.ed + ch);
     if (gate.z != nullptr) {
       float const z = __ldg(gate.z + t * gate.ld_z + ch);
-      dy_t *= z * sigmoid_fast(z);  // gate_backward's dy · silu(z)
+      dy_t *= silu_fast(z);  // the gradient reaching y, as gate_backward's
     }
     float const delta = delta_of(p, __ldg(p.dt + t * p.ed + ch), bias);
     sum += delta;
@@ -329,10 +329,11 @@ void selective_scan_forward(chunked<C>, backends::cuda const& be, device_sequenc
   selective_scan_args<float> local = a;
   local.init_state = nullptr;
   selective_scan_forward(state_split<4>{}, be, chunks, local, y, nullptr, h_local, inner);  // y: pass 3 writes it
-  auto const over_view = detail::make_forward_params(chunks, a, nullptr, detail::lanes, y, nullptr, nullptr);
+  // Both passes below take only inputs from their parameters; what they write is passed beside them.
+  auto const over_view = detail::make_forward_params(chunks, a, nullptr, detail::lanes, nullptr, nullptr, nullptr);
   detail::launch_delta_sums(over_view, chunks.count, sums, be.stream);
 
-  auto const batch = detail::make_forward_params(seqs, a, ck, detail::lanes, y, checkpoints, final_state);
+  auto const batch = detail::make_forward_params(seqs, a, ck, detail::lanes, nullptr, nullptr, nullptr);
   detail::launch_chunk_carry<false>(batch, ck, seqs.count, chunks.count, sums, h_local, a.init_state, entering,
                                     checkpoints, final_state, be.stream);
 
