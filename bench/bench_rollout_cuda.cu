@@ -9,8 +9,9 @@
 //                              state bytes it reads and writes (copy_frac: the copy's time over the step's)
 //   bm_step_loop/<model>_<precision>[_layers]_<graph|eager>
 //                              the device step loop alone for 256 rows, each step's argmax fed back as the next
-//                              token: `graph` replays the captured step (ids up, every layer, argmax, ids down) and
-//                              waits; `eager` enqueues the same kernels and GEMMs one by one. The headline's fp32
+//                              token: `graph` replays the captured step (agent::cuda::step_graph: ids in, every
+//                              layer, argmax out, through pinned memory) and waits; `eager` enqueues the same
+//                              kernels and GEMMs one by one, with a copy each way. The headline's fp32
 //                              step is one kernel (models/cuda/fused_step.cuh); `_layers` runs it layer by layer
 //                              (mamba_lm_options::fused_step off), the path every larger model takes. Models: the
 //                              headline model, and a random one of the paper's 130M shape (24 layers, d_model 768,

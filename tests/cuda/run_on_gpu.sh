@@ -78,7 +78,7 @@ if has model; then
   test_and_check model /tmp/test_model_cuda '*small model*'
 fi
 if has rollout; then
-  test_and_check step /tmp/test_step_cuda '*small model*'
+  test_and_check step /tmp/test_step_cuda '*small model*,*step graph*'  # step graph: ids through host memory
   test_and_check rollout /tmp/test_rollout_cuda '*small additions*'
   grep -hE "^(scan step|block step|model step|rollout )" "$out/step.log" "$out/rollout.log"
   /tmp/bench_rollout_cuda >"$out/rollout_bench.log" 2>&1

@@ -558,24 +558,15 @@ TEST_CASE("cuda mamba_lm step with bf16 GEMMs: token by token as the bf16 forwar
       81);
 }
 
-TEST_CASE("cuda step graph: replays give the eager greedy steps' ids and states") {
-  if (!gpu_or_skip()) {
-    return;
-  }
-  mamba_config const cfg{.vocab = 19, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2, .delta_min = 0.01};
-  host_model ref(cfg, 70);
-  for (auto& p : ref.named_params()) {  // sharper logits: greedy ids that vary from step to step
-    for (auto& x : p.p->value) {
-      x *= 3.0f;
-    }
-  }
-  mc::mamba_lm<> dev(ref);
+//! A step graph of `dev` against its eager greedy steps and its logits: the same ids (and, for the argmax, the host's
+//! rule: the largest logit, ties to the lowest index), the same state bits.
+void check_step_graph(mc::mamba_lm<>& dev, mamba_config const& cfg) {
   std::int64_t const batch = 41;
   ssmlen::agent::cuda::step_graph<mc::mamba_lm<>> graph(dev, batch);
   ssmlen::backends::cuda_stream stream;
   ssmlen::backends::blas_handle h(stream.backend());
-  auto st = dev.make_state(batch);
-  mc::mamba_lm<>::step_workspace w;
+  auto st = dev.make_state(batch), st_logits = dev.make_state(batch);
+  mc::mamba_lm<>::step_workspace w, w_logits;
   device_buffer<std::int32_t> tokens(static_cast<std::size_t>(batch)), next(static_cast<std::size_t>(batch));
   std::vector<std::int32_t> feed(static_cast<std::size_t>(batch));
   ssmlen::rng g(71);
@@ -588,16 +579,46 @@ TEST_CASE("cuda step graph: replays give the eager greedy steps' ids and states"
     auto const got = graph.run();
     upload(stream, tokens, feed);
     dev.greedy_step(h, tokens.data(), next.data(), batch, st, w);
+    float const* logits_dev = dev.step(h, tokens.data(), batch, st_logits, w_logits);
+    std::vector<float> logits(static_cast<std::size_t>(batch * cfg.vocab));
+    ssmlen::backends::cuda_check(
+        cudaMemcpyAsync(logits.data(), logits_dev, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream.get()),
+        "cudaMemcpyAsync");
     stream.synchronize();
     auto const want = next.to_host();
     CAPTURE(t);
     CHECK(std::equal(got.begin(), got.end(), want.begin()));
+    for (std::int64_t r = 0; r < batch; ++r) {
+      auto const row = std::span<float const>(logits).subspan(static_cast<std::size_t>(r * cfg.vocab),
+                                                              static_cast<std::size_t>(cfg.vocab));
+      auto const best = std::max_element(row.begin(), row.end());  // the first largest
+      CHECK(want[static_cast<std::size_t>(r)] == static_cast<std::int32_t>(best - row.begin()));
+    }
   }
   CHECK(graph.state().ssm.to_host() == st.ssm.to_host());  // the same kernels in the same order: the same bits
   CHECK(graph.state().conv.to_host() == st.conv.to_host());
   std::fill(graph.tokens().begin(), graph.tokens().end(),
             static_cast<std::int32_t>(cfg.vocab));  // out of range: checked on the host
   CHECK_THROWS_AS(graph.run(), ssmlen::error);
+}
+
+TEST_CASE("cuda step graph: replays give the eager greedy steps' ids and states") {
+  if (!gpu_or_skip()) {
+    return;
+  }
+  mamba_config const cfg{.vocab = 19, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2, .delta_min = 0.01};
+  host_model ref(cfg, 70);
+  for (auto& p : ref.named_params()) {  // sharper logits: greedy ids that vary from step to step
+    for (auto& x : p.p->value) {
+      x *= 3.0f;
+    }
+  }
+  for (bool const fused : {true, false}) {  // the one-kernel step (ids read from host memory) and layer by layer
+    CAPTURE(fused);
+    mc::mamba_lm<> dev(ref, mc::mamba_lm_options{.fused_step = fused});
+    CHECK(dev.step_reads_ids_once() == fused);
+    check_step_graph(dev, cfg);
+  }
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 //! Batched greedy rollouts with the model on a CUDA device and the tools on the host: the inputs, results and rules
 //! of agent::rollout (agent/rollout.hpp, whose rollout_ledger keeps the books here too), with every model step a
 //! replay of one captured CUDA graph (agent/cuda/step_graph.cuh) over a fixed set of `batch` slots. Per step only
-//! token ids cross the bus: B int32 to the device, B int32 back.
+//! token ids cross the bus: B int32 to the device, B int32 back (written by the step's last kernel).
 //!
 //! Prompts go through the step graph, one token per step, rather than a parallel forward: a step costs about the
 //! same whether one row or all of them do useful work, so a prompt rides along with the other slots' decoding at no

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file step_graph.cuh
 //! One greedy step of a CUDA language model for a fixed batch of B rows, captured once as a CUDA graph and replayed:
-//!   B token ids (pinned host) -> device -> every layer's step -> argmax -> B ids (pinned host)
-//! so a rollout step costs one graph launch and two copies of B int32 instead of a launch per kernel and GEMM.
+//!   B token ids (pinned host) -> every layer's step -> argmax -> B ids (pinned host)
+//! so a rollout step costs one graph launch instead of a launch per kernel and GEMM. The step's last kernel (the
+//! argmax, or the one-kernel step, which takes the argmax itself) writes the next ids straight into page-locked host
+//! memory: no copy back. A model whose step reads each id once (Model::step_reads_ids_once: the one-kernel step)
+//! reads them from page-locked memory too, and its graph is that one kernel; else the ids go up by a copy, since the
+//! layer-by-layer step's first kernel reads them from every block, as many trips over the bus from host memory.
 //! The graph owns the rows' states and runs on a stream and cuBLAS handle of its own (capture needs a stream other
 //! than the legacy default one, and a cuBLAS workspace that stays put). A row fed models::cuda::fresh_token(t)
 //! starts a new sequence; every other row continues its own.
@@ -27,7 +31,8 @@
 
 namespace ssmlen::agent::cuda {
 
-//! Model: models::cuda::mamba_lm<Scan> (anything with its make_state, greedy_step, config and state types). The
+//! Model: models::cuda::mamba_lm<Scan> (anything with its make_state, greedy_step, step_reads_ids_once, config and
+//! state types). The
 //! model must outlive the graph, and its parameters must not change while the graph is used.
 template <class Model>
 class step_graph {
@@ -35,8 +40,9 @@ public:
   //! Captures the step for `batch` rows; states start at zero. The model's own stream is waited for first.
   step_graph(Model const& model, std::int64_t batch)
       : model_(model), batch_(checked_batch(batch)), blas_(stream_.backend()), state_(model.make_state(batch)),
-        tokens_dev_(static_cast<std::size_t>(batch)), next_dev_(static_cast<std::size_t>(batch)),
-        tokens_(static_cast<std::size_t>(batch)), next_(static_cast<std::size_t>(batch)) {
+        ids_up_(!model.step_reads_ids_once()), tokens_dev_(ids_up_ ? static_cast<std::size_t>(batch) : 0),
+        tokens_(static_cast<std::size_t>(batch)), next_(static_cast<std::size_t>(batch)),
+        tokens_in_(ids_up_ ? tokens_dev_.data() : tokens_.device_data()), next_dev_(next_.device_data()) {
     backends::cublas_check(cublasSetWorkspace(blas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()),
                            "cublasSetWorkspace");
     cudaStream_t const s = stream_.get();
@@ -79,15 +85,15 @@ private:
     return batch;
   }
 
-  //! The step as stream work: ids up, every layer, argmax, ids down.
+  //! The step as stream work: (ids up,) every layer, the argmax into page-locked memory.
   void enqueue() {
-    cudaStream_t const s = stream_.get();
-    auto const bytes = static_cast<std::size_t>(batch_) * sizeof(std::int32_t);
-    backends::cuda_check(cudaMemcpyAsync(tokens_dev_.data(), tokens_.span().data(), bytes, cudaMemcpyHostToDevice, s),
-                         "cudaMemcpyAsync (ids to the device)");
-    model_.greedy_step(blas_, tokens_dev_.data(), next_dev_.data(), batch_, state_, work_);
-    backends::cuda_check(cudaMemcpyAsync(next_.span().data(), next_dev_.data(), bytes, cudaMemcpyDeviceToHost, s),
-                         "cudaMemcpyAsync (ids to the host)");
+    if (ids_up_) {
+      auto const bytes = static_cast<std::size_t>(batch_) * sizeof(std::int32_t);
+      backends::cuda_check(
+          cudaMemcpyAsync(tokens_dev_.data(), tokens_.span().data(), bytes, cudaMemcpyHostToDevice, stream_.get()),
+          "cudaMemcpyAsync (ids to the device)");
+    }
+    model_.greedy_step(blas_, tokens_in_, next_dev_, batch_, state_, work_);
   }
 
   static constexpr std::size_t cublas_workspace_bytes = std::size_t{32} << 20;  // cuBLAS's advice for Hopper
@@ -99,8 +105,11 @@ private:
   backends::blas_handle blas_;
   typename Model::state state_;
   typename Model::step_workspace work_;
-  backends::device_buffer<std::int32_t> tokens_dev_, next_dev_;  // [B]
-  backends::pinned_buffer<std::int32_t> tokens_, next_;          // [B], host
+  bool ids_up_;                                          // the ids go up by a copy into tokens_dev_
+  backends::device_buffer<std::int32_t> tokens_dev_;     // [B] with ids_up_, else empty
+  backends::pinned_buffer<std::int32_t> tokens_, next_;  // [B], host
+  std::int32_t const* tokens_in_;                        // what the step reads: tokens_dev_, or tokens_ as addressed
+  std::int32_t* next_dev_;                               // next_ as the device addresses it
   backends::graph_exec exec_;
 };
 

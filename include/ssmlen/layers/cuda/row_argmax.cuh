@@ -17,6 +17,32 @@
 
 namespace ssmlen::layers::cuda {
 
+//! The largest value of a row and its lowest index, by one warp: (best, at) come in as the largest so far (the same
+//! in every lane: the row's first value and index, or what earlier pieces of it gave, all at lower indices) and go
+//! out as that of the row's piece x[0, cols) too, whose first element has index `first`. Each lane scans its strided
+//! share in increasing index order, then a butterfly keeps (larger value, or equal value and lower index), so every
+//! lane ends with the same answer whatever the order of the pairs.
+template <class T>
+__device__ inline void warp_argmax(T const* x, std::int64_t cols, std::int64_t first, T& best, std::int64_t& at) {
+  using ops::cuda::warp_lanes;
+  int const lane = static_cast<int>(threadIdx.x) % warp_lanes;
+  for (std::int64_t i = lane; i < cols; i += warp_lanes) {
+    if (x[i] > best) {
+      best = x[i];
+      at = first + i;
+    }
+  }
+#pragma unroll
+  for (int m = warp_lanes / 2; m >= 1; m /= 2) {
+    T const other = __shfl_xor_sync(0xffffffffu, best, m);
+    std::int64_t const other_at = __shfl_xor_sync(0xffffffffu, at, m);
+    if (other > best || (other == best && other_at < at)) {
+      best = other;
+      at = other_at;
+    }
+  }
+}
+
 namespace detail {
 
 inline constexpr int argmax_threads = 256;
@@ -31,21 +57,7 @@ __global__ void __launch_bounds__(argmax_threads)
     T const* xr = x + r * cols;  // [V]
     T best = xr[0];
     std::int64_t at = 0;
-    for (std::int64_t i = lane; i < cols; i += warp_lanes) {
-      if (xr[i] > best) {
-        best = xr[i];
-        at = i;
-      }
-    }
-#pragma unroll
-    for (int m = warp_lanes / 2; m >= 1; m /= 2) {
-      T const other = __shfl_xor_sync(0xffffffffu, best, m);
-      std::int64_t const other_at = __shfl_xor_sync(0xffffffffu, at, m);
-      if (other > best || (other == best && other_at < at)) {
-        best = other;
-        at = other_at;
-      }
-    }
+    warp_argmax(xr, cols, 0, best, at);
     if (lane == 0) {
       index[r] = static_cast<std::int32_t>(at);
     }

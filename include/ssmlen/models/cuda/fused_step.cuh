@@ -3,7 +3,8 @@
 //! The whole recurrent step of a small fp32 Mamba language model in one launch: for each row, the embedding of its
 //! token (a fresh_token starts its row from zeroed states), then per layer the RMSNorm fused with the residual add,
 //! in_proj, the conv step with its SiLU, x_proj, dt_proj with the softplus, the SSM state update, the gate and
-//! out_proj, then norm_f and the head's logits: the arithmetic of mamba_lm::step's kernels and GEMMs, with the
+//! out_proj, then norm_f and the head's logits (and, for greedy decoding, each row's argmax, so that a greedy step's
+//! graph is this one kernel): the arithmetic of mamba_lm::step's kernels and GEMMs, with the
 //! products summed along K and C·h over the states in other orders (within float roundings of that path and of the
 //! host's step).
 //!
@@ -26,6 +27,7 @@
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/math.hpp>
 #include <ssmlen/layers/cuda/conv1d.cuh>
+#include <ssmlen/layers/cuda/row_argmax.cuh>
 #include <ssmlen/models/cuda/step_tokens.cuh>
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/ops/cuda/kernel_support.cuh>
@@ -64,14 +66,15 @@ struct fused_step_layer {
 struct fused_step_params {
   int batch = 0, d_model = 0, d_inner = 0, d_state = 0, d_conv = 0, dt_rank = 0, vocab = 0, layers = 0;
   float eps = 0, delta_min = 0;
-  std::int32_t const* tokens = nullptr;  // [B]: a token, or fresh_token(t)
+  std::int32_t const* tokens = nullptr;  // [B]: a token, or fresh_token(t); read once (it may be host memory)
   float const* embedding = nullptr;      // [V, D]
   float const* norm0 = nullptr;          // [D]: the first layer's norm
   float const* head = nullptr;           // [V, D]
   float* conv = nullptr;                 // layer i's [state_batch, K-1, ED] after i such blocks
   float* ssm = nullptr;                  // layer i's [state_batch, N, ED] alike
   std::int64_t state_batch = 0;
-  float* logits = nullptr;  // [B, V]
+  float* logits = nullptr;       // [B, V]
+  std::int32_t* next = nullptr;  // [B]: each row's greedy next token (the argmax of its logits), or null
   fused_step_layer layer[fused_step_max_layers];
 };
 
@@ -187,22 +190,26 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
   __shared__ alignas(16) float dbc[Rows][WM];      // x_proj's output: Δ_low, B, C
   __shared__ alignas(16) float yg[Rows][EM];       // the gated SSM output
   __shared__ float a2[fused_step_max_states][EM];  // [state, channel]: A log2(e) = -exp(A_log) log2(e), one layer's
+  __shared__ std::int32_t ids[Rows];               // the rows' ids, read once (tokens may be in host memory)
   __shared__ bool fresh[Rows];
   int const tid = static_cast<int>(threadIdx.x);
   int const row0 = static_cast<int>(blockIdx.x) * Rows;
   int const rows = p.batch - row0 < Rows ? p.batch - row0 : Rows;  // rows past the batch compute zeros, store nothing
+  if (tid < Rows) {
+    std::int32_t const t = tid < rows ? p.tokens[row0 + tid] : 0;
+    ids[tid] = token_of(t);
+    fresh[tid] = tid < rows && t < 0;
+  }
+  __syncthreads();
   int const d = p.d_model, ed = p.d_inner, ns = p.d_state, km1 = p.d_conv - 1, rank = p.dt_rank;
   for (int i = tid; i < Rows * d; i += fused_step_threads) {
     int const r = i / d, c = i % d;
     float v = 0.0f;
     if (r < rows) {
-      std::int32_t const id = token_of(p.tokens[row0 + r]);
+      std::int32_t const id = ids[r];
       v = id >= 0 && id < p.vocab ? __ldg(p.embedding + static_cast<std::int64_t>(id) * d + c) : NAN;
     }
     u[r][c] = v;
-  }
-  if (tid < Rows) {
-    fresh[tid] = tid < rows && p.tokens[row0 + tid] < 0;
   }
   __syncthreads();
   rmsnorm_rows<Rows>(u, nrm, d, p.norm0, p.eps);
@@ -286,12 +293,23 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
     rmsnorm_rows<Rows>(u, nrm, d, L.norm, p.eps);
     __syncthreads();
   }
-  // The head: the rows' logits through shared memory (xz's rows, free now) to global memory, 2 ED columns a pass.
+  // The head: the rows' logits through shared memory (xz's rows, free now) to global memory, 2 ED columns a pass;
+  // with `next`, warp r also keeps row r's argmax over the passes (row_argmax's, so that the graph of a greedy step
+  // needs no kernel after this one).
+  int const warp = tid / ops::cuda::warp_lanes;
+  float best = 0.0f;
+  std::int64_t best_at = 0;
   for (int v0 = 0; v0 < p.vocab; v0 += 2 * EM) {
     int const cols = p.vocab - v0 < 2 * EM ? p.vocab - v0 : 2 * EM;
     rows_times_weight_t<Rows>(&nrm[0][0], DM, d, p.head + static_cast<std::int64_t>(v0) * d, cols, &xz[0][0], 2 * EM,
                               false);
     __syncthreads();
+    if (p.next != nullptr && warp < Rows) {
+      if (v0 == 0) {
+        best = xz[warp][0];
+      }
+      layers::cuda::warp_argmax(&xz[warp][0], cols, v0, best, best_at);
+    }
     for (int i = tid; i < Rows * cols; i += fused_step_threads) {
       int const r = i / cols, c = i % cols;
       if (r < rows) {
@@ -299,6 +317,9 @@ __global__ void __launch_bounds__(fused_step_threads, 1) fused_step_kernel(fused
       }
     }
     __syncthreads();
+  }
+  if (p.next != nullptr && warp < rows && tid % ops::cuda::warp_lanes == 0) {
+    p.next[row0 + warp] = static_cast<std::int32_t>(best_at);
   }
 }
 

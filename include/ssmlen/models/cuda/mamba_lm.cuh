@@ -256,6 +256,30 @@ public:
   //! cannot be checked on the device: an id outside [0, V) gives a row of NaN logits.
   float const* step(backends::blas_handle& h, std::int32_t const* tokens, std::int64_t batch, state& s,
                     step_workspace& w) const {
+    return step_impl(h, tokens, batch, s, w, nullptr);
+  }
+
+  //! Whether step reads each row's id once (the one-kernel step reads them into shared memory first; the layer by
+  //! layer step reads them from every block of its first kernel): then tokens may be page-locked host memory as the
+  //! device addresses it, which saves a step's graph its copy up.
+  [[nodiscard]] bool step_reads_ids_once() const { return fused(); }
+
+  //! step, then greedy decoding on the device: next [B] (a device pointer) = the argmax of each row's logits. The
+  //! fused step takes the argmax itself (no second launch). next is written once per row by the step's last kernel,
+  //! so it may be page-locked host memory as the device addresses it (no copy back).
+  void greedy_step(backends::blas_handle& h, std::int32_t const* tokens, std::int32_t* next, std::int64_t batch,
+                   state& s, step_workspace& w) const {
+    check(next != nullptr, "mamba_lm greedy_step (cuda): next must be a device pointer, not null");
+    float const* logits = step_impl(h, tokens, batch, s, w, next);
+    if (!fused()) {
+      layers::cuda::row_argmax(h.backend(), batch, cfg_.vocab, logits, next);
+    }
+  }
+
+private:
+  //! step; the fused step also writes each row's argmax into `next` where it is not null.
+  float const* step_impl(backends::blas_handle& h, std::int32_t const* tokens, std::int64_t batch, state& s,
+                         step_workspace& w, std::int32_t* next) const {
     std::int64_t const d = cfg_.d_model, v = cfg_.vocab, n = cfg_.n_layers;
     check_arg(batch >= 1 && batch <= s.batch && batch <= 65535, "step batch", batch,
               "must be in [1, min(state batch " + std::to_string(s.batch) + ", 65535)]");
@@ -267,7 +291,7 @@ public:
     cudaStream_t const stream = be.stream;
     if (fused()) {
       layers::cuda::grow_buffer(w.logits, static_cast<std::size_t>(batch * v), stream);
-      models::cuda::fused_step(be, fused_params(tokens, batch, s, w.logits.data()));
+      models::cuda::fused_step(be, fused_params(tokens, batch, s, w.logits.data(), next));
       return w.logits.data();
     }
     auto const bd = static_cast<std::size_t>(batch * d);
@@ -299,13 +323,7 @@ public:
     return w.logits.data();
   }
 
-  //! step, then greedy decoding on the device: next [B] (a device pointer) = the argmax of each row's logits.
-  void greedy_step(backends::blas_handle& h, std::int32_t const* tokens, std::int32_t* next, std::int64_t batch,
-                   state& s, step_workspace& w) const {
-    float const* logits = step(h, tokens, batch, s, w);
-    layers::cuda::row_argmax(h.backend(), batch, cfg_.vocab, logits, next);
-  }
-
+public:
   //! Sizes every buffer for a batch laid out as `seqs` (forward does it too; call it first to poison them).
   void reserve(sequences const& seqs) {
     graph_.reset();   // a buffer may move,
@@ -450,9 +468,9 @@ private:
     return opt_.fused_step && opt_.precision == backends::gemm_precision::fp32 && fused_step_fits(cfg_);
   }
 
-  //! The fused step's parameters: every layer's tensors, the states, the logits.
-  [[nodiscard]] fused_step_params fused_params(std::int32_t const* tokens, std::int64_t batch, state& s,
-                                               float* logits) const {
+  //! The fused step's parameters: every layer's tensors, the states, the logits (and with `next`, the argmax).
+  [[nodiscard]] fused_step_params fused_params(std::int32_t const* tokens, std::int64_t batch, state& s, float* logits,
+                                               std::int32_t* next = nullptr) const {
     fused_step_params p;
     p.batch = static_cast<int>(batch);
     p.d_model = static_cast<int>(cfg_.d_model);
@@ -472,6 +490,7 @@ private:
     p.ssm = s.ssm.data();
     p.state_batch = s.batch;
     p.logits = logits;
+    p.next = next;
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       auto const& b = blocks_[i].values();
       p.layer[i] = {b.in_proj, b.conv_weight, b.conv_bias, b.x_proj,   b.dt_proj,
