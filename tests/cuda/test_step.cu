@@ -606,18 +606,23 @@ TEST_CASE("cuda step graph: replays give the eager greedy steps' ids and states"
   if (!gpu_or_skip()) {
     return;
   }
-  mamba_config const cfg{.vocab = 19, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2, .delta_min = 0.01};
-  host_model ref(cfg, 70);
-  for (auto& p : ref.named_params()) {  // sharper logits: greedy ids that vary from step to step
-    for (auto& x : p.p->value) {
-      x *= 3.0f;
+  // The second model's head takes the one-kernel step two passes of 512 logits: its argmax spans both.
+  for (mamba_config const& cfg :
+       {mamba_config{.vocab = 19, .d_model = 32, .n_layers = 2, .d_state = 8, .expand = 2, .delta_min = 0.01},
+        mamba_config{.vocab = 600, .d_model = 16, .n_layers = 1, .d_state = 16, .expand = 2}}) {
+    CAPTURE(cfg.vocab);
+    host_model ref(cfg, 70);
+    for (auto& p : ref.named_params()) {  // sharper logits: greedy ids that vary from step to step
+      for (auto& x : p.p->value) {
+        x *= 3.0f;
+      }
     }
-  }
-  for (bool const fused : {true, false}) {  // the one-kernel step (ids read from host memory) and layer by layer
-    CAPTURE(fused);
-    mc::mamba_lm<> dev(ref, mc::mamba_lm_options{.fused_step = fused});
-    CHECK(dev.step_reads_ids_once() == fused);
-    check_step_graph(dev, cfg);
+    for (bool const fused : {true, false}) {  // the one-kernel step (ids read from host memory) and layer by layer
+      CAPTURE(fused);
+      mc::mamba_lm<> dev(ref, mc::mamba_lm_options{.fused_step = fused});
+      CHECK(dev.step_reads_ids_once() == fused);
+      check_step_graph(dev, cfg);
+    }
   }
 }
 
