@@ -32,8 +32,7 @@
 namespace ssmlen::agent::cuda {
 
 //! Model: models::cuda::mamba_lm<Scan> (anything with its make_state, greedy_step, step_reads_ids_once, config and
-//! state types). The
-//! model must outlive the graph, and its parameters must not change while the graph is used.
+//! state types). The model must outlive the graph, and its parameters must not change while the graph is used.
 template <class Model>
 class step_graph {
 public:
