@@ -580,12 +580,9 @@ void check_step_graph(mc::mamba_lm<>& dev, mamba_config const& cfg) {
     upload(stream, tokens, feed);
     dev.greedy_step(h, tokens.data(), next.data(), batch, st, w);
     float const* logits_dev = dev.step(h, tokens.data(), batch, st_logits, w_logits);
-    std::vector<float> logits(static_cast<std::size_t>(batch * cfg.vocab));
-    ssmlen::backends::cuda_check(
-        cudaMemcpyAsync(logits.data(), logits_dev, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream.get()),
-        "cudaMemcpyAsync");
     stream.synchronize();
     auto const want = next.to_host();
+    auto const logits = to_host(logits_dev, static_cast<std::size_t>(batch * cfg.vocab));
     CAPTURE(t);
     CHECK(std::equal(got.begin(), got.end(), want.begin()));
     for (std::int64_t r = 0; r < batch; ++r) {
