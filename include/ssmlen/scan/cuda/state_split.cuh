@@ -19,9 +19,10 @@
 //! NT = 4, the default, has a forward of its own (`forward_quad_kernel`, below): the 16 states of a launch on 4
 //! lanes of one warp, summed by shuffles, about 1.25× faster at the 130M shape.
 //!
-//! The forward keeps the state entering every 8th token (checkpoints every 8 tokens: [T / 8, N, ED], 8 times the
-//! other policies' memory); the backward splits the states the same way (4 per thread) and recomputes each 8-token
-//! batch from its checkpoint (below). Measured speeds: docs/perf.md.
+//! The forward keeps the state entering every 8th token (checkpoints every 8 tokens: [T / 8] rows of N · ED floats,
+//! 8 times the other policies' memory, each row with its states in groups of 4: `checkpoint_at`); the backward splits
+//! the states the same way (4 per thread) and recomputes each 8-token batch from its checkpoint (below). Measured
+//! speeds: docs/perf.md.
 #pragma once
 
 #include <ssmlen/scan/cuda/selective_scan.cuh>
@@ -52,6 +53,17 @@ namespace detail {
 inline constexpr int split_interval = 64;    // tokens whose B, C are staged together
 inline constexpr int split_batch = 16;       // tokens whose x, Δ are loaded together
 inline constexpr int split_max_states = 16;  // states per launch: B, C, the warps' shares and x, Δ fit 48 KB
+
+//! Where state n of channel ch sits in a row of state_split's checkpoints. A row holds N · ED floats like the other
+//! policies' rows, but in groups of 4 states, [⌈N / 4⌉][ED][4] (the last group [ED][N mod 4] where N % 4 ≠ 0), so
+//! that a thread's 4 states of a channel (from a multiple of 4) lie side by side: the forward stores them as one
+//! 16-byte vector and the backward loads them at fixed offsets from one address, where [N][ED] took an address
+//! computation per state.
+__host__ __device__ inline std::int64_t checkpoint_at(std::int64_t n, std::int64_t ch, std::int64_t ns,
+                                                      std::int64_t ed) {
+  std::int64_t const g0 = n / 4 * 4, width = ns - g0 < 4 ? ns - g0 : 4;
+  return g0 * ed + ch * width + (n - g0);
+}
 
 //! Streaming multiprocessors of the current device (cudaDeviceGetAttribute is a cheap lookup, unlike
 //! cudaGetDeviceProperties, so it is not cached).
@@ -257,11 +269,11 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 #pragma unroll
       for (int i = 0; i < NB; ++i) {
         if (i % ck_every == 0 && write_ck && t + i < t1) {  // the state entering token t + i
-          float* const ck = p.ck + (ck0 + (t - t0 + i) / ck_every) * size + my_n0 * p.ed + ch;
+          float* const ck = p.ck + (ck0 + (t - t0 + i) / ck_every) * size;
 #pragma unroll
           for (int j = 0; j < NT; ++j) {
             if (j < my_states) {
-              ck[j * p.ed] = h[j];
+              ck[checkpoint_at(my_n0 + j, ch, p.ns, p.ed)] = h[j];
             }
           }
         }
@@ -326,6 +338,18 @@ inline constexpr int quad_batch = 32;   // tokens staged together
 inline constexpr int quad_warps = 4;    // warps per block: 32 channels of 8 lanes × 4 quads
 inline constexpr int quad_states = 16;  // states per launch: 4 per lane
 
+//! A read-only global load issued where it stands in the source (0 where !ok). The compiler sinks a plain load of
+//! the next batch to just before its first use, past the batch's scan, to free its register for the scan, and the
+//! load's latency is then exposed; a volatile asm statement is not moved.
+__device__ inline float load_issued_here(float const* p, bool ok) {
+  float v;
+  asm volatile(
+      "{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %2, 0;\n\tmov.f32 %0, 0f00000000;\n\t@q ld.global.nc.f32 %0, [%1];\n\t}"
+      : "=f"(v)
+      : "l"(p), "r"(static_cast<int>(ok)));
+  return v;
+}
+
 //! Σ over the 4 lanes of a quad (lanes 8 q + c, q = 0..3) of part[i], scattered: lane q gets token i = q's sum.
 __device__ inline float quad_sum_scatter(float const (&part)[4], int q) {
   bool const hi = (q & 2) != 0, lo = (q & 1) != 0;
@@ -336,7 +360,8 @@ __device__ inline float quad_sum_scatter(float const (&part)[4], int q) {
   return (lo ? k1 : k0) + __shfl_xor_sync(0xffffffffu, lo ? k0 : k1, 8);
 }
 
-template <int MinBlocks>
+//! Vec4: N % 4 == 0 and the checkpoints 16-byte aligned, so that each checkpoint of a lane's 4 states is one vector.
+template <int MinBlocks, bool Vec4>
 __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_kernel(forward_params p, std::int64_t n0) {
   constexpr int NB = quad_batch, S = quad_states, threads = quad_warps * lanes;
   constexpr int xrows = NB * lanes / threads, bcs = NB * S / threads;  // staged per thread: x, dt rows; B, C values
@@ -357,8 +382,8 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   load_walk_start(p, s, my_n0, ch, live, h, a2);
   float const dskip = n0 == 0 ? load_or_zero(p.d, ch, live) : 0.0f;  // later launches add to y
   bool const gate = p.z != nullptr && n0 + S >= p.ns;                // this launch finishes y
-  bool const write_ck = p.ck != nullptr && live;
-  float* ck = write_ck ? p.ck + p.ck_offsets[s] * size + my_n0 * p.ed + ch : nullptr;
+  bool const write_ck = p.ck != nullptr && live && my_states > 0;
+  float* ck = write_ck ? p.ck + p.ck_offsets[s] * size + checkpoint_at(my_n0, ch, p.ns, p.ed) : nullptr;
 
   // Staging, by pointers advanced a batch at a time: thread (r0, sc_ch) moves x, dt of the block's channel sc_ch,
   // tokens r0 + 4 k, and B, C of state n0 + bn, tokens br0 + 8 k. Masked tokens (past the sequence, dead channels)
@@ -376,13 +401,13 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
 #pragma unroll
     for (int k = 0; k < xrows; ++k) {
       bool const ok = stage_live && r0 + k * (threads / lanes) < valid;
-      xd[k] = make_float2(ok ? __ldg(xs + k * x_step) : 0.0f, ok ? __ldg(ds + k * x_step) : 0.0f);
+      xd[k] = make_float2(load_issued_here(xs + k * x_step, ok), load_issued_here(ds + k * x_step, ok));
     }
 #pragma unroll
     for (int k = 0; k < bcs; ++k) {
       bool const ok = bc_live && br0 + k * (threads / S) < valid;
-      bq[k] = ok ? __ldg(bs + k * bc_step) : 0.0f;
-      cq[k] = ok ? __ldg(cs + k * bc_step) : 0.0f;
+      bq[k] = load_issued_here(bs + k * bc_step, ok);
+      cq[k] = load_issued_here(cs + k * bc_step, ok);
     }
     xs += NB * p.ed, ds += NB * p.ed, bs += NB * p.ld_bc, cs += NB * p.ld_bc;
   };
@@ -431,7 +456,7 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     if (gate) {
 #pragma unroll
       for (int g = 0; g < NB / 4; ++g) {
-        zv[g] = g < quads_in ? __ldg(p.z + z_at + g * z_quad) : 0.0f;
+        zv[g] = load_issued_here(p.z + z_at + g * z_quad, g < quads_in);
       }
     }
     float2 const* const xrow = &xdt[buf][0][cb];
@@ -447,10 +472,16 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
         int const r = 4 * g + i;
         if (r % ck_every == 0) {  // the state entering token t + r
           bool const here = write_ck && r < valid;
+          if constexpr (Vec4) {  // my_states is 4 wherever write_ck holds
+            if (here) {
+              *reinterpret_cast<float4*>(ck) = make_float4(h[0], h[1], h[2], h[3]);
+            }
+          } else {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            if (here && j < my_states) {
-              ck[j * ed] = h[j];
+            for (int j = 0; j < 4; ++j) {
+              if (here && j < my_states) {
+                ck[j] = h[j];
+              }
             }
           }
           ck += here ? size : 0;
@@ -669,7 +700,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
     std::int64_t const row = ck0 + (t_first - t0) / SB;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      h[j] = load_or_zero(p.ck, row * size + (my_n0 + j) * f.ed + ch, live && my_n0 + j < f.ns && t_first < t1);
+      bool const ok = live && my_n0 + j < f.ns && t_first < t1;
+      h[j] = load_or_zero(p.ck, ok ? row * size + checkpoint_at(my_n0 + j, ch, f.ns, f.ed) : 0, ok);
     }
   };
   // The last interval is staged here; each earlier one is loaded batch by batch while the later one is walked, into
@@ -715,6 +747,8 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   };
   float* const bc_row = p.partial_bc + ((group * 2 + (bc_lane ? lane / SB : 0)) * f.ns + my_n0) * p.tokens + lane % SB;
   int const my_states = static_cast<int>(std::clamp<std::int64_t>(f.ns - my_n0, 0, NT));  // states < N
+  static_assert(NT == 4, "checkpoint_at puts 4 states side by side");
+  std::int64_t const ck_in_row = my_states > 0 ? checkpoint_at(my_n0, ch, f.ns, f.ed) : 0;
   // The next batch's checkpoint: row ck_row of the sequence's, one back a batch.
   std::int64_t ck_row = n_intervals * (L / SB) - 2;
   int buf = 0;
@@ -731,10 +765,10 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
       }
       if (ck_row >= 0) {  // the next batch walked: this interval's previous one or the last of the one before
         bool const has = live && t0 + ck_row * SB < t1;  // a batch wholly past the sequence has no checkpoint
-        float const* const ck = p.ck + (ck0 + ck_row) * size + my_n0 * f.ed + ch;
+        float const* const ck = p.ck + (ck0 + ck_row) * size + ck_in_row;  // the 4 states side by side
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-          h_ck[j] = has && j < my_states ? __ldg(ck + j * f.ed) : 0.0f;
+          h_ck[j] = has && j < my_states ? __ldg(ck + j) : 0.0f;
         }
       }
       if (ahead) {
@@ -902,7 +936,8 @@ void launch_forward_state_split(forward_params const& p, std::int64_t blocks, st
 
 }  // namespace detail
 
-//! Forward scan; the contract of the block_parallel overload (checkpoints every 64 tokens).
+//! Forward scan; the contract of the block_parallel overload, but with checkpoints every 8 tokens whose rows hold the
+//! states in groups of 4 (`detail::checkpoint_at`): only this policy's backward reads them.
 template <int NT>
 void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_sequences const& seqs,
                             selective_scan_args<float> const& a, float* y, float* checkpoints, float* final_state,
@@ -925,7 +960,10 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
   if constexpr (NT == 4) {
     // 3 blocks per SM allow 168 registers, 4 cap them at 128: more registers for small grids, all blocks resident at
     // once for larger ones.
-    auto const kernel = many_blocks ? &detail::forward_quad_kernel<4> : &detail::forward_quad_kernel<3>;
+    bool const vec4 = a.states % 4 == 0 && ops::cuda::aligned16(checkpoints);
+    auto const kernel =
+        vec4 ? (many_blocks ? &detail::forward_quad_kernel<4, true> : &detail::forward_quad_kernel<3, true>)
+             : (many_blocks ? &detail::forward_quad_kernel<4, false> : &detail::forward_quad_kernel<3, false>);
     for (std::int64_t n0 = 0; n0 < a.states; n0 += detail::quad_states) {  // later launches add to y, in order
       kernel<<<static_cast<unsigned>(blocks), detail::quad_warps * detail::lanes, 0, be.stream>>>(p, n0);
       backends::cuda_check_launch("forward_quad_kernel");
