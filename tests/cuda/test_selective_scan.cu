@@ -48,12 +48,13 @@ struct shape {
   bool init = false, d_final = false;
   bool softplus = false;   // dt holds pre-activations: Δ = delta_min + softplus(dt + bias)
   bool gate_back = false;  // dy is the gated output's gradient: the backward takes it back through the gate
+  bool aligned = false;    // B/C rows of N + 4 floats: with N and ED multiples of 4, state_split's 16-byte path
 };
 
 constexpr float test_delta_min = 0.01f;
 
-//! Inputs and gradient seeds in float (what the device sees); B/C rows carry padding (ld = N + 3) filled with NaN,
-//! so a read past N shows up in the outputs.
+//! Inputs and gradient seeds in float (what the device sees); B/C rows carry padding (ld = N + 3, or N + 4 for an
+//! aligned shape) filled with NaN, so a read past N shows up in the outputs.
 struct inputs {
   ssmlen::sequences seqs;
   std::int64_t ed = 0, ns = 0, ld = 0, tokens = 0;
@@ -63,8 +64,8 @@ struct inputs {
   bool softplus = false, gate_back = false;
 
   inputs(shape const& sh, std::uint64_t seed)
-      : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + 3), tokens(seqs.tokens()),
-        ld_z(sh.ed + 3), softplus(sh.softplus), gate_back(sh.gate_back) {
+      : seqs(ssmlen::sequences::from_lengths(sh.lengths)), ed(sh.ed), ns(sh.ns), ld(sh.ns + (sh.aligned ? 4 : 3)),
+        tokens(seqs.tokens()), ld_z(sh.ed + 3), softplus(sh.softplus), gate_back(sh.gate_back) {
     ssmlen::rng g(seed);
     auto normal = [&](std::size_t n, double scale) {
       std::vector<float> v(n);
@@ -339,6 +340,11 @@ void check_shapes(Policy policy) {
   check_parity(policy, {{70, 3, 129}, 37, 40, true, true, true}, seed++, 1e-5);        // ... over several launches
   check_parity(policy, {lengths, 37, 16, true, true, true, true}, seed++, 1e-5);       // dy back through the gate
   check_parity(policy, {{70, 3, 129}, 37, 40, true, true, true, true}, seed++, 1e-5);  // ... over several launches
+  // N, ED and ld_bc multiples of 4 (state_split's 16-byte copies and checkpoint stores); ED = 40 leaves 8 channels
+  // of a second group, N = 40 a launch whose last 8 states are past N.
+  check_parity(policy, {lengths, 40, 16, true, true, false, false, true}, seed++, 1e-5);
+  check_parity(policy, {lengths, 40, 40, true, true, true, true, true}, seed++, 1e-5);
+  check_parity(policy, {{70, 3, 129}, 36, 64, false, false, true, false, true}, seed++, 1e-5);
 }
 
 }  // namespace
@@ -351,6 +357,9 @@ TEST_CASE("cuda selective scan: small ragged batch, every policy") {  // quick; 
       check_parity(sc::block_parallel<8, 8>{}, sh, 3, 1e-5);
       check_parity(sc::state_split<4>{}, sh, 3, 1e-5);
       check_parity(ssmlen::scan::chunked<64>{}, sh, 3, 1e-5);
+      shape const aligned{{65, 1, 0, 20, 0}, 36, 8, true, true, softplus, softplus, true};  // 16-byte staging
+      check_parity(sc::state_split<4>{}, aligned, 4, 1e-5);
+      check_parity(ssmlen::scan::chunked<64>{}, aligned, 4, 1e-5);
     }
   }
 }

@@ -27,6 +27,8 @@
 
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 
+#include <cuda_pipeline_primitives.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -360,15 +362,26 @@ __device__ inline float quad_sum_scatter(float const (&part)[4], int q) {
   return (lo ? k1 : k0) + __shfl_xor_sync(0xffffffffu, lo ? k0 : k1, 8);
 }
 
-//! Vec4: N % 4 == 0 and the checkpoints 16-byte aligned, so that each checkpoint of a lane's 4 states is one vector.
-template <int MinBlocks, bool Vec4>
+//! Aligned: N, ED, ld_bc and ld_z multiples of 4 and x, dt, B, C, z and the checkpoints 16-byte aligned. Then each
+//! checkpoint of a lane's 4 states is one vector store, and the next batch is staged by 16-byte asynchronous copies
+//! issued at the top of a batch (x and dt into raw rows, B, C and z into their tiles; masked pieces zero-filled), Δ
+//! made from the raw rows by the thread that copied them once they land. Otherwise each thread loads the next batch
+//! into registers and stores it after the scan. Why: ptxas schedules the register loads late in the batch (to hold
+//! their registers for less of the scan), and every warp of an SM then waits for them at once at the batch's end (17 %
+//! of the stall samples at the 130M shape); an asynchronous copy holds no register, so it stays where it is issued.
+template <int MinBlocks, bool Aligned>
 __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_kernel(forward_params p, std::int64_t n0) {
   constexpr int NB = quad_batch, S = quad_states, threads = quad_warps * lanes;
   constexpr int xrows = NB * lanes / threads, bcs = NB * S / threads;  // staged per thread: x, dt rows; B, C values
   constexpr int ck_every = static_cast<int>(state_split<4>::checkpoint_interval);
   static_assert(NB % ck_every == 0 && NB % 4 == 0, "checkpoints and quads fall on the same tokens of every batch");
   __shared__ __align__(16) float sb[2][NB][S], sc[2][NB][S];  // [buffer, token, state]: B, C of this launch's states
-  __shared__ float2 xdt[2][NB][lanes];                        // [buffer, token, channel of the block]: x, Δ
+  __shared__ __align__(16) float2 xdt[2][NB][lanes];          // [buffer, token, channel of the block]: x, Δ
+  __shared__ __align__(16) float raw_x[Aligned ? NB : 1][lanes], raw_dt[Aligned ? NB : 1][lanes];  // copies landing
+  // [buffer, token, channel]: the gate's z by copies as well, where its rows allow; rows of 40 floats, so that the 4
+  // lanes of a channel (tokens 4 g + q) read 4 different banks
+  __shared__ __align__(16) float zs[Aligned ? 2 : 1][Aligned ? NB : 1][40];
+  __shared__ __align__(16) float bias_s[lanes];  // Δ's bias of the block's channels (Aligned, with the softplus)
   int const tid = static_cast<int>(threadIdx.x), lane = tid % lanes, w = tid / lanes;
   int const q = lane / 8, cb = w * 8 + lane % 8;  // states [4 q, 4 q + 4) of the block's channel cb
   std::int64_t const s = blockIdx.x / p.groups, group = blockIdx.x % p.groups;
@@ -437,9 +450,66 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     }
   };
 
+  // With Aligned: thread tid copies the 4 channels [4 xq, 4 xq + 4) of the block (xq = tid % 8) of tokens tid / 8 and
+  // tid / 8 + 16 (x and dt), and B, C of states n0 + [4 sq, 4 sq + 4) (sq = tid % 4) of token tid / 4.
+  constexpr int copy_rows = threads / 8;  // tokens of x, dt per round of copies
+  static_assert(NB == 2 * copy_rows && NB == threads / 4, "two rounds of x, dt copies and one of B, C per batch");
+  int const xq = tid % 8, sq = tid % 4, xr0 = tid / 8, br = tid / 4;
+  bool const chunk_live = group * lanes + 4 * xq < p.ed, bc_chunk_live = n0 + 4 * sq < p.ns;
+  bool const z_copies = Aligned && gate;  // this launch finishes y: its z rows by copies too
+  if (Aligned && tid < lanes) {           // read back by make_delta after the barrier below
+    bias_s[tid] = delta_bias(p, group * lanes + tid, group * lanes + tid < p.ed);
+  }
+  // The batch of tokens [t, t + valid) into raw_x, raw_dt, sb[b], sc[b] (and zs[b]). Offsets from the parameters'
+  // pointers, made from t at each batch rather than carried (registers are what the scan is short of).
+  auto issue = [&](int b, std::int64_t t, int valid) {
+    std::int64_t const x_off = (t + xr0) * p.ed + group * lanes + 4 * xq, bc_off = (t + br) * p.ld_bc + n0 + 4 * sq;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      int const r = xr0 + k * copy_rows, zero = chunk_live && r < valid ? 0 : 16;  // bytes zero-filled
+      __pipeline_memcpy_async(&raw_x[r][4 * xq], p.x + x_off + k * copy_rows * p.ed, 16, zero);
+      __pipeline_memcpy_async(&raw_dt[r][4 * xq], p.dt + x_off + k * copy_rows * p.ed, 16, zero);
+    }
+    int const zero = bc_chunk_live && br < valid ? 0 : 16;
+    __pipeline_memcpy_async(&sb[b][br][4 * sq], p.b + bc_off, 16, zero);
+    __pipeline_memcpy_async(&sc[b][br][4 * sq], p.c + bc_off, 16, zero);
+    if (z_copies) {
+      std::int64_t const z_off = (t + xr0) * p.ld_z + group * lanes + 4 * xq;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        int const r = xr0 + k * copy_rows;
+        __pipeline_memcpy_async(&zs[b][r][4 * xq], p.z + z_off + k * copy_rows * p.ld_z, 16,
+                                chunk_live && r < valid ? 0 : 16);
+      }
+    }
+    __pipeline_commit();
+  };
+  auto make_delta = [&](int b, int valid) {  // once this thread's copies have landed: x, Δ of its pieces into xdt[b]
+    __pipeline_wait_prior(0);
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      int const r = xr0 + k * copy_rows;
+      bool const ok = chunk_live && r < valid;
+      float4 const xv = *reinterpret_cast<float4 const*>(&raw_x[r][4 * xq]);
+      float4 const dv = *reinterpret_cast<float4 const*>(&raw_dt[r][4 * xq]);
+      float4 const bias = p.dt_softplus ? *reinterpret_cast<float4 const*>(&bias_s[4 * xq]) : float4{};
+      float const d0 = delta_of(p, dv.x, bias.x), d1 = delta_of(p, dv.y, bias.y);
+      float const d2 = delta_of(p, dv.z, bias.z), d3 = delta_of(p, dv.w, bias.w);
+      auto* const row = reinterpret_cast<float4*>(&xdt[b][r][4 * xq]);
+      row[0] = make_float4(xv.x, ok ? d0 : 0.0f, xv.y, ok ? d1 : 0.0f);
+      row[1] = make_float4(xv.z, ok ? d2 : 0.0f, xv.w, ok ? d3 : 0.0f);
+    }
+  };
+
   auto batch_length = [&](std::int64_t t) { return t1 - t < NB ? static_cast<int>(t1 - t) : NB; };
-  load(batch_length(t0));
-  store(0, batch_length(t0));
+  if constexpr (Aligned) {
+    issue(0, t0, batch_length(t0));
+    __syncthreads();  // bias_s
+    make_delta(0, batch_length(t0));
+  } else {
+    load(batch_length(t0));
+    store(0, batch_length(t0));
+  }
   __syncthreads();
   std::int64_t y_at = (t0 + q) * p.ed + ch, z_at = (t0 + q) * p.ld_z + ch;  // this lane's first token
   // Token 4 g + q of a batch lies g quads after the lane's first: 32-bit steps (ED and ld_z < 2^26, checked).
@@ -447,13 +517,17 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   int buf = 0;
   for (std::int64_t t = t0; t < t1; t += NB) {
     int const valid = batch_length(t), next_valid = t + NB < t1 ? batch_length(t + NB) : 0;
-    if (next_valid > 0) {
-      load(next_valid);  // lands while this batch is scanned
+    if (next_valid > 0) {  // lands while this batch is scanned
+      if constexpr (Aligned) {
+        issue(buf ^ 1, t + NB, next_valid);
+      } else {
+        load(next_valid);
+      }
     }
     // This lane finishes token 4 g + q of each quad g; those in the sequence (with the channel live): g < quads_in.
     int const quads_in = live ? (valid - q + 3) / 4 : 0;
-    float zv[NB / 4];  // [quads]: z of the token this lane finishes in each quad
-    if (gate) {
+    float zv[NB / 4];  // [quads]: z of the token this lane finishes in each quad (Aligned: read after the scan)
+    if (!Aligned && gate) {
 #pragma unroll
       for (int g = 0; g < NB / 4; ++g) {
         zv[g] = load_issued_here(p.z + z_at + g * z_quad, g < quads_in);
@@ -472,7 +546,7 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
         int const r = 4 * g + i;
         if (r % ck_every == 0) {  // the state entering token t + r
           bool const here = write_ck && r < valid;
-          if constexpr (Vec4) {  // my_states is 4 wherever write_ck holds
+          if constexpr (Aligned) {  // my_states is 4 wherever write_ck holds
             if (here) {
               *reinterpret_cast<float4*>(ck) = make_float4(h[0], h[1], h[2], h[3]);
             }
@@ -518,7 +592,7 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     if (gate) {
 #pragma unroll
       for (int g = 0; g < NB / 4; ++g) {
-        yv[g] *= silu_fast(zv[g]);
+        yv[g] *= silu_fast(Aligned ? zs[buf][4 * g + q][cb] : zv[g]);
       }
       if (p.gated != nullptr) {
         float* const row = p.gated + y_at;
@@ -539,8 +613,12 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
         }
       }
     }
-    if (next_valid > 0) {
-      store(buf ^ 1, next_valid);  // that buffer's last readers finished before the previous barrier
+    if (next_valid > 0) {  // that buffer's last readers finished before the previous barrier
+      if constexpr (Aligned) {
+        make_delta(buf ^ 1, next_valid);
+      } else {
+        store(buf ^ 1, next_valid);
+      }
     }
     __syncthreads();
     buf ^= 1;
@@ -960,10 +1038,13 @@ void selective_scan_forward(state_split<NT>, backends::cuda const& be, device_se
   if constexpr (NT == 4) {
     // 3 blocks per SM allow 168 registers, 4 cap them at 128: more registers for small grids, all blocks resident at
     // once for larger ones.
-    bool const vec4 = a.states % 4 == 0 && ops::cuda::aligned16(checkpoints);
+    using ops::cuda::aligned16;
+    bool const aligned = a.states % 4 == 0 && a.channels % 4 == 0 && a.ld_bc % 4 == 0 && aligned16(checkpoints) &&
+                         aligned16(a.x) && aligned16(a.dt) && aligned16(a.b) && aligned16(a.c) &&
+                         (gate.z == nullptr || (gate.ld_z % 4 == 0 && aligned16(gate.z)));
     auto const kernel =
-        vec4 ? (many_blocks ? &detail::forward_quad_kernel<4, true> : &detail::forward_quad_kernel<3, true>)
-             : (many_blocks ? &detail::forward_quad_kernel<4, false> : &detail::forward_quad_kernel<3, false>);
+        aligned ? (many_blocks ? &detail::forward_quad_kernel<4, true> : &detail::forward_quad_kernel<3, true>)
+                : (many_blocks ? &detail::forward_quad_kernel<4, false> : &detail::forward_quad_kernel<3, false>);
     for (std::int64_t n0 = 0; n0 < a.states; n0 += detail::quad_states) {  // later launches add to y, in order
       kernel<<<static_cast<unsigned>(blocks), detail::quad_warps * detail::lanes, 0, be.stream>>>(p, n0);
       backends::cuda_check_launch("forward_quad_kernel");
