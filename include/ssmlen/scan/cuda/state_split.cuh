@@ -334,7 +334,8 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 // 3 shuffles per 4 tokens, after which lane q owns token 4 g + q of each quad of tokens (its y, D·x, gate and
 // store), and the per-token work around the 4 states' recurrences is about 4 instructions instead of about 10.
 // x, Δ (Δ made from dt as it is staged) and B, C of a 32-token batch go through shared memory, loaded by the whole
-// block a batch ahead into registers and stored once the batch is scanned: one barrier per batch.
+// block a batch ahead (by asynchronous copies where the rows are 16-byte aligned, else into registers) and stored
+// once the batch is scanned: one barrier per batch.
 
 inline constexpr int quad_batch = 32;   // tokens staged together
 inline constexpr int quad_warps = 4;    // warps per block: 32 channels of 8 lanes × 4 quads
