@@ -341,9 +341,9 @@ inline constexpr int quad_batch = 32;   // tokens staged together
 inline constexpr int quad_warps = 4;    // warps per block: 32 channels of 8 lanes × 4 quads
 inline constexpr int quad_states = 16;  // states per launch: 4 per lane
 
-//! A read-only global load issued where it stands in the source (0 where !ok). The compiler sinks a plain load of
-//! the next batch to just before its first use, past the batch's scan, to free its register for the scan, and the
-//! load's latency is then exposed; a volatile asm statement is not moved.
+//! A read-only global load (0 where !ok) that keeps its place in the PTX: NVVM sinks a plain load of the next batch
+//! to just before its first use, past the batch's scan, to free its register for the scan. ptxas may still schedule
+//! it late (measured 1–3 % faster than plain loads); the aligned path below stages by asynchronous copies instead.
 __device__ inline float load_issued_here(float const* p, bool ok) {
   float v;
   asm volatile(
@@ -379,8 +379,8 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   __shared__ __align__(16) float sb[2][NB][S], sc[2][NB][S];  // [buffer, token, state]: B, C of this launch's states
   __shared__ __align__(16) float2 xdt[2][NB][lanes];          // [buffer, token, channel of the block]: x, Δ
   __shared__ __align__(16) float raw_x[Aligned ? NB : 1][lanes], raw_dt[Aligned ? NB : 1][lanes];  // copies landing
-  // [buffer, token, channel]: the gate's z by copies as well, where its rows allow; rows of 40 floats, so that the 4
-  // lanes of a channel (tokens 4 g + q) read 4 different banks
+  // [buffer, token, channel]: the gate's z, copied with the rest (Aligned); rows of 40 floats, so that the 4 lanes of
+  // a channel (tokens 4 g + q) read 4 different banks
   __shared__ __align__(16) float zs[Aligned ? 2 : 1][Aligned ? NB : 1][40];
   __shared__ __align__(16) float bias_s[lanes];  // Δ's bias of the block's channels (Aligned, with the softplus)
   int const tid = static_cast<int>(threadIdx.x), lane = tid % lanes, w = tid / lanes;
