@@ -654,13 +654,10 @@ struct backward_split_smem {
   float x[L][lanes], dt[L][lanes], dy[L][lanes];      // [interval, lane]: dt holds Δ
   float slope[L][lanes];                              // [interval, lane]: ∂Δ/∂dt, with the fused softplus only
   float dx[2][WG][SB][lanes], ddt[2][WG][SB][lanes];  // [buffer, warp, token, lane]: each warp's share
-  // [warp, lane's row]: one state's dB, dC of a batch, summed over the lanes by reading the columns. Rows of 20
-  // floats, the upper half-warp's rows 16 floats further on (`sum_row_at`), so that the 16-byte row stores and the
-  // column reads (two half-warps, each down its own 16 rows) are free of bank conflicts, and each lane reads its
-  // column at fixed offsets from one address.
-  static constexpr int sum_row = 2 * SB + 4;
-  alignas(16) float bc[WG][lanes * sum_row + 16];
-  __device__ static int sum_row_at(int r) { return r * sum_row + (r >= lanes / 2 ? 16 : 0); }
+  // [warp, lane, value]: one state's dB, dC of a batch, summed over the lanes by reading the columns; rows padded
+  // to 20 floats so that the 16-byte row stores and the column reads (upper half-warp rotated by 4 rows) are free
+  // of bank conflicts.
+  alignas(16) float bc[WG][lanes][2 * SB + 4];
 };
 
 template <int WG, int NT>
@@ -809,21 +806,18 @@ __global__ void __launch_bounds__(WG* lanes, 3) backward_state_split_kernel(back
   // sums half a column (16 rows, in a fixed order) and adds the other half's sum. About 40 instructions per state
   // and batch against 62 for a shuffle reduce-scatter, whose selects cost as much as its shuffles and adds.
   static_assert(2 * SB == 16, "the column sums assume 16 values");
-  using smem_t = backward_split_smem<WG, NT>;
-  constexpr int sum_row = smem_t::sum_row;
-  float* const my_sum_row = sm.bc[w] + smem_t::sum_row_at(lane);
-  float const* const my_column = sm.bc[w] + smem_t::sum_row_at(lane / 16 * 16) + lane % 16;  // row m at m · sum_row
   auto sum_over_lanes = [&](float const(&red)[2 * SB]) {
+    float(&rows)[lanes][2 * SB + 4] = sm.bc[w];
 #pragma unroll
     for (int v = 0; v < 2 * SB; v += 4) {
-      *reinterpret_cast<float4*>(my_sum_row + v) = make_float4(red[v], red[v + 1], red[v + 2], red[v + 3]);
+      *reinterpret_cast<float4*>(&rows[lane][v]) = make_float4(red[v], red[v + 1], red[v + 2], red[v + 3]);
     }
     __syncwarp();
-    float part[4];
+    int const col = lane % 16, half = lane / 16;
+    float part[4] = {};
 #pragma unroll
     for (int m = 0; m < 16; ++m) {
-      float const v = my_column[m * sum_row];
-      part[m % 4] = m < 4 ? v : part[m % 4] + v;
+      part[m % 4] += rows[half * 16 + (m + 4 * half) % 16][col];
     }
     float total = (part[0] + part[1]) + (part[2] + part[3]);
     total += __shfl_xor_sync(0xffffffffu, total, 16);  // a + b == b + a: both halves hold the same bits
