@@ -7,7 +7,7 @@
 // as on the host (tests/cuda/test_rollout.cu); --host-rollouts runs them on the host instead (OpenMP threads:
 // OMP_NUM_THREADS). Teacher-forced token accuracy is always scored on the host.
 //   04_train_cuda [--task addition] [--config run.json] [--seed 1] [--steps 800] [--batch 128] [--lr 3e-3]
-//                 [--delta-min 0] [--traces-per-sequence 4] [--precision fp32|tf32|bf16]
+//                 [--adam-eps 1e-8] [--delta-min 0] [--traces-per-sequence 4] [--precision fp32|tf32|bf16]
 //                 [--sizes 5,10,...,1000] [--per-size 32] [--teacher-forced 8] [--host-rollouts]
 //                 [--out runs/cuda_seed1]
 // --task starts from that task's preset (train::preset_for: training budget, validation, sweep sizes and episodes), as
@@ -85,6 +85,8 @@ int run(int argc, char** argv) {
       number(cfg.steps);
     } else if (arg == "--lr") {  // the schedule's peak
       number(cfg.lr);
+    } else if (arg == "--adam-eps") {
+      number(cfg.adam_eps);
     } else if (arg == "--delta-min") {
       number(cfg.delta_min);
     } else if (arg == "--batch") {
@@ -119,7 +121,8 @@ int run(int argc, char** argv) {
     } else {
       std::fprintf(
           stderr,
-          "usage: %s [--task T] [--config FILE] [--seed N] [--steps N] [--batch B] [--lr LR] [--delta-min D] "
+          "usage: %s [--task T] [--config FILE] [--seed N] [--steps N] [--batch B] [--lr LR] [--adam-eps E] "
+          "[--delta-min D] "
           "[--traces-per-sequence K] "
           "[--precision fp32|tf32|bf16] [--sizes 5,100,1000] [--per-size N] [--teacher-forced N] [--host-rollouts] "
           "[--out DIR] "
@@ -136,9 +139,7 @@ int run(int argc, char** argv) {
 
   auto const task = sl::tasks::make_task(cfg.task);
   sl::models::mamba_lm<float> host(cfg.model_config(task.vocab().size()), cfg.seed);  // the CPU run's initial model
-  sl::models::cuda::mamba_lm<> dev(
-      host,
-      {.precision = precision, .optimizer = {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay, cfg.clip_norm}});
+  sl::models::cuda::mamba_lm<> dev(host, {.precision = precision, .optimizer = cfg.optimizer()});
   // Validation and sweep rollouts on the device model's current parameters (empty: on the host model).
   sl::eval::episode_runner gpu_rollouts;
   if (!host_rollouts) {

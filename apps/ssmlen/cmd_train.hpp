@@ -42,6 +42,7 @@ inline void add_train_command(CLI::App& app) {
   cmd->add_option("--lr", c.lr, "Peak learning rate");
   cmd->add_option("--warmup", c.warmup, "Warm-up steps");
   cmd->add_option("--weight-decay", c.weight_decay, "AdamW weight decay (matrices and embeddings)");
+  cmd->add_option("--adam-eps", c.adam_eps, "AdamW's epsilon, added to the root of its second moment");
   cmd->add_option("--seed", c.seed, "Seed of the initialization and of the training data");
   cmd->add_option("--eval-every", c.eval_every, "Validate every this many steps (0: only at the end)");
   cmd->add_option("--val-n", c.val_n, "Validation size (keep it out of the sizes you report)");

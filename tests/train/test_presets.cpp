@@ -59,3 +59,26 @@ TEST_CASE("presets: the example run configurations apply over their task's prese
   }
   CHECK(seen >= 4);
 }
+
+TEST_CASE("run config: every key round-trips through JSON; unknown keys, wrong types and bad values are refused") {
+  train::run_config c;
+  c.lr = 3e-4;
+  c.adam_eps = 1e-6;
+  c.eval_every = 250;
+  c.out = "runs/elsewhere";
+  train::run_config d;
+  d.update_from_json(c.to_json());
+  CHECK(d.to_json() == c.to_json());
+  CHECK(d.optimizer().lr == 3e-4);
+  CHECK(d.optimizer().eps == 1e-6);  // the optimizer the CPU and CUDA trainers are built with
+  CHECK(train::run_config{}.optimizer().eps == 1e-8);
+
+  CHECK_THROWS_WITH_AS(d.update_from_json({{"adam_epsilon", 1e-6}}),
+                       doctest::Contains("unknown run config key 'adam_epsilon'"), ssmlen::error);
+  CHECK_THROWS_WITH_AS(d.update_from_json({{"adam_eps", "small"}}), doctest::Contains("config key 'adam_eps'"),
+                       ssmlen::error);
+  CHECK_THROWS_WITH_AS(d.update_from_json({{"steps", 2.5}}), doctest::Contains("must be an integer"), ssmlen::error);
+  CHECK(d.to_json() == c.to_json());  // a refused key changes nothing
+  d.update_from_json({{"adam_eps", 0.0}});
+  CHECK_THROWS_WITH_AS(d.validate(), doctest::Contains("eps"), ssmlen::error);
+}

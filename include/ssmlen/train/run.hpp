@@ -35,6 +35,9 @@ struct run_config {
   // training shows it long histories, as a 1000-digit episode will (train::task_batch).
   std::int64_t traces_per_sequence = 4;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, beta1 = 0.9, beta2 = 0.98, clip_norm = 1.0;
+  // AdamW's ε: a weight moves by lr · m / (√v + ε) a step, about lr for gradients of any size well above ε; a larger
+  // ε makes the steps of weights whose gradients have all but vanished shrink with them.
+  double adam_eps = 1e-8;
   std::uint64_t seed = 1;
   // Validate every this many steps (0: only at the end). A headline validation rolls out 24 episodes of 80 digits
   // (about 1 s on 2 cores); the run keeps the best validated model, the later on ties: step 800 in every seed tried.
@@ -62,6 +65,7 @@ struct run_config {
             {"weight_decay", weight_decay},
             {"beta1", beta1},
             {"beta2", beta2},
+            {"adam_eps", adam_eps},
             {"clip_norm", clip_norm},
             {"seed", seed},
             {"eval_every", eval_every},
@@ -126,6 +130,8 @@ struct run_config {
         real(beta1);
       else if (key == "beta2")
         real(beta2);
+      else if (key == "adam_eps")
+        real(adam_eps);
       else if (key == "clip_norm")
         real(clip_norm);
       else if (key == "seed")
@@ -157,9 +163,11 @@ struct run_config {
     check_arg(val_episodes > 0, "val_episodes", val_episodes, "must be positive");
     check_arg(patience >= 0, "patience", patience, "must be non-negative");
     check(!out.empty(), "out: give a run directory");
-    adamw_config{lr, beta1, beta2, 1e-8, weight_decay, clip_norm}.validate();
+    optimizer().validate();
     warmup_cosine{lr, warmup, steps, min_lr_ratio}.validate();
   }
+
+  [[nodiscard]] adamw_config optimizer() const { return {lr, beta1, beta2, adam_eps, weight_decay, clip_norm}; }
 
   [[nodiscard]] models::mamba_config model_config(std::int64_t vocab) const {
     models::mamba_config c;
@@ -220,8 +228,7 @@ run_outcome train_run(backends::host const& be, run_config const& cfg, run_event
   std::filesystem::create_directories(dir);
   eval::write_file_atomic(dir / "config.json", cfg.to_json().dump(2) + "\n");
   Model model(cfg.model_config(task.vocab().size()), cfg.seed);
-  trainer<Model> tr(model, {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay, cfg.clip_norm},
-                    {cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio});
+  trainer<Model> tr(model, cfg.optimizer(), {cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio});
   run_outcome out;
   out.model_file = dir / "model.safetensors";
   auto const last = dir / "last.safetensors";
