@@ -5,6 +5,8 @@
 # Usage from the repository root: tests/cuda/profile_on_gpu.sh [benchmark filter]
 #                             or: tests/cuda/profile_on_gpu.sh train|step [filter]   (kernel times of a training or
 #                                 rollout step)
+#                             or: tests/cuda/profile_on_gpu.sh limits [filter]   (a training step's kernels against the
+#                                 limits of the units that bound them: tests/cuda/step_limits.py)
 # The benchmark's setup runs recurrent and block_parallel<8, 8> once (its cross-check): with the default filter, ncu
 # profiles those first launches of each kernel family.
 set -uo pipefail
@@ -12,12 +14,26 @@ out=${OUT:-/tmp/ssmlen-cuda}
 mkdir -p "$out"
 
 # tests/cuda/profile_on_gpu.sh train [benchmark filter]: the time of every kernel in one training step
-# (bench_train_cuda.cu, default the paper shape on addition batches with bf16 GEMMs), summed per kernel.
+# (bench_train_cuda.cu, default the paper shape on addition batches with bf16 GEMMs, eager), summed per kernel.
+# tests/cuda/profile_on_gpu.sh limits [benchmark filter]: the same step with each launch's instructions, SM cycles,
+# multi-function-unit instructions and DRAM bytes, summarized by tests/cuda/step_limits.py against the copy rate
+# SSMLEN_COPY_RATE (TB/s; default 4.22, what bench_scan_cuda's bm_copy measures on an H200).
 # tests/cuda/profile_on_gpu.sh step [benchmark filter]: the same for one rollout step (bench_rollout_cuda.cu, default
 # 256 rows of the paper shape with the addition task's vocabulary, bf16 GEMMs, eager launches).
+if [[ ${1:-} == limits ]]; then
+  nvcc -O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude \
+    bench/bench_train_cuda.cu -o /tmp/bench_profiled -lcublas -lbenchmark_main -lbenchmark -lpthread || exit 1
+  metrics=gpu__time_duration.sum,sm__cycles_elapsed.avg,sm__inst_executed.sum,sm__inst_executed_pipe_xu.sum,dram__bytes.sum
+  SSMLEN_PROFILE_STEP=1 ncu --clock-control none --profile-from-start off --metrics "$metrics" --csv \
+    /tmp/bench_profiled --benchmark_filter="${2:-paper_addition_bf16/}" >"$out/train_step_limits.csv" 2>"$out/ncu.err"
+  python3 tests/cuda/step_limits.py "$out/train_step_limits.csv" --copy-rate "${SSMLEN_COPY_RATE:-4.22}" |
+    tee "$out/train_step_limits.txt"
+  exit 0
+fi
 if [[ ${1:-} == train || ${1:-} == step ]]; then
   if [[ $1 == train ]]; then
-    src=bench/bench_train_cuda.cu filter=${2:-paper_addition_bf16} name=train_step_kernels
+    # one benchmark, one profiled step ('paper_addition_bf16' alone would match the graphs variant too)
+    src=bench/bench_train_cuda.cu filter=${2:-paper_addition_bf16/} name=train_step_kernels
   else
     src=bench/bench_rollout_cuda.cu filter=${2:-bm_step_loop/paper_task_vocab_bf16_eager} name=rollout_step_kernels
   fi
