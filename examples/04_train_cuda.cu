@@ -149,7 +149,7 @@ int run(int argc, char** argv) {
           dev, episodes, [&t](std::size_t) { return t.make_tool(); }, t.markers(), rc);
     };
   }
-  sl::train::warmup_cosine const schedule{cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio};
+  sl::train::warmup_cosine const schedule = cfg.schedule();
   sl::backends::host const be;
   std::printf("%s on %s: %lld parameters, %lld steps of %lld traces, seed %llu, rollouts on the %s (%d host threads)\n",
               cfg.task.c_str(), device_name().c_str(), static_cast<long long>(dev.n_params()),

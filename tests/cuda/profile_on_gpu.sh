@@ -20,27 +20,26 @@ mkdir -p "$out"
 # SSMLEN_COPY_RATE (TB/s; default 4.22, what bench_scan_cuda's bm_copy measures on an H200).
 # tests/cuda/profile_on_gpu.sh step [benchmark filter]: the same for one rollout step (bench_rollout_cuda.cu, default
 # 256 rows of the paper shape with the addition task's vocabulary, bf16 GEMMs, eager launches).
-if [[ ${1:-} == limits ]]; then
-  nvcc -O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude \
-    bench/bench_train_cuda.cu -o /tmp/bench_profiled -lcublas -lbenchmark_main -lbenchmark -lpthread || exit 1
-  metrics=gpu__time_duration.sum,sm__cycles_elapsed.avg,sm__inst_executed.sum,sm__inst_executed_pipe_xu.sum,dram__bytes.sum
-  SSMLEN_PROFILE_STEP=1 ncu --clock-control none --profile-from-start off --metrics "$metrics" --csv \
-    /tmp/bench_profiled --benchmark_filter="${2:-paper_addition_bf16/}" >"$out/train_step_limits.csv" 2>"$out/ncu.err"
-  python3 tests/cuda/step_limits.py "$out/train_step_limits.csv" --copy-rate "${SSMLEN_COPY_RATE:-4.22}" |
-    tee "$out/train_step_limits.txt"
-  exit 0
-fi
-if [[ ${1:-} == train || ${1:-} == step ]]; then
-  if [[ $1 == train ]]; then
+if [[ ${1:-} == train || ${1:-} == step || ${1:-} == limits ]]; then
+  metrics=gpu__time_duration.sum
+  if [[ $1 == step ]]; then
+    src=bench/bench_rollout_cuda.cu filter=${2:-bm_step_loop/paper_task_vocab_bf16_eager} name=rollout_step_kernels
+  else
     # one benchmark, one profiled step ('paper_addition_bf16' alone would match the graphs variant too)
     src=bench/bench_train_cuda.cu filter=${2:-paper_addition_bf16/} name=train_step_kernels
-  else
-    src=bench/bench_rollout_cuda.cu filter=${2:-bm_step_loop/paper_task_vocab_bf16_eager} name=rollout_step_kernels
+    if [[ $1 == limits ]]; then
+      name=train_step_limits
+      metrics+=,sm__cycles_elapsed.avg,sm__inst_executed.sum,sm__inst_executed_pipe_xu.sum,dram__bytes.sum
+    fi
   fi
   nvcc -O3 -std=c++20 -arch=sm_90 --extended-lambda --expt-relaxed-constexpr -Xcompiler=-fopenmp -Iinclude \
     "$src" -o /tmp/bench_profiled -lcublas -lbenchmark_main -lbenchmark -lpthread || exit 1
-  SSMLEN_PROFILE_STEP=1 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+  SSMLEN_PROFILE_STEP=1 ncu --clock-control none --profile-from-start off --metrics "$metrics" --csv \
     /tmp/bench_profiled --benchmark_filter="$filter" >"$out/$name.csv" 2>"$out/ncu.err"
+  if [[ $1 == limits ]]; then
+    python3 tests/cuda/step_limits.py "$out/$name.csv" --copy-rate "${SSMLEN_COPY_RATE:-4.22}" | tee "$out/$name.txt"
+    exit 0
+  fi
   python3 - "$out/$name.csv" <<'PY' | tee "$out/$name.txt"
 import collections, csv, sys
 total, count, header = collections.defaultdict(float), collections.Counter(), None

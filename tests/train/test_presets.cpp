@@ -70,6 +70,7 @@ TEST_CASE("run config: every key round-trips through JSON; unknown keys, wrong t
   d.update_from_json(c.to_json());
   CHECK(d.to_json() == c.to_json());
   CHECK(d.optimizer().lr == 3e-4);
+  CHECK(d.schedule().peak == 3e-4);
   CHECK(d.optimizer().eps == 1e-6);  // the optimizer the CPU and CUDA trainers are built with
   CHECK(train::run_config{}.optimizer().eps == 1e-8);
 

@@ -164,10 +164,11 @@ struct run_config {
     check_arg(patience >= 0, "patience", patience, "must be non-negative");
     check(!out.empty(), "out: give a run directory");
     optimizer().validate();
-    warmup_cosine{lr, warmup, steps, min_lr_ratio}.validate();
+    schedule().validate();
   }
 
   [[nodiscard]] adamw_config optimizer() const { return {lr, beta1, beta2, adam_eps, weight_decay, clip_norm}; }
+  [[nodiscard]] warmup_cosine schedule() const { return {lr, warmup, steps, min_lr_ratio}; }
 
   [[nodiscard]] models::mamba_config model_config(std::int64_t vocab) const {
     models::mamba_config c;
@@ -228,7 +229,7 @@ run_outcome train_run(backends::host const& be, run_config const& cfg, run_event
   std::filesystem::create_directories(dir);
   eval::write_file_atomic(dir / "config.json", cfg.to_json().dump(2) + "\n");
   Model model(cfg.model_config(task.vocab().size()), cfg.seed);
-  trainer<Model> tr(model, cfg.optimizer(), {cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio});
+  trainer<Model> tr(model, cfg.optimizer(), cfg.schedule());
   run_outcome out;
   out.model_file = dir / "model.safetensors";
   auto const last = dir / "last.safetensors";
