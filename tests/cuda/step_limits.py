@@ -6,7 +6,10 @@ gpu__time_duration.sum, sm__cycles_elapsed.avg, sm__inst_executed.sum, sm__inst_
 dram__bytes.sum, and prints per family: kernel time, the three floors of the work the launches did (issue: one warp
 instruction a cycle per scheduler; the multi-function unit: 16 lanes a cycle per SM; DRAM bytes at the copy rate),
 the largest of them summed over the launches, and the time's fraction of it. GEMMs are bound by the matrix rate,
-which these counters do not give: with --gemm-tflop and --matrix-rate their floor is the model flops at that rate.
+which these counters do not give: their floor is the model flops (6 · parameters · tokens) at the matrix rate of the
+step's precision, both read from bench_train_cuda's result line in the same CSV (its params, tokens/step and
+gemm_TF/s), or given by --gemm-tflop and --matrix-rate; the DRAM floor where that is larger. The last line gives the
+model-flops utilization of the kernels' time and of the step at the floors (the gaps between kernels left out).
 
 Usage: step_limits.py CSV [--steps N] [--sms 132] [--copy-rate 4.22] [--gemm-tflop F --matrix-rate R]
 """
@@ -66,6 +69,16 @@ def read_launches(path):
     return launches
 
 
+def benchmark_line(path):
+    """(model TFLOP of a step, matrix TFLOP/s) from bench_train_cuda's result line, or None."""
+    text = open(path, errors="replace").read()
+    work = re.search(r"(\d+) params, (\d+) tokens/step", text)
+    rate = re.search(r"gemm_TF/s=([0-9.]+)", text)
+    if not (work and rate):
+        return None
+    return 6.0 * float(work.group(1)) * float(work.group(2)) * 1e-12, float(rate.group(1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv")
@@ -78,6 +91,10 @@ def main():
     launches = read_launches(a.csv)
     if not launches:
         sys.exit("step_limits: no launches with the expected metrics in " + a.csv)
+    if not (a.gemm_tflop and a.matrix_rate):
+        found = benchmark_line(a.csv)
+        if found:
+            a.gemm_tflop, a.matrix_rate = a.gemm_tflop or found[0], a.matrix_rate or found[1]
 
     rows = collections.OrderedDict((f, collections.Counter()) for f, _ in FAMILIES + [("the rest", "")])
     bound_time = collections.defaultdict(collections.Counter)  # family -> the time of launches by their bound
@@ -106,7 +123,7 @@ def main():
         if r["launches"] == 0:
             continue
         floor, bound = r["floor"], bound_time[fam].most_common(1)[0][0]
-        if fam == "GEMMs" and a.gemm_tflop and a.matrix_rate:
+        if fam == "GEMMs" and a.gemm_tflop and a.matrix_rate and a.gemm_tflop / a.matrix_rate > r["DRAM"] / a.steps:
             floor, bound = a.gemm_tflop * a.steps / a.matrix_rate, "matrix rate"
         total_time += r["time"]
         total_floor += floor
@@ -115,8 +132,25 @@ def main():
               f"{100 * floor / r['time']:.0f} % |")
     print(f"| **all** | {len(launches) / a.steps:.0f} | **{total_time * per_step:.2f} ms** | | | | | "
           f"**{total_floor * per_step:.2f} ms** | **{100 * total_floor / total_time:.0f} %** |")
+    gemms = collections.defaultdict(collections.Counter)  # the GEMM family by kernel: which of them lose the time
+    for launch in launches.values():
+        if family_of(launch["name"]) == "GEMMs":
+            g = gemms[launch["name"].split("(")[0][:70]]
+            g["launches"] += 1
+            g["time"] += launch["time"]
+            g["bytes"] += launch["bytes"]
+    print("\n| GEMM kernel | launches a step | time | µs each | DRAM GB | of the copy rate |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, g in sorted(gemms.items(), key=lambda kv: -kv[1]["time"]):
+        print(f"| `{name}` | {g['launches'] / a.steps:.0f} | {g['time'] * per_step:.2f} ms | "
+              f"{1e6 * g['time'] / g['launches']:.1f} | {g['bytes'] * 1e-9 / a.steps:.2f} | "
+              f"{100 * g['bytes'] / (g['time'] * a.copy_rate * 1e12):.0f} % |")
     if not (a.gemm_tflop and a.matrix_rate):
         print("(GEMMs against issue and DRAM only: give --gemm-tflop and --matrix-rate for their matrix-rate floor)")
+        return
+    mfu = lambda seconds: 100 * a.gemm_tflop * a.steps / (seconds * a.matrix_rate)
+    print(f"model flops {a.gemm_tflop:.2f} TFLOP a step at {a.matrix_rate:.0f} TFLOP/s: MFU {mfu(total_time):.1f} % over "
+          f"the kernels' time, {mfu(total_floor):.1f} % with every part at its floor")
 
 
 if __name__ == "__main__":
