@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file embedding.cuh
 //! Token embedding on a CUDA device, float32, with the semantics of layers/embedding.hpp: the forward gathers rows,
-//! y[t] = E[tokens[t]]; the backward adds dE[id] += Σ dy[t] over the tokens with that id, in token order, so the
-//! gradient is the same bits as the host's sequential scatter-add, on every run and without atomics.
+//! y[t] = E[tokens[t]]; the backward adds dE[id] += Σ dy[t] over the tokens with that id, in a fixed order, so the
+//! gradient is the same bits on every run, without atomics, and within float rounding of the host's sequential
+//! scatter-add.
 //!
 //! Backward: token positions are sorted by id with CUB's radix sort (stable: positions of one id stay in token
 //! order), then the first position of every run of equal ids owns that id's row: blocks of that position (one per
-//! tile of columns, a thread per column) add the run's dy rows one after another, loading 8 rows ahead. A small
-//! vocabulary makes few long runs (addition: about 20 runs of 800 tokens), so the loads, not the adds, must overlap.
+//! tile of 32 columns) sum the run's dy rows in 8 interleaved parts, warp g taking the run's tokens g, g + 8, ...
+//! in order, and add the parts to dE in a fixed tree, ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)). A small
+//! vocabulary makes few long runs (addition: about 20 runs of 800 tokens), so the run's dependent adds, not its
+//! bytes, set the time: one chain per column took about 0.2–0.3 ms a step at any width.
 //! Ids outside [0, vocab) cannot throw from the device: the forward writes NaN rows for them and the backward skips
 //! them.
 #pragma once
@@ -57,33 +60,43 @@ __global__ void __launch_bounds__(embedding_threads)
   }
 }
 
-//! A block per sorted position; the first position of a run of equal ids adds the run's rows to dE, in order.
-inline constexpr int embedding_columns = 128;  // threads of an accumulate block: one column each
-inline constexpr int embedding_ahead = 8;      // rows of a run loaded before they are added
+//! A block per sorted position; the first position of a run of equal ids adds the run's rows to dE.
+inline constexpr int embedding_columns = 32;  // columns of an accumulate block: a warp's lanes
+inline constexpr int embedding_parts = 8;     // warps of an accumulate block: the parts a run is summed in
+inline constexpr int embedding_ahead = 4;     // rows a warp loads before it adds them
 
-//! blockIdx.x: a position of the sorted keys (blocks that are not the first of a run return); blockIdx.y: a tile
-//! of columns. dweight[id, d] += dy[positions[j], d] for j over the run, in order.
+//! blockIdx.x: a position i of the sorted keys (blocks that are not the first of a run skip it); blockIdx.y: a tile
+//! of 32 columns. Warp g sums dy[positions[i + g + 8 k], d] over k in order (from 0); then
+//! dweight[id, d] += ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)).
 template <class T>
-__global__ void __launch_bounds__(embedding_columns)
+__global__ void __launch_bounds__(embedding_columns* embedding_parts)
     embedding_accumulate_kernel(std::int64_t vocab, std::int64_t dim, std::int32_t const* keys,
                                 std::int32_t const* positions, std::int64_t n, T const* dy, T* dweight) {
+  constexpr int P = embedding_parts;
+  static_assert(P == 8, "the tree below adds 8 parts");
+  __shared__ T parts[P][embedding_columns];
+  int const lane = static_cast<int>(threadIdx.x) % embedding_columns,
+            g = static_cast<int>(threadIdx.x) / embedding_columns;
   for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     std::int32_t const id = keys[i];
     if (id == vocab || (i > 0 && keys[i - 1] == id)) {
-      continue;  // out of range, or not the first of its run
+      continue;  // out of range, or not the first of its run (the same for the whole block)
     }
     T* row = dweight + std::int64_t{id} * dim;  // [D]
-    for (std::int64_t d = blockIdx.y * std::int64_t{embedding_columns} + threadIdx.x; d < dim;
-         d += std::int64_t{gridDim.y} * embedding_columns) {
-      T acc = row[d];
+    for (std::int64_t d0 = blockIdx.y * std::int64_t{embedding_columns}; d0 < dim;
+         d0 += std::int64_t{gridDim.y} * embedding_columns) {
+      std::int64_t const d = d0 + lane;
+      bool const column = d < dim;
+      T acc = 0;
       bool more = true;
-      for (std::int64_t j = i; more; j += embedding_ahead) {
+      for (std::int64_t j = i + g; more; j += P * embedding_ahead) {  // this part's tokens of the run, in order
         T v[embedding_ahead];
         bool in_run[embedding_ahead];
 #pragma unroll
         for (int u = 0; u < embedding_ahead; ++u) {  // keys are sorted: the run is a prefix of what follows i
-          in_run[u] = j + u < n && keys[j + u] == id;
-          v[u] = in_run[u] ? dy[std::int64_t{positions[j + u]} * dim + d] : T(0);
+          std::int64_t const k = j + u * P;
+          in_run[u] = k < n && keys[k] == id;
+          v[u] = in_run[u] && column ? dy[std::int64_t{positions[k]} * dim + d] : T(0);
         }
 #pragma unroll
         for (int u = 0; u < embedding_ahead; ++u) {
@@ -93,7 +106,15 @@ __global__ void __launch_bounds__(embedding_columns)
         }
         more = in_run[embedding_ahead - 1];
       }
-      row[d] = acc;
+      parts[g][lane] = acc;
+      __syncthreads();
+      if (g == 0 && column) {
+        T const(&p)[P][embedding_columns] = parts;
+        T const low = (p[0][lane] + p[1][lane]) + (p[2][lane] + p[3][lane]);
+        T const high = (p[4][lane] + p[5][lane]) + (p[6][lane] + p[7][lane]);
+        row[d] += low + high;
+      }
+      __syncthreads();  // the parts are read before the next tile writes them
     }
   }
 }
@@ -156,8 +177,8 @@ inline std::size_t embedding_backward_workspace_bytes(std::int64_t vocab, std::i
   return detail::embedding_layout(n, vocab).bytes;
 }
 
-//! dweight[tokens[t]] += dy[t] for every t, in token order per id, on `be.stream`: tokens [n], dy [n, D],
-//! dweight [V, D], device pointers. Tokens with ids outside [0, V) add nothing.
+//! dweight[tokens[t]] += dy[t] for every t, each id's tokens summed in the fixed order above, on `be.stream`: tokens
+//! [n], dy [n, D], dweight [V, D], device pointers. Tokens with ids outside [0, V) add nothing.
 inline void embedding_backward(backends::cuda const& be, std::int64_t vocab, std::int64_t dim,
                                std::int32_t const* tokens, std::int64_t n, float const* dy, float* dweight,
                                void* workspace = nullptr) {
@@ -184,7 +205,8 @@ inline void embedding_backward(backends::cuda const& be, std::int64_t vocab, std
                        "cub::DeviceRadixSort::SortPairs");
   dim3 const grid(ops::cuda::grid_blocks(n, 1, 65536), ops::cuda::grid_blocks(dim, detail::embedding_columns, 64));
   detail::embedding_accumulate_kernel<float>
-      <<<grid, detail::embedding_columns, 0, be.stream>>>(vocab, dim, keys_out, pos_out, n, dy, dweight);
+      <<<grid, detail::embedding_columns * detail::embedding_parts, 0, be.stream>>>(vocab, dim, keys_out, pos_out, n,
+                                                                                    dy, dweight);
   backends::cuda_check_launch("embedding_accumulate_kernel");
 }
 
