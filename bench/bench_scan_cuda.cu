@@ -19,7 +19,6 @@
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
 #include <ssmlen/core/bfloat16.hpp>
-#include <ssmlen/core/rng.hpp>
 #include <ssmlen/scan/cuda/chunked.cuh>
 #include <ssmlen/scan/cuda/selective_scan.cuh>
 #include <ssmlen/scan/cuda/state_split.cuh>
@@ -34,6 +33,7 @@
 #include <vector>
 
 #include "cuda_event_timing.cuh"
+#include "cuda_random.cuh"
 
 namespace {
 
@@ -52,21 +52,6 @@ bench_shape const shapes[] = {
     {"130m_addition", 32, 480, 1536, 16},  // 2: the 130M model on 128 addition traces packed 4 to a sequence
     {"one_long", 1, 65536, 128, 16},       // 3: one long stream through the addition task's model (a prefill)
 };
-
-__global__ void fill_uniform(float* p, std::int64_t n, std::uint64_t seed, float lo, float hi) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
-    ssmlen::rng g(seed, static_cast<std::uint64_t>(i));
-    p[i] = lo + (hi - lo) * g.uniform();
-  }
-}
-
-device_buffer<float> random_buffer(std::int64_t n, std::uint64_t seed, float lo, float hi) {
-  device_buffer<float> b(static_cast<std::size_t>(n));
-  fill_uniform<<<1024, 256>>>(b.data(), n, seed, lo, hi);
-  ssmlen::backends::cuda_check_launch("fill_uniform");
-  return b;
-}
 
 double rel_diff(device_buffer<float> const& p, device_buffer<float> const& q) {
   auto const hp = p.to_host(), hq = q.to_host();

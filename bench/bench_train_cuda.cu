@@ -17,12 +17,17 @@
 //              bf16_TF/s, the bf16 matrix rate of the GPU (a cuBLAS 8192³ GEMM of bf16 operands, fp32 accumulate)
 //   mfu_prec   the same flops over gemm_TF/s, an 8192³ GEMM in the step's own precision: how much of what that
 //              precision can reach the step turns into model flops
+//   mfu_sust   the same flops over bf16_sust_TF/s, the bf16 8192³ GEMM on random operands after 2 s of them. The
+//              operands of bf16_TF/s (every element 0.0115) switch few transistors, so those GEMMs run at the
+//              card's burst rate; on random operands the card reaches its power limit and lowers its clock, which
+//              is the rate a long run's GEMMs get (an H200 at 700 W: 868 against about 650 TFLOP/s). mfu divides by
+//              the burst rate, the higher of the two
 //   replayed   (_graphs runs) the share of timed steps that replayed a captured graph
 //   device_GB  device memory in use after the steps, this process's models and pools included (an upper bound on
 //              what the step needs)
-// Both rates are measured in this process (median of 10). With SSMLEN_PROFILE_STEP set, the first timed step of
-// each benchmark runs between cudaProfilerStart and cudaProfilerStop, so that `ncu --profile-from-start off` sees one
-// whole step (tests/cuda/profile_on_gpu.sh train: time per kernel).
+// The rates are measured in this process (median of 10; the sustained one, median of 5 timings of 20 GEMMs). With
+// SSMLEN_PROFILE_STEP set, the first timed step of each benchmark runs between cudaProfilerStart and cudaProfilerStop,
+// so that `ncu --profile-from-start off` sees one whole step (tests/cuda/profile_on_gpu.sh train: time per kernel).
 #include <ssmlen/backends/cuda/blas.cuh>
 #include <ssmlen/backends/cuda/device_buffer.cuh>
 #include <ssmlen/backends/cuda/stream.cuh>
@@ -48,6 +53,7 @@
 #include <vector>
 
 #include "cuda_event_timing.cuh"
+#include "cuda_random.cuh"
 
 namespace {
 
@@ -85,6 +91,37 @@ double gemm_rate(gemm_precision p) {
   });
   double const rate = 2.0 * double(n) * double(n) * double(n) / seconds;
   rates[p] = rate;
+  return rate;
+}
+
+//! FLOP/s of the bf16 8192³ GEMM of gemm_rate on random operands (uniform in [-1, 1)), sustained: after 2 s of
+//! such GEMMs back to back, long enough for the card to settle at its power limit, the median of 5 timings of 20
+//! back-to-back GEMMs; measured once.
+double sustained_bf16_rate() {
+  static double const rate = [] {
+    constexpr std::int64_t n = 8192;
+    auto const a = random_buffer<ssmlen::bfloat16>(n * n, 1, -1.0f, 1.0f);
+    auto const b = random_buffer<ssmlen::bfloat16>(n * n, 2, -1.0f, 1.0f);
+    ssmlen::backends::device_buffer<float> c(static_cast<std::size_t>(n * n));
+    cuda_check(cudaDeviceSynchronize(), "random operands");  // made on the default stream
+    ssmlen::backends::cuda_stream stream;
+    ssmlen::backends::blas_handle h(stream.backend());
+    auto const gemms = [&](int count) {
+      for (int i = 0; i < count; ++i) {
+        ssmlen::backends::gemm(h, ssmlen::ops::trans::n, ssmlen::ops::trans::t, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                               0.0f, c.data(), n);
+      }
+    };
+    auto const start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(2)) {
+      gemms(10);
+      cuda_check(cudaStreamSynchronize(stream.get()), "sustained GEMMs");
+    }
+    double const seconds = median_event_seconds(
+                               stream.get(), [&] { gemms(20); }, 5, 0) /
+                           20;
+    return 2.0 * double(n) * double(n) * double(n) / seconds;
+  }();
   return rate;
 }
 
@@ -199,6 +236,9 @@ void time_train_step(benchmark::State& state, shape sh, gemm_precision precision
   state.counters["mfu_prec"] = 6.0 * params * tok_s / rate;
   state.counters["gemm_TF/s"] = rate * 1e-12;
   state.counters["bf16_TF/s"] = bf16_rate * 1e-12;
+  double const sustained_rate = sustained_bf16_rate();
+  state.counters["mfu_sust"] = 6.0 * params * tok_s / sustained_rate;
+  state.counters["bf16_sust_TF/s"] = sustained_rate * 1e-12;
   std::size_t free = 0, total = 0;
   cuda_check(cudaMemGetInfo(&free, &total), "memory info");
   state.counters["device_GB"] = double(total - free) * 1e-9;

@@ -11,7 +11,8 @@
 # train_example_seed<s>.log (progress, timings, sweep table) and train_example_seed<s>/ (model, sweep.json/csv/svg).
 # rollout = test_step.cu (the recurrent step of the SSM, block and model against the host; the captured step graph),
 # test_rollout.cu (GPU rollouts of the trained headline model against the host rollout) and bench_rollout_cuda.cu
-# (rollout and step-loop throughput; $OUT/rollout_bench.log).
+# (rollout and step-loop throughput; $OUT/rollout_bench.log). blas = bench_blas_cuda.cu (one layer's GEMMs of the
+# paper-shape step through backends::gemm and through each cuBLASLt candidate; $OUT/blas_bench.log).
 # SSMLEN_GPU_CHECKERS=0 skips the memory, race and initialization checkers.
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
@@ -45,6 +46,10 @@ if has rollout; then
   nvcc "${nvcc_flags[@]}" tests/cuda/test_rollout.cu -o /tmp/test_rollout_cuda -lcublas >"$out/build_rollout.txt" 2>&1 &
   nvcc "${nvcc_flags[@]}" bench/bench_rollout_cuda.cu -o /tmp/bench_rollout_cuda -lcublas -lbenchmark_main -lbenchmark \
     -lpthread >"$out/build_rollout_bench.txt" 2>&1 &
+fi
+if has blas; then
+  nvcc "${nvcc_flags[@]}" bench/bench_blas_cuda.cu -o /tmp/bench_blas_cuda -lcublas -lcublasLt -lbenchmark_main \
+    -lbenchmark -lpthread >"$out/build_blas_bench.txt" 2>&1 &
 fi
 if has bench; then
   nvcc "${nvcc_flags[@]}" bench/bench_scan_cuda.cu -o /tmp/bench_scan_cuda -lbenchmark_main -lbenchmark -lpthread \
@@ -87,6 +92,10 @@ fi
 if has train_bench; then
   /tmp/bench_train_cuda >"$out/train_bench.log" 2>&1
   grep -E "^bm_train_step" "$out/train_bench.log" | cut -c1-250
+fi
+if has blas; then
+  /tmp/bench_blas_cuda >"$out/blas_bench.log" 2>&1
+  grep -E "^bm_layer" "$out/blas_bench.log" | cut -c1-250
 fi
 if has train_example; then
   /tmp/04_train_cuda --smoke >"$out/train_example_smoke.log" 2>&1
