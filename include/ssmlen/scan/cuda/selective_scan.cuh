@@ -234,9 +234,13 @@ __device__ inline float load_dy_through_gate(backward_params const& p, std::int6
   return dy_through_gate(p, t * p.gate.ld_dz + c, dy, __ldg(p.gate.z + t * p.gate.ld_z + c),
                          write_dz ? __ldg(p.gate.y + t * p.f.ed + c) : 0.0f, write_dz);
 }
+//! Δ of a loaded dt value through the softplus, for a caller that has tested p.dt_softplus once for many values.
+__device__ inline float delta_softplus(forward_params const& p, float dt, float bias) {
+  return p.delta_min + softplus_fast(dt + bias);
+}
 //! Δ of a loaded dt value.
 __device__ inline float delta_of(forward_params const& p, float dt, float bias) {
-  return p.dt_softplus ? p.delta_min + softplus_fast(dt + bias) : dt;
+  return p.dt_softplus ? delta_softplus(p, dt, bias) : dt;
 }
 //! ∂Δ/∂dt: sigmoid(dt + bias) with the softplus, else 1.
 __device__ inline float delta_slope(forward_params const& p, float dt, float bias) {

@@ -333,9 +333,9 @@ __global__ void __launch_bounds__(WG* lanes, MinBlocks) forward_state_split_kern
 // and a barrier, and x, Δ, B, C were read by every warp; on four lanes of one warp the sum is a reduce-scatter of
 // 3 shuffles per 4 tokens, after which lane q owns token 4 g + q of each quad of tokens (its y, D·x, gate and
 // store), and the per-token work around the 4 states' recurrences is about 4 instructions instead of about 10.
-// x, Δ (Δ made from dt as it is staged) and B, C of a 32-token batch go through shared memory, loaded by the whole
-// block a batch ahead (by asynchronous copies where the rows are 16-byte aligned, else into registers) and stored
-// once the batch is scanned: one barrier per batch.
+// Δ and Δ x (made from x and dt as they are staged), x, and B, C of a 32-token batch go through shared memory, loaded
+// by the whole block a batch ahead (by asynchronous copies where the rows are 16-byte aligned, else into registers) and
+// stored once the batch is scanned: one barrier per batch.
 
 inline constexpr int quad_batch = 32;   // tokens staged together
 inline constexpr int quad_warps = 4;    // warps per block: 32 channels of 8 lanes × 4 quads
@@ -377,8 +377,11 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   constexpr int ck_every = static_cast<int>(state_split<4>::checkpoint_interval);
   static_assert(NB % ck_every == 0 && NB % 4 == 0, "checkpoints and quads fall on the same tokens of every batch");
   __shared__ __align__(16) float sb[2][NB][S], sc[2][NB][S];  // [buffer, token, state]: B, C of this launch's states
-  __shared__ __align__(16) float2 xdt[2][NB][lanes];          // [buffer, token, channel of the block]: x, Δ
-  __shared__ __align__(16) float raw_x[Aligned ? NB : 1][lanes], raw_dt[Aligned ? NB : 1][lanes];  // copies landing
+  // [buffer, token, channel of the block]: Δ and Δ x, which the scan reads (Δ x made once per token and channel, not
+  // once per lane of its quad), and x, which only the skip term D x reads
+  __shared__ __align__(16) float2 xdt[2][NB][lanes];
+  __shared__ __align__(16) float x_s[2][NB][lanes];
+  __shared__ __align__(16) float raw_dt[Aligned ? NB : 1][lanes];  // dt's copies landing (Aligned; x's land in x_s)
   // [buffer, token, channel]: the gate's z, copied with the rest (Aligned); rows of 40 floats, so that the 4 lanes of
   // a channel (tokens 4 g + q) read 4 different banks
   __shared__ __align__(16) float zs[Aligned ? 2 : 1][Aligned ? NB : 1][40];
@@ -441,7 +444,9 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
 #pragma unroll
     for (int k = 0; k < xrows; ++k) {
       int const r = r0 + k * (threads / lanes);
-      xdt[b][r][sc_ch] = make_float2(xd[k].x, stage_live && r < valid ? delta[k] : 0.0f);
+      float const d = stage_live && r < valid ? delta[k] : 0.0f;
+      xdt[b][r][sc_ch] = make_float2(d, d * xd[k].x);
+      x_s[b][r][sc_ch] = xd[k].x;
     }
 #pragma unroll
     for (int k = 0; k < bcs; ++k) {
@@ -461,14 +466,14 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
   if (Aligned && tid < lanes) {           // read back by make_delta after the barrier below
     bias_s[tid] = delta_bias(p, group * lanes + tid, group * lanes + tid < p.ed);
   }
-  // The batch of tokens [t, t + valid) into raw_x, raw_dt, sb[b], sc[b] (and zs[b]). Offsets from the parameters'
+  // The batch of tokens [t, t + valid) into x_s[b], raw_dt, sb[b], sc[b] (and zs[b]). Offsets from the parameters'
   // pointers, made from t at each batch rather than carried (registers are what the scan is short of).
   auto issue = [&](int b, std::int64_t t, int valid) {
     std::int64_t const x_off = (t + xr0) * p.ed + group * lanes + 4 * xq, bc_off = (t + br) * p.ld_bc + n0 + 4 * sq;
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       int const r = xr0 + k * copy_rows, zero = chunk_live && r < valid ? 0 : 16;  // bytes zero-filled
-      __pipeline_memcpy_async(&raw_x[r][4 * xq], p.x + x_off + k * copy_rows * p.ed, 16, zero);
+      __pipeline_memcpy_async(&x_s[b][r][4 * xq], p.x + x_off + k * copy_rows * p.ed, 16, zero);
       __pipeline_memcpy_async(&raw_dt[r][4 * xq], p.dt + x_off + k * copy_rows * p.ed, 16, zero);
     }
     int const zero = bc_chunk_live && br < valid ? 0 : 16;
@@ -485,20 +490,33 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
     }
     __pipeline_commit();
   };
-  auto make_delta = [&](int b, int valid) {  // once this thread's copies have landed: x, Δ of its pieces into xdt[b]
+  auto make_delta = [&](int b, int valid) {  // once this thread's copies have landed: Δ, Δ x of its pieces into xdt[b]
     __pipeline_wait_prior(0);
+    float4 xv[2], dv[2];  // [rows]: x and dt, then Δ, of 4 channels
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      int const r = xr0 + k * copy_rows;
+      xv[k] = *reinterpret_cast<float4 const*>(&x_s[b][r][4 * xq]);
+      dv[k] = *reinterpret_cast<float4 const*>(&raw_dt[r][4 * xq]);
+    }
+    // Every softplus under one uniform branch: tested per value (delta_of), each of the 8 was a branch of its own
+    // and their chains of dependent instructions ran one after another.
+    if (p.dt_softplus) {
+      float4 const bias = *reinterpret_cast<float4 const*>(&bias_s[4 * xq]);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        dv[k] = make_float4(delta_softplus(p, dv[k].x, bias.x), delta_softplus(p, dv[k].y, bias.y),
+                            delta_softplus(p, dv[k].z, bias.z), delta_softplus(p, dv[k].w, bias.w));
+      }
+    }
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       int const r = xr0 + k * copy_rows;
       bool const ok = chunk_live && r < valid;
-      float4 const xv = *reinterpret_cast<float4 const*>(&raw_x[r][4 * xq]);
-      float4 const dv = *reinterpret_cast<float4 const*>(&raw_dt[r][4 * xq]);
-      float4 const bias = p.dt_softplus ? *reinterpret_cast<float4 const*>(&bias_s[4 * xq]) : float4{};
-      float const d0 = delta_of(p, dv.x, bias.x), d1 = delta_of(p, dv.y, bias.y);
-      float const d2 = delta_of(p, dv.z, bias.z), d3 = delta_of(p, dv.w, bias.w);
+      float4 const d = ok ? dv[k] : float4{};
       auto* const row = reinterpret_cast<float4*>(&xdt[b][r][4 * xq]);
-      row[0] = make_float4(xv.x, ok ? d0 : 0.0f, xv.y, ok ? d1 : 0.0f);
-      row[1] = make_float4(xv.z, ok ? d2 : 0.0f, xv.w, ok ? d3 : 0.0f);
+      row[0] = make_float4(d.x, d.x * xv[k].x, d.y, d.y * xv[k].y);
+      row[1] = make_float4(d.z, d.z * xv[k].z, d.w, d.w * xv[k].w);
     }
   };
 
@@ -561,14 +579,13 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
           }
           ck += here ? size : 0;
         }
-        float2 const v = xrow[r * lanes];  // x, Δ
+        float2 const v = xrow[r * lanes];  // Δ, Δ x
         float4 const bv = *reinterpret_cast<float4 const*>(brow + r * S);
         float4 const cv = *reinterpret_cast<float4 const*>(crow + r * S);
-        float const dtx = v.y * v.x;
-        h[0] = fmaf(exp2_approx(v.y * a2[0]), h[0], dtx * bv.x);
-        h[1] = fmaf(exp2_approx(v.y * a2[1]), h[1], dtx * bv.y);
-        h[2] = fmaf(exp2_approx(v.y * a2[2]), h[2], dtx * bv.z);
-        h[3] = fmaf(exp2_approx(v.y * a2[3]), h[3], dtx * bv.w);
+        h[0] = fmaf(exp2_approx(v.x * a2[0]), h[0], v.y * bv.x);
+        h[1] = fmaf(exp2_approx(v.x * a2[1]), h[1], v.y * bv.y);
+        h[2] = fmaf(exp2_approx(v.x * a2[2]), h[2], v.y * bv.z);
+        h[3] = fmaf(exp2_approx(v.x * a2[3]), h[3], v.y * bv.w);
         part[i] = fmaf(cv.w, h[3], fmaf(cv.z, h[2], fmaf(cv.y, h[1], cv.x * h[0])));  // a chain: measured faster
       }
       ysum[g] = quad_sum_scatter(part, q);  // token 4 g + q, over the launch's 16 states
@@ -580,7 +597,7 @@ __global__ void __launch_bounds__(quad_warps* lanes, MinBlocks) forward_quad_ker
 #pragma unroll
     for (int g = 0; g < NB / 4; ++g) {
       float const before = n0 != 0 && g < quads_in ? y_row[g * y_quad] : 0.0f;  // the earlier launches' states
-      yv[g] = fmaf(dskip, xrow[(4 * g + q) * lanes].x, n0 == 0 ? ysum[g] : ysum[g] + before);
+      yv[g] = fmaf(dskip, x_s[buf][4 * g + q][cb], n0 == 0 ? ysum[g] : ysum[g] + before);
     }
 #pragma unroll
     for (int g = 0; g < NB / 4; ++g) {
