@@ -10,6 +10,10 @@
 //   copy_frac   that rate over the device-to-device copy rate measured by bm_copy in this same process;
 //   Gtokch/s    tokens × channels per second; Gexp/s  decays a_t = exp(dt A) evaluated per second (N per
 //               token-channel and pass; the backward evaluates them once per pass as well);
+//   exp_frac    Gexp/s over the exponential rate measured by bm_exp in this same process (ex2.approx, the
+//               multi-function unit's);
+//   bound_frac  the larger of copy_frac and exp_frac: the time the larger of the two limits allows over the time
+//               taken; bound_exp is 1 where the exponentials set that bound, 0 where the bytes do;
 //   xcheck      ‖y_block − y_recurrent‖/‖y_recurrent‖ (+ the same for dx), a sanity check of the timed data
 //               (the tests compare both against the host oracle).
 // bm_scan_as_model times the scan as the bf16 Mamba block calls it: Δ = softplus(dt + bias) made as dt is read, the
@@ -218,6 +222,65 @@ double copy_rate() {
   return rate;
 }
 
+//! Independent chains of x = 2^(-x) per thread (a multiply and an ex2.approx per step, the scan's decay), enough
+//! threads to fill every SM: the multi-function unit's exponential rate.
+__global__ void exp_chains_kernel(float* out, int steps) {
+  constexpr int chains = 8;
+  float x[chains];
+#pragma unroll
+  for (int c = 0; c < chains; ++c) {
+    x[c] = 0.25f + 0.01f * static_cast<float>(c) + 1e-6f * static_cast<float>(threadIdx.x);
+  }
+  for (int i = 0; i < steps; ++i) {
+#pragma unroll
+    for (int c = 0; c < chains; ++c) {
+      x[c] = ssmlen::ops::cuda::exp2_approx(-x[c]);  // in [0.5, 1]: no denormals, no overflow
+    }
+  }
+  float sum = 0;
+#pragma unroll
+  for (int c = 0; c < chains; ++c) {
+    sum += x[c];
+  }
+  out[blockIdx.x * blockDim.x + threadIdx.x] = sum;  // keeps the chains alive
+}
+
+//! One launch of exp_chains_kernel over 8 blocks of 256 threads per SM; returns the exponentials it evaluates.
+double launch_exp_chains(device_buffer<float>& out) {
+  int sms = 0;
+  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "multiprocessor count");
+  int const blocks = 8 * sms, threads = 256, steps = 2048;
+  if (out.size() < static_cast<std::size_t>(blocks) * threads) {
+    out = device_buffer<float>(static_cast<std::size_t>(blocks) * threads);
+  }
+  exp_chains_kernel<<<blocks, threads>>>(out.data(), steps);
+  ssmlen::backends::cuda_check_launch("exp_chains_kernel");
+  return double(blocks) * threads * 8.0 * steps;
+}
+
+//! Exponentials per second, measured once, for exp_frac.
+double exp_rate() {
+  static double const rate = [] {
+    device_buffer<float> out(1);
+    double exps = 0;
+    double const median = median_event_seconds(nullptr, [&] { exps = launch_exp_chains(out); });
+    return exps / median;
+  }();
+  return rate;
+}
+
+void bm_exp(benchmark::State& state) {
+  if (!ssmlen::backends::cuda_device_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  device_buffer<float> out(1);
+  double exps = 0;
+  double const median = time_iterations(state, nullptr, [&](int) { exps = launch_exp_chains(out); });
+  state.counters["Gexp/s"] = exps / median * 1e-9;
+  state.counters["us_median"] = median * 1e6;
+}
+
 void bm_copy(benchmark::State& state) {
   if (!ssmlen::backends::cuda_device_available()) {
     state.SkipWithError("no CUDA device");
@@ -261,9 +324,14 @@ void time_scan(benchmark::State& state, bool as_model) {
                  (as_model ? " as the bf16 block calls it" : ""));
   state.counters["us_median"] = median * 1e6;
   state.counters["GB/s"] = bytes / median * 1e-9;
-  state.counters["copy_frac"] = bytes / median / copy_rate();
   state.counters["Gtokch/s"] = tokch / median * 1e-9;
-  state.counters["Gexp/s"] = tokch * pb.sh.ns * (Backward ? 2 : 1) / median * 1e-9;
+  double const exps = tokch * pb.sh.ns * (Backward ? 2 : 1);
+  state.counters["Gexp/s"] = exps / median * 1e-9;
+  double const copy_frac = bytes / median / copy_rate(), exp_frac = exps / median / exp_rate();
+  state.counters["copy_frac"] = copy_frac;
+  state.counters["exp_frac"] = exp_frac;
+  state.counters["bound_frac"] = std::max(copy_frac, exp_frac);
+  state.counters["bound_exp"] = exp_frac > copy_frac ? 1.0 : 0.0;
   state.counters["xcheck"] = pb.xcheck;
 }
 
@@ -290,6 +358,7 @@ void long_shape(benchmark::internal::Benchmark* b) { b->Arg(3)->UseManualTime()-
 }  // namespace
 
 BENCHMARK(bm_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_exp)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(bm_scan, ssmlen::scan::recurrent, false)->Apply(both_shapes);
 BENCHMARK_TEMPLATE(bm_scan, sc::block_parallel<>, false)->Apply(both_shapes);
 // Other block shapes (warps × tokens per thread): how the chunk layout moves the time. The backward of

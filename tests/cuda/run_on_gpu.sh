@@ -110,8 +110,8 @@ if has train_example; then
 fi
 if has bench; then
   /tmp/bench_scan_cuda --benchmark_filter="${1:-.}" --benchmark_min_time=0.3s >"$out/bench.log" 2>&1
-  grep -E "^bm_copy" "$out/bench.log" | cut -c1-150
-  # one line per benchmark: label, median time, GB/s, fraction of the copy rate, cross-check
-  pattern='s/^bm_[^ ]+ .*GB\/s=([0-9.k]+) .*copy_frac=([0-9.]+) .*us_median=([0-9.k]+)( xcheck=([^ ]+) (.*))?$/'
-  sed -nE "$pattern\\6 \\3 us, \\1 GB\/s, copy_frac \\2, xcheck \\5/p" "$out/bench.log"
+  grep -E "^bm_(copy|exp)" "$out/bench.log" | cut -c1-150
+  # one line per benchmark: label, median time, GB/s, fractions of the copy rate and of the bound (which: 1 exp, 0 bytes)
+  pattern='s/^bm_[^ ]+ .*GB\/s=([0-9.k]+) .*bound_exp=([01]) bound_frac=([0-9.]+) copy_frac=([0-9.]+) .*us_median=([0-9.k]+)( xcheck=([^ ]+) (.*))?$/'
+  sed -nE "$pattern\\8 \\5 us, \\1 GB\/s, copy_frac \\4, bound_frac \\3 (exp bound: \\2), xcheck \\7/p" "$out/bench.log"
 fi
