@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_event_timing.cuh"
 #include "cuda_random.cuh"
 
 namespace {
@@ -72,31 +73,15 @@ struct result {
   int best = -1, candidates = 0;
 };
 
-//! Microseconds per launch of `enqueue`: the median of 15 event timings of 20 back-to-back launches.
+//! Microseconds per launch of `enqueue`: the median of 15 event timings of 20 back-to-back launches, after 20.
 template <class F>
 double launch_us(cudaStream_t stream, F&& enqueue) {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  cuda_check(cudaEventCreate(&start), "cudaEventCreate");
-  cuda_check(cudaEventCreate(&stop), "cudaEventCreate");
-  for (int i = 0; i < 5; ++i) {
-    enqueue();
-  }
-  std::vector<double> us;
-  for (int run = 0; run < 15; ++run) {
-    cuda_check(cudaEventRecord(start, stream), "cudaEventRecord");
+  auto const twenty = [&] {
     for (int i = 0; i < 20; ++i) {
       enqueue();
     }
-    cuda_check(cudaEventRecord(stop, stream), "cudaEventRecord");
-    cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    cuda_check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    us.push_back(ms * 1e3 / 20);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  };
+  return median_event_seconds(stream, twenty, 15, 1) * 1e6 / 20;
 }
 
 //! C's bytes, copied to the host.
@@ -106,8 +91,9 @@ std::vector<unsigned char> host_bytes(void const* c, std::size_t bytes) {
   return out;
 }
 
-std::vector<float> host_floats(void const* c, std::size_t count, bool bf16) {
-  auto const bytes = host_bytes(c, count * (bf16 ? 2 : 4));
+//! C's values from its bytes (bf16 or fp32), widened to float.
+std::vector<float> floats_of(std::vector<unsigned char> const& bytes, bool bf16) {
+  std::size_t const count = bytes.size() / (bf16 ? 2 : 4);
   std::vector<float> out(count);
   for (std::size_t i = 0; i < count; ++i) {
     if (bf16) {
@@ -156,7 +142,7 @@ result const& measure(std::size_t index) {
   res.gemm_us = launch_us(st, [&] { library(c_out); });
   cuda_check(cudaMemsetAsync(c_lib, 0, c_bytes, st), "cudaMemsetAsync");
   library(c_lib);  // the reference: one call on zeros (beta C adds nothing)
-  std::vector<float> const ref = host_floats(c_lib, c_count, g.c_bf16);
+  std::vector<float> const ref = floats_of(host_bytes(c_lib, c_bytes), g.c_bf16);
   float ref_max = 0;
   for (float v : ref) {
     ref_max = std::max(ref_max, std::fabs(v));
@@ -207,7 +193,7 @@ result const& measure(std::size_t index) {
     cuda_check(cudaMemsetAsync(c_out, 0, c_bytes, st), "cudaMemsetAsync");
     run(c_out);
     std::vector<unsigned char> const first_bits = host_bytes(c_out, c_bytes);
-    std::vector<float> const first = host_floats(c_out, c_count, g.c_bf16);
+    std::vector<float> const first = floats_of(first_bits, g.c_bf16);
     cuda_check(cudaMemsetAsync(c_out, 0, c_bytes, st), "cudaMemsetAsync");
     run(c_out);
     bool const same = host_bytes(c_out, c_bytes) == first_bits;

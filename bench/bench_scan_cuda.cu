@@ -247,8 +247,11 @@ __global__ void exp_chains_kernel(float* out, int steps) {
 
 //! One launch of exp_chains_kernel over 8 blocks of 256 threads per SM; returns the exponentials it evaluates.
 double launch_exp_chains(device_buffer<float>& out) {
-  int sms = 0;
-  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "multiprocessor count");
+  static int const sms = [] {  // asked once: not inside every timed launch
+    int count = 0;
+    cuda_check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, 0), "multiprocessor count");
+    return count;
+  }();
   int const blocks = 8 * sms, threads = 256, steps = 2048;
   if (out.size() < static_cast<std::size_t>(blocks) * threads) {
     out = device_buffer<float>(static_cast<std::size_t>(blocks) * threads);
