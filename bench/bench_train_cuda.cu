@@ -9,6 +9,8 @@
 //             4 to a sequence (32 sequences of about 600 tokens, examples/configs/addition_paper_scale.json)
 //   headline_long  the headline model on one sequence of 65,536 random tokens, with the default scan (state_split)
 //             and with chunked<128> (`bm_train_step_chunked`), which splits the sequence in time
+//   peer      the paper's model on batches × length random tokens (the benchmark's two arguments), the shape
+//             bench/peers/compare_hf.py runs Hugging Face's MambaForCausalLM on beside it
 // with fp32, TF32 and bf16 GEMMs; `_graphs` runs set mamba_lm_options::step_graphs (on a stream of their own): a step
 // whose batch has the previous step's layout replays a CUDA graph (every step of the paper shape's fixed 8 × 2048
 // batches after the first; never on addition batches, whose layout changes every step). Counters:
@@ -25,6 +27,7 @@
 //   replayed   (_graphs runs) the share of timed steps that replayed a captured graph
 //   device_GB  device memory in use after the steps, this process's models and pools included (an upper bound on
 //              what the step needs)
+//   params, vocab  the model's parameter count and vocabulary size (a peer builds the same model from them)
 // The rates are measured in this process (median of 10; the sustained one, median of 5 timings of 20 GEMMs). With
 // SSMLEN_PROFILE_STEP set, the first timed step of each benchmark runs between cudaProfilerStart and cudaProfilerStop,
 // so that `ncu --profile-from-start off` sees one whole step (tests/cuda/profile_on_gpu.sh train: time per kernel).
@@ -138,7 +141,7 @@ std::vector<ssmlen::train::batch> addition_batches(int count, std::int64_t trace
   return out;
 }
 
-enum class shape { headline, paper, paper_addition, headline_long };
+enum class shape { headline, paper, paper_addition, headline_long, peer };
 
 //! `count` batches of `seqs` sequences of `length` random inputs, every target counted.
 std::vector<ssmlen::train::batch> random_batches(int count, std::int64_t seqs, std::int64_t length,
@@ -170,13 +173,14 @@ void time_train_step(benchmark::State& state, shape sh, gemm_precision precision
   }
   std::int64_t const vocab = ssmlen::tasks::addition::make_vocab().size();
   ssmlen::models::mamba_config cfg{.vocab = vocab, .d_model = 64, .n_layers = 4, .d_state = 16, .expand = 2};
-  if (sh == shape::paper || sh == shape::paper_addition) {
+  if (sh == shape::paper || sh == shape::paper_addition || sh == shape::peer) {
     cfg.d_model = 768;
     cfg.n_layers = 24;
   }
   auto const batches = sh == shape::paper            ? random_batches(2, 8, 2048, vocab)
                        : sh == shape::paper_addition ? addition_batches(4, 4)
                        : sh == shape::headline_long  ? random_batches(2, 1, 65536, vocab)
+                       : sh == shape::peer           ? random_batches(2, state.range(0), state.range(1), vocab)
                                                      : addition_batches(8, 1);
   double const rate = gemm_rate(precision);
   ssmlen::models::mamba_lm<float> host(cfg, 1);
@@ -221,7 +225,7 @@ void time_train_step(benchmark::State& state, shape sh, gemm_precision precision
   double const tokens_per_step = double(tokens) / double(seconds.size());
   double const tok_s = tokens_per_step / median;
   double const params = double(dev.n_params());
-  char const* const names[] = {"headline", "paper", "paper_addition", "headline_long"};
+  char const* const names[] = {"headline", "paper", "paper_addition", "headline_long", "peer"};
   state.SetLabel(std::string(names[static_cast<int>(sh)]) + " " + Scan::name() + " " + name_of(precision) +
                  (graphs ? " graphs " : " ") + std::to_string(static_cast<long long>(params)) + " params, " +
                  std::to_string(static_cast<long long>(tokens_per_step)) + " tokens/step, loss " +
@@ -242,6 +246,8 @@ void time_train_step(benchmark::State& state, shape sh, gemm_precision precision
   std::size_t free = 0, total = 0;
   cuda_check(cudaMemGetInfo(&free, &total), "memory info");
   state.counters["device_GB"] = double(total - free) * 1e-9;
+  state.counters["params"] = params;
+  state.counters["vocab"] = double(vocab);
 }
 
 void bm_train_step(benchmark::State& state, shape sh, gemm_precision precision, bool graphs = false) {
@@ -291,6 +297,21 @@ BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16, shape::paper_addition, gem
     ->Iterations(8)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_train_step, paper_addition_bf16_graphs, shape::paper_addition, gemm_precision::bf16, true)
+    ->UseManualTime()
+    ->Iterations(8)
+    ->Unit(benchmark::kMillisecond);
+// batches × length: the length of a 5-digit addition trace, at the batch the peer fits in memory and at the paper's 128
+BENCHMARK_CAPTURE(bm_train_step, peer_fp32, shape::peer, gemm_precision::fp32)
+    ->ArgNames({"batch", "length"})
+    ->Args({32, 176})
+    ->Args({128, 176})
+    ->UseManualTime()
+    ->Iterations(8)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_train_step, peer_bf16, shape::peer, gemm_precision::bf16)
+    ->ArgNames({"batch", "length"})
+    ->Args({32, 176})
+    ->Args({128, 176})
     ->UseManualTime()
     ->Iterations(8)
     ->Unit(benchmark::kMillisecond);

@@ -12,7 +12,9 @@
 # rollout = test_step.cu (the recurrent step of the SSM, block and model against the host; the captured step graph),
 # test_rollout.cu (GPU rollouts of the trained headline model against the host rollout) and bench_rollout_cuda.cu
 # (rollout and step-loop throughput; $OUT/rollout_bench.log). blas = bench_blas_cuda.cu (one layer's GEMMs of the
-# paper-shape step through backends::gemm and through each cuBLASLt candidate; $OUT/blas_bench.log).
+# paper-shape step through backends::gemm and through each cuBLASLt candidate; $OUT/blas_bench.log). peer =
+# bench/peers/compare_hf.py: bench_train_cuda's peer benchmarks beside Hugging Face's MambaForCausalLM at the same
+# shapes (needs torch and transformers; $OUT/compare_hf.{log,json}).
 # SSMLEN_GPU_CHECKERS=0 skips the memory, race and initialization checkers.
 set -uo pipefail
 out=${OUT:-/tmp/ssmlen-cuda}
@@ -33,7 +35,7 @@ fi
 if has model; then
   nvcc "${nvcc_flags[@]}" tests/cuda/test_model.cu -o /tmp/test_model_cuda -lcublas >"$out/build_model.txt" 2>&1 &
 fi
-if has train_bench; then
+if has train_bench || has peer; then
   nvcc "${nvcc_flags[@]}" bench/bench_train_cuda.cu -o /tmp/bench_train_cuda -lcublas -lbenchmark_main -lbenchmark \
     -lpthread >"$out/build_train_bench.txt" 2>&1 &
 fi
@@ -92,6 +94,11 @@ fi
 if has train_bench; then
   /tmp/bench_train_cuda >"$out/train_bench.log" 2>&1
   grep -E "^bm_train_step" "$out/train_bench.log" | cut -c1-250
+fi
+if has peer; then
+  python3 bench/peers/compare_hf.py --bench /tmp/bench_train_cuda --json "$out/compare_hf.json" >"$out/compare_hf.log" 2>&1
+  echo "peer rc=$?"
+  grep -E "^\|" "$out/compare_hf.log"
 fi
 if has blas; then
   /tmp/bench_blas_cuda >"$out/blas_bench.log" 2>&1
