@@ -120,6 +120,17 @@ TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {
   CHECK(s.to_csv().find("\n100,64,1.000000,,") != std::string::npos);
   CHECK(eval::table_row(s.results[0]).find("75.000%") != std::string::npos);
   CHECK(eval::table_row(s.results[1]).find(" - ") != std::string::npos);
+  // How failures ended: <EOS> with a wrong output, a refused action, the token cap; nothing when all are right.
+  s.results[0].correct = 64;
+  s.results[0].ends = {{"eos", 64}};
+  CHECK(eval::failure_ends(s.results[0]) == "0");
+  s.results[2].correct = 53;
+  s.results[2].ends = {{"eos", 63}, {"token_cap", 1}};
+  CHECK(eval::failure_ends(s.results[2]) == "11: 10 wrong, 1 token cap");
+  s.results[3].correct = 2;
+  s.results[3].ends = {{"eos", 2}, {"invalid", 40}, {"token_cap", 22}};
+  CHECK(eval::failure_ends(s.results[3]) == "62: 40 invalid, 22 token cap");
+  CHECK(eval::table_row(s.results[2]).ends_with("  11: 10 wrong, 1 token cap"));
   auto const dir = std::filesystem::temp_directory_path() / ("ssmlen_sweep_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto const files = eval::write_reports(s, dir / "sweep");

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <unistd.h>
+#include <utility>
 
 namespace ssmlen::eval {
 
@@ -38,7 +39,34 @@ inline void write_file_atomic(std::filesystem::path const& file, std::string con
 }
 
 inline std::string table_header() {
-  return "      n  episodes  exact match  token acc.  mean tokens   seconds  tokens/s";
+  return "      n  episodes  exact match  token acc.  mean tokens   seconds  tokens/s  failures";
+}
+
+//! How a size's failed episodes ended, e.g. "11: 10 wrong, 1 token cap" ("0" when none failed). The mean length
+//! hides an episode that ran on to the token cap, which alone can set the sweep's time.
+inline std::string failure_ends(size_result const& r) {
+  int const failed = r.episodes - r.correct;
+  if (failed == 0) {
+    return "0";
+  }
+  auto const count = [&](char const* reason) {
+    auto const it = r.ends.find(reason);
+    return it == r.ends.end() ? 0 : it->second;
+  };
+  // An episode that ended with <EOS> and failed wrote a wrong output; correct ones all end with <EOS>.
+  std::pair<int, char const*> const kinds[] = {
+      {count(agent::end_reason_name(agent::end_reason::eos)) - r.correct, "wrong"},
+      {count(agent::end_reason_name(agent::end_reason::invalid)), "invalid"},
+      {count(agent::end_reason_name(agent::end_reason::token_cap)), "token cap"}};
+  std::string out = std::to_string(failed) + ":";
+  char const* sep = " ";
+  for (auto const& [k, name] : kinds) {
+    if (k > 0) {
+      out += sep + std::to_string(k) + " " + name;
+      sep = ", ";
+    }
+  }
+  return out;
 }
 
 inline std::string table_row(size_result const& r) {
@@ -46,9 +74,9 @@ inline std::string table_row(size_result const& r) {
   if (r.token_accuracy) {
     std::snprintf(accuracy, sizeof accuracy, "%9.3f%%", 100 * *r.token_accuracy);
   }
-  std::snprintf(line, sizeof line, "%7d  %8d  %10.1f%%  %s  %11.0f  %8.1f  %8.0f", r.n, r.episodes, 100 * r.exact_match,
-                accuracy, r.mean_tokens, r.seconds, r.tokens_per_second);
-  return line;
+  std::snprintf(line, sizeof line, "%7d  %8d  %10.1f%%  %s  %11.0f  %8.1f  %8.0f  ", r.n, r.episodes,
+                100 * r.exact_match, accuracy, r.mean_tokens, r.seconds, r.tokens_per_second);
+  return line + failure_ends(r);
 }
 
 inline std::string table(sweep_result const& s) {
