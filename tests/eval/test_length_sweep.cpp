@@ -40,6 +40,8 @@ TEST_CASE("length_sweep: per-size results from rollouts of an untrained model on
     CHECK(*s.token_accuracy >= 0.0);
     CHECK(*s.token_accuracy < 1.0);
     CHECK(s.mean_tokens > 0);
+    CHECK(s.longest_tokens >= s.mean_tokens);
+    CHECK(s.longest_tokens < s.mean_tokens * 5);  // a mean of 5 episodes is at least a fifth of the longest
     int ends = 0;
     for (auto const& [k, v] : s.ends) {
       ends += v;
@@ -116,7 +118,11 @@ TEST_CASE("sweep_result: the n->m (p%) summary and the report files") {
   auto const j = s.to_json();
   CHECK(j["results"][0]["token_accuracy"] == 0.75);
   CHECK(j["results"][1]["token_accuracy"].is_null());
+  s.results[0].longest_tokens = 1234;
   CHECK(s.to_csv().find("\n5,64,1.000000,0.750000,") != std::string::npos);
+  CHECK(s.to_csv().find(",1234\n") != std::string::npos);
+  CHECK(j["results"][0]["longest_tokens"] == 0);  // read before the longest was set
+  CHECK(eval::table_row(s.results[0]).find(" 1234 ") != std::string::npos);
   CHECK(s.to_csv().find("\n100,64,1.000000,,") != std::string::npos);
   CHECK(eval::table_row(s.results[0]).find("75.000%") != std::string::npos);
   CHECK(eval::table_row(s.results[1]).find(" - ") != std::string::npos);

@@ -66,7 +66,8 @@ struct size_result {
   double exact_match = 0;
   // Teacher forcing, over model tokens of `teacher_forced` expert traces; empty when none were scored (it is not 0 %).
   std::optional<double> token_accuracy;
-  double mean_tokens = 0;  // rollout episode length, prompt included
+  double mean_tokens = 0;           // rollout episode length, prompt included
+  std::int64_t longest_tokens = 0;  // the longest episode: a size's rollouts last as long as it does
   double mean_expert_tokens = 0;
   std::map<std::string, int> ends;  // end reason -> count
   std::vector<failure> failures;
@@ -119,6 +120,7 @@ struct sweep_result {
                     {"exact_match", r.exact_match},
                     {"token_accuracy", r.token_accuracy ? nlohmann::json(*r.token_accuracy) : nlohmann::json()},
                     {"mean_tokens", r.mean_tokens},
+                    {"longest_tokens", r.longest_tokens},
                     {"mean_expert_tokens", r.mean_expert_tokens},
                     {"seconds", r.seconds},
                     {"tokens_per_second", r.tokens_per_second},
@@ -128,14 +130,14 @@ struct sweep_result {
   }
 
   [[nodiscard]] std::string to_csv() const {
-    std::string out = "n,episodes,exact_match,token_accuracy,mean_tokens,mean_expert_tokens,seconds\n";
+    std::string out = "n,episodes,exact_match,token_accuracy,mean_tokens,mean_expert_tokens,seconds,longest_tokens\n";
     for (auto const& r : results) {
       char line[256], accuracy[32] = "";  // an empty field when teacher forcing was skipped
       if (r.token_accuracy) {
         std::snprintf(accuracy, sizeof accuracy, "%.6f", *r.token_accuracy);
       }
-      std::snprintf(line, sizeof line, "%d,%d,%.6f,%s,%.1f,%.1f,%.3f\n", r.n, r.episodes, r.exact_match, accuracy,
-                    r.mean_tokens, r.mean_expert_tokens, r.seconds);
+      std::snprintf(line, sizeof line, "%d,%d,%.6f,%s,%.1f,%.1f,%.3f,%lld\n", r.n, r.episodes, r.exact_match, accuracy,
+                    r.mean_tokens, r.mean_expert_tokens, r.seconds, static_cast<long long>(r.longest_tokens));
       out += line;
     }
     return out;
@@ -228,6 +230,7 @@ sweep_result length_sweep(backends::host const& be, Model const& model, tasks::a
       auto const& ex = specs[i].expert;
       bool const ok = res.reason == agent::end_reason::eos && specs[i].check(res.output);
       tokens += static_cast<double>(res.tokens);
+      r.longest_tokens = std::max(r.longest_tokens, res.tokens);
       expert_tokens += static_cast<double>(ex.size());
       ++r.ends[agent::end_reason_name(res.reason)];
       if (ok) {

@@ -39,11 +39,10 @@ inline void write_file_atomic(std::filesystem::path const& file, std::string con
 }
 
 inline std::string table_header() {
-  return "      n  episodes  exact match  token acc.  mean tokens   seconds  tokens/s  failures";
+  return "      n  episodes  exact match  token acc.  mean tokens   longest   seconds  tokens/s  failures";
 }
 
-//! How a size's failed episodes ended, e.g. "11: 10 wrong, 1 token cap" ("0" when none failed). The mean length
-//! hides an episode that ran on to the token cap, which alone can set the sweep's time.
+//! How a size's failed episodes ended, e.g. "11: 10 wrong, 1 token cap" ("0" when none failed).
 inline std::string failure_ends(size_result const& r) {
   int const failed = r.episodes - r.correct;
   if (failed == 0) {
@@ -74,8 +73,9 @@ inline std::string table_row(size_result const& r) {
   if (r.token_accuracy) {
     std::snprintf(accuracy, sizeof accuracy, "%9.3f%%", 100 * *r.token_accuracy);
   }
-  std::snprintf(line, sizeof line, "%7d  %8d  %10.1f%%  %s  %11.0f  %8.1f  %8.0f  ", r.n, r.episodes,
-                100 * r.exact_match, accuracy, r.mean_tokens, r.seconds, r.tokens_per_second);
+  std::snprintf(line, sizeof line, "%7d  %8d  %10.1f%%  %s  %11.0f  %8lld  %8.1f  %8.0f  ", r.n, r.episodes,
+                100 * r.exact_match, accuracy, r.mean_tokens, static_cast<long long>(r.longest_tokens), r.seconds,
+                r.tokens_per_second);
   return line + failure_ends(r);
 }
 
