@@ -2,8 +2,11 @@
 // against a plain one-episode-at-a-time loop that feeds every token through step().
 #include <ssmlen/agent/rollout.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
+#include <ssmlen/models/recurrent_lm.hpp>
 
 #include <doctest/doctest.h>
+
+#include <type_traits>
 
 using namespace ssmlen;
 using tools::token;
@@ -81,12 +84,25 @@ agent::rollout_result reference(M const& m, std::vector<token> const& prompt, st
 }
 }  // namespace
 
-TEST_CASE("rollout: batched greedy decoding equals a one-episode step loop, whatever the batch size") {
-  models::mamba_config c;
-  c.vocab = 9;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.d_state = 4;
+namespace {
+//! The models every rollout runs: a Mamba and the recurrent baselines, each small, with 9 tokens.
+template <class M>
+M small_model(std::uint64_t seed) {
+  if constexpr (std::is_same_v<M, models::mamba_lm<double, scan::chunked<4>>>) {
+    models::mamba_config c;
+    c.vocab = 9;
+    c.d_model = 16;
+    c.n_layers = 2;
+    c.d_state = 4;
+    return M(c, seed);
+  } else {
+    return M({.vocab = 9, .hidden = 16, .n_layers = 2}, seed);
+  }
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("rollout: batched greedy decoding equals a one-episode step loop, whatever the batch size", M,
+                   models::mamba_lm<double, scan::chunked<4>>, models::lstm_lm<double>, models::gru_lm<double>) {
   std::int64_t const cap = 60;
   std::vector<agent::episode_input> inputs;
   rng g(3);
@@ -99,7 +115,7 @@ TEST_CASE("rollout: batched greedy decoding equals a one-episode step loop, what
   }
   int reasons[3] = {0, 0, 0};
   for (std::uint64_t seed : {1, 2, 3, 4, 5, 6}) {
-    models::mamba_lm<double, scan::chunked<4>> m(c, seed);
+    M m = small_model<M>(seed);
     for (auto& p : m.named_params()) {  // sharper logits: more varied behaviour than the small init gives
       for (auto& x : p.p->value) {
         x *= 1.0 + 0.5 * static_cast<double>(seed % 3);

@@ -56,14 +56,14 @@ struct rollout_result {
 
 namespace detail {
 
+//! Row `from` of every tensor of a model's state into row `to` of dst's (a state lists its tensors, each [B, ...]).
 template <class State>
 void copy_state_row(State const& src, std::int64_t from, State& dst, std::int64_t to) {
-  for (std::size_t l = 0; l < src.layers.size(); ++l) {
-    for (auto [s, d] :
-         {std::pair{&src.layers[l].conv, &dst.layers[l].conv}, std::pair{&src.layers[l].ssm, &dst.layers[l].ssm}}) {
-      std::int64_t const row = s->size() / s->dim(0);
-      std::copy(s->data() + from * row, s->data() + (from + 1) * row, d->data() + to * row);
-    }
+  auto const s = src.tensors();
+  auto d = dst.tensors();
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    std::int64_t const row = s[i]->size() / s[i]->dim(0);
+    std::copy(s[i]->data() + from * row, s[i]->data() + (from + 1) * row, d[i]->data() + to * row);
   }
 }
 

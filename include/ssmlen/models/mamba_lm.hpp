@@ -41,6 +41,22 @@ public:
   //! Recurrent state of every layer for a batch of sequences.
   struct state {
     std::vector<block_state> layers;
+
+    //! Every tensor of the state, each [B, ...]: what a rollout copies when it moves a sequence's row.
+    [[nodiscard]] std::vector<tensor<T> const*> tensors() const {
+      std::vector<tensor<T> const*> out;
+      for (auto const& l : layers) {
+        out.insert(out.end(), {&l.conv, &l.ssm});
+      }
+      return out;
+    }
+    [[nodiscard]] std::vector<tensor<T>*> tensors() {
+      std::vector<tensor<T>*> out;
+      for (auto& l : layers) {
+        out.insert(out.end(), {&l.conv, &l.ssm});
+      }
+      return out;
+    }
   };
 
   //! Everything forward keeps for backward.
