@@ -18,12 +18,14 @@
 #include <ssmlen/eval/length_sweep.hpp>
 #include <ssmlen/eval/report.hpp>
 #include <ssmlen/io/safetensors.hpp>
+#include <ssmlen/layers/attention.hpp>
 #include <ssmlen/layers/conv1d.hpp>
 #include <ssmlen/layers/embedding.hpp>
 #include <ssmlen/layers/gru.hpp>
 #include <ssmlen/layers/linear.hpp>
 #include <ssmlen/layers/lstm.hpp>
 #include <ssmlen/layers/mamba_block.hpp>
+#include <ssmlen/layers/mlp.hpp>
 #include <ssmlen/layers/param.hpp>
 #include <ssmlen/layers/recurrent.hpp>
 #include <ssmlen/layers/rmsnorm.hpp>
@@ -33,6 +35,7 @@
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
 #include <ssmlen/models/recurrent_lm.hpp>
+#include <ssmlen/models/transformer_lm.hpp>
 #include <ssmlen/ops/cross_entropy.hpp>
 #include <ssmlen/ops/elementwise.hpp>
 #include <ssmlen/ops/gemm.hpp>

@@ -3,6 +3,7 @@
 #include <ssmlen/agent/rollout.hpp>
 #include <ssmlen/models/mamba_lm.hpp>
 #include <ssmlen/models/recurrent_lm.hpp>
+#include <ssmlen/models/transformer_lm.hpp>
 
 #include <doctest/doctest.h>
 
@@ -85,7 +86,8 @@ agent::rollout_result reference(M const& m, std::vector<token> const& prompt, st
 }  // namespace
 
 namespace {
-//! The models every rollout runs: a Mamba and the recurrent baselines, each small, with 9 tokens.
+//! The models every rollout runs: a Mamba and the baselines (its window shorter than the longest episodes), each
+//! small, with 9 tokens.
 template <class M>
 M small_model(std::uint64_t seed) {
   if constexpr (std::is_same_v<M, models::mamba_lm<double, scan::chunked<4>>>) {
@@ -95,6 +97,8 @@ M small_model(std::uint64_t seed) {
     c.n_layers = 2;
     c.d_state = 4;
     return M(c, seed);
+  } else if constexpr (std::is_same_v<M, models::transformer_lm<double>>) {
+    return M({.vocab = 9, .d_model = 16, .n_layers = 2, .heads = 2, .d_ff = 24, .window = 8}, seed);
   } else {
     return M({.vocab = 9, .hidden = 16, .n_layers = 2}, seed);
   }
@@ -102,7 +106,8 @@ M small_model(std::uint64_t seed) {
 }  // namespace
 
 TEST_CASE_TEMPLATE("rollout: batched greedy decoding equals a one-episode step loop, whatever the batch size", M,
-                   models::mamba_lm<double, scan::chunked<4>>, models::lstm_lm<double>, models::gru_lm<double>) {
+                   models::mamba_lm<double, scan::chunked<4>>, models::lstm_lm<double>, models::gru_lm<double>,
+                   models::transformer_lm<double>) {
   std::int64_t const cap = 60;
   std::vector<agent::episode_input> inputs;
   rng g(3);
