@@ -1,10 +1,11 @@
-// The paper's recurrent baselines on the addition headline: trains an LSTM or a GRU language model on the same
+// The paper's baselines on the addition headline: trains an LSTM, a GRU or a Transformer language model on the same
 // batches, schedule and validation as the Mamba headline (`ssmlen train`'s defaults: traces of <= 5-digit operands
 // packed four to a sequence, AdamW, warm-up then cosine, the best validated model kept), then sweeps lengths with the
 // same tool-driven rollouts.
 //   05_baselines                                   LSTM, 2 layers x 128, 800 steps, sweep 5..1000 digits
 //   05_baselines --model gru --hidden 96           a GRU of another width
-//   05_baselines --model lstm --out runs/lstm      also writes runs/lstm/sweep.{json,csv,svg}
+//   05_baselines --model transformer --window 512  4 layers x d_model 64, rotary attention over 512 tokens
+//   05_baselines --model lstm --out runs/lstm      also writes runs/lstm/model.safetensors and sweep.{json,csv,svg}
 // Progress: a line every 50 steps (loss, tokens/s) and every validation. --smoke: 3 steps, tiny sizes.
 #include <ssmlen/ssmlen.hpp>
 
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace sl = ssmlen;
@@ -21,7 +23,8 @@ namespace {
 
 struct options {
   std::string model = "lstm";
-  std::int64_t hidden = 128, layers = 2, steps = 0;
+  std::int64_t hidden = 128, layers = 0, steps = 0;                // layers: 2 for LSTM and GRU, 4 for the Transformer
+  std::int64_t d_model = 64, heads = 4, d_ff = 256, window = 512;  // the Transformer's
   std::uint64_t seed = 1;
   std::vector<int> sizes{5, 10, 20, 50, 100, 200, 500, 1000};
   int per_size = 32;
@@ -44,13 +47,29 @@ int run(options const& o) {
     cfg.val_n = 3;
     cfg.val_episodes = 2;
   }
-  Model model({.vocab = task.vocab().size(), .hidden = o.hidden, .n_layers = o.layers}, cfg.seed);
-  std::printf("%s: %ld layers x %ld hidden, %ld parameters; %ld steps of %ld traces (<= %d digits, %ld a sequence), "
+  std::int64_t const vocab = task.vocab().size();
+  Model model = [&] {
+    if constexpr (std::is_same_v<Model, sl::models::transformer_lm<float>>) {
+      return Model({.vocab = vocab,
+                    .d_model = o.d_model,
+                    .n_layers = o.layers,
+                    .heads = o.heads,
+                    .d_ff = o.d_ff,
+                    .window = o.window},
+                   cfg.seed);
+    } else {
+      return Model({.vocab = vocab, .hidden = o.hidden, .n_layers = o.layers}, cfg.seed);
+    }
+  }();
+  std::string const shape = o.model == "transformer"
+                                ? std::to_string(o.layers) + " layers x d_model " + std::to_string(o.d_model) + ", " +
+                                      std::to_string(o.heads) + " heads, window " + std::to_string(o.window)
+                                : std::to_string(o.layers) + " layers x " + std::to_string(o.hidden) + " hidden";
+  std::printf("%s: %s, %ld parameters; %ld steps of %ld traces (<= %d digits, %ld a sequence), "
               "validation on %d additions of %d digits every %ld steps\n",
-              o.model.c_str(), static_cast<long>(o.layers), static_cast<long>(o.hidden),
-              static_cast<long>(model.n_params()), static_cast<long>(cfg.steps), static_cast<long>(cfg.batch),
-              cfg.max_n, static_cast<long>(cfg.traces_per_sequence), cfg.val_episodes, cfg.val_n,
-              static_cast<long>(cfg.eval_every));
+              o.model.c_str(), shape.c_str(), static_cast<long>(model.n_params()), static_cast<long>(cfg.steps),
+              static_cast<long>(cfg.batch), cfg.max_n, static_cast<long>(cfg.traces_per_sequence), cfg.val_episodes,
+              cfg.val_n, static_cast<long>(cfg.eval_every));
   std::fflush(stdout);
 
   sl::train::trainer<Model> tr(model, cfg.optimizer(), cfg.schedule());
@@ -107,8 +126,11 @@ int run(options const& o) {
     std::fflush(stdout);
   });
   if (!o.out.empty()) {
-    std::filesystem::create_directories(o.out);
-    for (auto const& f : sl::eval::write_reports(result, std::filesystem::path(o.out) / "sweep")) {
+    std::filesystem::path const dir(o.out);
+    std::filesystem::create_directories(dir);
+    sl::models::save_model(dir / "model.safetensors", model);  // the kept model: models::load_model_as<Model> reads it
+    std::printf("wrote %s\n", (dir / "model.safetensors").string().c_str());
+    for (auto const& f : sl::eval::write_reports(result, dir / "sweep")) {
       std::printf("wrote %s\n", f.string().c_str());
     }
   }
@@ -120,19 +142,36 @@ int run(options const& o) {
 int main(int argc, char** argv) {
   CLI::App app("Train the paper's LSTM or GRU baseline on the addition headline and sweep lengths");
   options o;
-  app.add_option("--model", o.model, "lstm or gru")->check(CLI::IsMember({"lstm", "gru"}))->capture_default_str();
-  app.add_option("--hidden", o.hidden, "Hidden width (and embedding width)")
+  app.add_option("--model", o.model, "lstm, gru or transformer")
+      ->check(CLI::IsMember({"lstm", "gru", "transformer"}))
+      ->capture_default_str();
+  app.add_option("--hidden", o.hidden, "LSTM and GRU: hidden width (and embedding width)")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
-  app.add_option("--layers", o.layers, "Stacked recurrent layers")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--layers", o.layers, "Layers (default: 2 for LSTM and GRU, 4 for the Transformer)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--d-model", o.d_model, "Transformer: model width")->check(CLI::Range(2, 4096))->capture_default_str();
+  app.add_option("--heads", o.heads, "Transformer: attention heads")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--d-ff", o.d_ff, "Transformer: MLP width")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--window", o.window,
+                 "Transformer: positions a query attends to (longer than an episode: full "
+                 "attention)")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
   app.add_option("--steps", o.steps, "Training steps (default: the headline's 800)")->check(CLI::Range(1, 1000000));
   app.add_option("--seed", o.seed, "Seed of the initialization and the batches")->capture_default_str();
   app.add_option("--sizes", o.sizes, "Digit counts to sweep")->delimiter(',')->check(CLI::Range(1, 100000));
   app.add_option("--per-size", o.per_size, "Additions per size")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("--out", o.out, "Directory for sweep.{json,csv,svg} (none by default)");
+  app.add_option("--out", o.out, "Directory for model.safetensors and sweep.{json,csv,svg} (none by default)");
   app.add_flag("--smoke", o.smoke, "3 steps and tiny sizes (a test that the example keeps running)");
   CLI11_PARSE(app, argc, argv);
+  if (o.layers == 0) {
+    o.layers = o.model == "transformer" ? 4 : 2;
+  }
   try {
+    if (o.model == "transformer") {
+      return run<sl::models::transformer_lm<float>>(o);
+    }
     return o.model == "lstm" ? run<sl::models::lstm_lm<float>>(o) : run<sl::models::gru_lm<float>>(o);
   } catch (sl::error const& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -31,6 +31,7 @@
 #include <ssmlen/layers/rmsnorm.hpp>
 #include <ssmlen/layers/selective_ssm.hpp>
 #include <ssmlen/models/checkpoint.hpp>
+#include <ssmlen/models/config_json.hpp>
 #include <ssmlen/models/lookup_learner.hpp>
 #include <ssmlen/models/mamba_config.hpp>
 #include <ssmlen/models/mamba_lm.hpp>

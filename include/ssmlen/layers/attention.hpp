@@ -110,12 +110,14 @@ struct causal_attention {
           best = std::max(best, sc);
         }
         T sum = 0;
-        for (std::int64_t pp = lo; pp <= p; ++pp) {
-          sum += std::exp(scores[static_cast<std::size_t>(pp - lo)] - best);
+        for (std::int64_t pp = lo; pp <= p; ++pp) {  // scores become exp(score - best), each computed once
+          T& e = scores[static_cast<std::size_t>(pp - lo)];
+          e = std::exp(e - best);
+          sum += e;
         }
         std::fill_n(o, head_dim, T(0));
         for (std::int64_t pp = lo; pp <= p; ++pp) {
-          T const w = std::exp(scores[static_cast<std::size_t>(pp - lo)] - best) / sum;
+          T const w = scores[static_cast<std::size_t>(pp - lo)] / sum;
           T const* v = value(k, seqs, s, pp, init) + h * head_dim;
           for (std::int64_t j = 0; j < head_dim; ++j) {
             o[j] += w * v[j];
@@ -206,12 +208,13 @@ struct causal_attention {
       }
       T sum = 0;
       for (std::int64_t pp = lo; pp <= p; ++pp) {
-        sum += std::exp(scores[pp - lo] - best);
+        scores[pp - lo] = std::exp(scores[pp - lo] - best);
+        sum += scores[pp - lo];
       }
       T* oh = o + h * head_dim;
       std::fill_n(oh, head_dim, T(0));
       for (std::int64_t pp = lo; pp <= p; ++pp) {
-        T const w = std::exp(scores[pp - lo] - best) / sum;
+        T const w = scores[pp - lo] / sum;
         T const* v = v_row + (pp % window) * d + h * head_dim;
         for (std::int64_t j = 0; j < head_dim; ++j) {
           oh[j] += w * v[j];

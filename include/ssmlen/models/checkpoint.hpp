@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file checkpoint.hpp
-//! Mamba LM checkpoints in safetensors, in mamba_ssm's parameter layout. The
-//! configuration travels as JSON under `__metadata__["ssmlen.config"]`; a state
-//! dict without it (exported from PyTorch) loads with the configuration inferred
-//! from the tensor shapes. Loading is strict: every missing, unexpected or
-//! mis-shaped tensor is reported by name. Tensors named `optimizer.*` belong to
-//! training checkpoints and are ignored here.
+//! Model checkpoints in safetensors: Mamba LMs in mamba_ssm's parameter layout,
+//! the baselines in PyTorch's. The configuration travels as JSON under
+//! `__metadata__["ssmlen.config"]`; a Mamba state dict without it (exported from
+//! PyTorch) loads with the configuration inferred from the tensor shapes. Loading is strict: every missing, unexpected
+//! or mis-shaped tensor is reported by name. Tensors named `optimizer.*` belong to training checkpoints and are ignored
+//! here.
 #pragma once
 
 #include <ssmlen/core/error.hpp>
@@ -78,9 +78,10 @@ inline mamba_config infer_config(io::st_file const& f) {
   return c;
 }
 
-//! Copies every tensor of `f` into `m`, checking names and shapes; throws naming the first problems found.
-template <class T, class Scan>
-void load_parameters(mamba_lm<T, Scan>& m, io::st_file const& f, std::string const& file_name) {
+//! Copies every tensor of `f` into `m` (any model with named_params), checking names and shapes; throws naming the
+//! first problems found.
+template <class Model>
+void load_parameters(Model& m, io::st_file const& f, std::string const& file_name) {
   std::set<std::string> expected;
   std::vector<std::string> problems;
   for (auto& p : m.named_params()) {
@@ -106,7 +107,7 @@ void load_parameters(mamba_lm<T, Scan>& m, io::st_file const& f, std::string con
     }
     auto const values = io::to_doubles(it->second);
     for (std::size_t i = 0; i < values.size(); ++i) {
-      p.p->value[static_cast<std::int64_t>(i)] = static_cast<T>(values[i]);
+      p.p->value[static_cast<std::int64_t>(i)] = static_cast<typename Model::value_type>(values[i]);
     }
   }
   for (auto const& [name, t] : f.tensors) {
@@ -156,14 +157,16 @@ mamba_lm<T, Scan> load_model(std::filesystem::path const& file) {
   return model_from_safetensors<T, Scan>(io::load_safetensors(file), file.string());
 }
 
-//! The model's parameters (and its configuration as metadata) as a safetensors file image.
-template <class T, class Scan>
-io::st_file to_safetensors(mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtype::f32,
+//! The model's parameters (and its configuration as metadata) as a safetensors file image; any model with
+//! named_params and config_json (mamba_lm and the baselines of recurrent_lm.hpp, transformer_lm.hpp).
+template <class Model>
+io::st_file to_safetensors(Model& m, io::st_dtype type = io::st_dtype::f32,
                            std::map<std::string, std::string> metadata = {}) {
+  using T = typename Model::value_type;
   io::st_file f;
   f.metadata = std::move(metadata);
   f.metadata["format"] = "pt";
-  f.metadata[config_metadata_key] = to_json(m.config()).dump();
+  f.metadata[config_metadata_key] = m.config_json().dump();
   for (auto& p : m.named_params()) {
     std::vector<std::int64_t> shape;
     for (int i = 0; i < p.file_shape.rank(); ++i) {
@@ -175,10 +178,29 @@ io::st_file to_safetensors(mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtyp
 }
 
 //! Writes the model atomically (F32 or BF16), with optional extra string metadata.
-template <class T, class Scan>
-void save_model(std::filesystem::path const& file, mamba_lm<T, Scan>& m, io::st_dtype type = io::st_dtype::f32,
+template <class Model>
+void save_model(std::filesystem::path const& file, Model& m, io::st_dtype type = io::st_dtype::f32,
                 std::map<std::string, std::string> metadata = {}) {
   io::save_safetensors(file, to_safetensors(m, type, std::move(metadata)));
+}
+
+//! Loads a checkpoint that save_model wrote for a model of type Model (a baseline, or a Mamba with its stored
+//! configuration): the stored architecture must be Model's, and every tensor must match by name and shape.
+template <class Model>
+Model load_model_as(std::filesystem::path const& file) {
+  auto const f = io::load_safetensors(file);
+  auto const it = f.metadata.find(config_metadata_key);
+  check(it != f.metadata.end(), file.string() + ": the checkpoint holds no model configuration ('" +
+                                    std::string(config_metadata_key) + "' in its metadata)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(it->second);
+  } catch (nlohmann::json::exception const& e) {
+    throw error(file.string() + ": checkpoint metadata 'ssmlen.config' is not valid JSON: " + e.what());
+  }
+  Model m(Model::config_from_json(j), 0);
+  load_parameters(m, f, file.string());
+  return m;
 }
 
 }  // namespace ssmlen::models

@@ -110,6 +110,10 @@ public:
 
   [[nodiscard]] mamba_config const& config() const { return cfg_; }
 
+  //! The configuration as a checkpoint stores it (models/checkpoint.hpp).
+  [[nodiscard]] nlohmann::json config_json() const { return to_json(cfg_); }
+  static mamba_config config_from_json(nlohmann::json const& j) { return mamba_config_from_json(j); }
+
   //! Every parameter with its mamba_ssm name, in a fixed order.
   std::vector<layers::named_param<T>> named_params() {
     std::vector<layers::named_param<T>> out;

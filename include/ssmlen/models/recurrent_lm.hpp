@@ -17,6 +17,9 @@
 #include <ssmlen/layers/linear.hpp>
 #include <ssmlen/layers/lstm.hpp>
 #include <ssmlen/layers/recurrent.hpp>
+#include <ssmlen/models/config_json.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <span>
@@ -103,6 +106,18 @@ public:
   }
 
   [[nodiscard]] recurrent_config const& config() const { return cfg_; }
+
+  //! The configuration as a checkpoint stores it, with the architecture ("lstm", "gru") named.
+  [[nodiscard]] nlohmann::json config_json() const {
+    return {{"architecture", Cell::name}, {"vocab", cfg_.vocab}, {"hidden", cfg_.hidden}, {"n_layers", cfg_.n_layers}};
+  }
+
+  static recurrent_config config_from_json(nlohmann::json const& j) {
+    recurrent_config c;
+    detail::read_config(j, Cell::name, {{"vocab", &c.vocab}, {"hidden", &c.hidden}, {"n_layers", &c.n_layers}});
+    c.validate();
+    return c;
+  }
 
   //! Every parameter with its PyTorch name (nn.Embedding, nn.LSTM / nn.GRU as `rnn`, nn.Linear as `lm_head`).
   std::vector<layers::named_param<T>> named_params() {

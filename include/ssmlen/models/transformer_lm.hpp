@@ -19,6 +19,9 @@
 #include <ssmlen/layers/linear.hpp>
 #include <ssmlen/layers/mlp.hpp>
 #include <ssmlen/layers/rmsnorm.hpp>
+#include <ssmlen/models/config_json.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <span>
@@ -127,6 +130,27 @@ public:
   }
 
   [[nodiscard]] transformer_config const& config() const { return cfg_; }
+
+  //! The configuration as a checkpoint stores it, with the architecture ("transformer") named.
+  [[nodiscard]] nlohmann::json config_json() const {
+    return {{"architecture", "transformer"}, {"vocab", cfg_.vocab},        {"d_model", cfg_.d_model},
+            {"n_layers", cfg_.n_layers},     {"heads", cfg_.heads},        {"d_ff", cfg_.d_ff},
+            {"window", cfg_.window},         {"rope_base", cfg_.rope_base}};
+  }
+
+  static transformer_config config_from_json(nlohmann::json const& j) {
+    transformer_config c;
+    detail::read_config(j, "transformer",
+                        {{"vocab", &c.vocab},
+                         {"d_model", &c.d_model},
+                         {"n_layers", &c.n_layers},
+                         {"heads", &c.heads},
+                         {"d_ff", &c.d_ff},
+                         {"window", &c.window},
+                         {"rope_base", nullptr, &c.rope_base}});
+    c.validate();
+    return c;
+  }
 
   //! Every parameter, GPT-NeoX's names for the same roles.
   std::vector<layers::named_param<T>> named_params() {
