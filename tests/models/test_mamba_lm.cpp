@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include "../support/gradcheck.hpp"
+#include "../support/model_testing.hpp"
 
 using namespace ssmlen;
 
@@ -26,13 +27,7 @@ models::mamba_config tiny_config(bool tied) {
   return c;
 }
 
-std::vector<std::int32_t> random_tokens(rng& g, std::int64_t n, std::int64_t vocab) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (auto& v : t) {
-    v = static_cast<std::int32_t>(g.uniform_int(0, vocab - 1));
-  }
-  return t;
-}
+using testing::random_tokens;
 
 template <class M>
 void randomize_states(M const& m, typename M::state& s, rng& g) {
@@ -195,32 +190,13 @@ TEST_CASE("mamba_lm: delta_min is a floor under every step size, and survives a 
 }
 
 TEST_CASE("mamba_lm: forward and backward are bit-identical across runs and on 1 vs 2 threads") {
-  auto run = [](int threads) {
-    omp_set_num_threads(threads);
-    auto cfg = tiny_config(true);
-    cfg.d_model = 32;
-    cfg.d_state = 8;
-    cfg.n_layers = 2;
-    models::mamba_lm<float> m(cfg, 3);
-    rng g(4);
-    auto const seqs = sequences::from_lengths(std::vector<std::int64_t>{300, 17, 129, 64, 1});
-    auto const tokens = random_tokens(g, seqs.tokens(), cfg.vocab);
-    std::vector<float> logits(seqs.tokens() * cfg.vocab), dlogits(logits.size());
-    testing::fill_normal(dlogits, g);
-    models::mamba_lm<float>::cache k;
-    m.forward(be, tokens, seqs, logits.data(), k);
-    m.zero_grad();
-    m.backward(be, dlogits.data(), k);
-    std::vector<float> all(logits);
-    for (auto& p : m.named_params()) {
-      all.insert(all.end(), p.p->grad.begin(), p.p->grad.end());
-    }
-    return all;
-  };
-  int const before = omp_get_max_threads();
-  auto const a = run(1), b = run(2), c = run(2);
-  omp_set_num_threads(before);
-  REQUIRE(a.size() == b.size());
-  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-  CHECK(std::memcmp(b.data(), c.data(), b.size() * sizeof(float)) == 0);
+  testing::check_bit_identical_across_threads(
+      [] {
+        auto cfg = tiny_config(true);
+        cfg.d_model = 32;
+        cfg.d_state = 8;
+        cfg.n_layers = 2;
+        return models::mamba_lm<float>(cfg, 3);
+      },
+      sequences::from_lengths(std::vector<std::int64_t>{300, 17, 129, 64, 1}));
 }

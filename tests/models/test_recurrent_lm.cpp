@@ -13,6 +13,7 @@
 #include <string>
 
 #include "../support/gradcheck.hpp"
+#include "../support/model_testing.hpp"
 
 using namespace ssmlen;
 
@@ -21,13 +22,7 @@ backends::host const be;
 
 models::recurrent_config tiny_config() { return {.vocab = 11, .hidden = 5, .n_layers = 2}; }
 
-std::vector<std::int32_t> random_tokens(rng& g, std::int64_t n, std::int64_t vocab) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (auto& v : t) {
-    v = static_cast<std::int32_t>(g.uniform_int(0, vocab - 1));
-  }
-  return t;
-}
+using testing::random_tokens;
 }  // namespace
 
 TEST_CASE("recurrent_lm: parameter names and counts follow PyTorch's nn.LSTM and nn.GRU") {
@@ -177,30 +172,9 @@ TEST_CASE_TEMPLATE("recurrent_lm: a forward in slices, carrying the state, equal
 }
 
 TEST_CASE("recurrent_lm: forward and backward are bit-identical across runs and on 1 vs 2 threads") {
-  auto run = [](int threads) {
-    omp_set_num_threads(threads);
-    models::lstm_lm<float> m({.vocab = 11, .hidden = 32, .n_layers = 2}, 3);
-    rng g(4);
-    auto const seqs = sequences::from_lengths(std::vector<std::int64_t>{300, 17, 129, 64, 1});
-    auto const tokens = random_tokens(g, seqs.tokens(), 11);
-    std::vector<float> logits(seqs.tokens() * 11), dlogits(logits.size());
-    testing::fill_normal(dlogits, g);
-    models::lstm_lm<float>::cache k;
-    m.forward(be, tokens, seqs, logits.data(), k);
-    m.zero_grad();
-    m.backward(be, dlogits.data(), k);
-    std::vector<float> all(logits);
-    for (auto& p : m.named_params()) {
-      all.insert(all.end(), p.p->grad.begin(), p.p->grad.end());
-    }
-    return all;
-  };
-  int const before = omp_get_max_threads();
-  auto const a = run(1), b = run(2), c = run(2);
-  omp_set_num_threads(before);
-  REQUIRE(a.size() == b.size());
-  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-  CHECK(std::memcmp(b.data(), c.data(), b.size() * sizeof(float)) == 0);
+  testing::check_bit_identical_across_threads(
+      [] { return models::lstm_lm<float>({.vocab = 11, .hidden = 32, .n_layers = 2}, 3); },
+      sequences::from_lengths(std::vector<std::int64_t>{300, 17, 129, 64, 1}));
 }
 
 TEST_CASE_TEMPLATE("recurrent_lm: the trainer takes it, and a short run on 1-digit additions learns", Cell,

@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include "../support/gradcheck.hpp"
+#include "../support/model_testing.hpp"
 
 using namespace ssmlen;
 
@@ -19,13 +20,7 @@ models::transformer_config tiny_config(std::int64_t window) {
   return {.vocab = 11, .d_model = 8, .n_layers = 2, .heads = 2, .d_ff = 12, .window = window};
 }
 
-std::vector<std::int32_t> random_tokens(rng& g, std::int64_t n, std::int64_t vocab) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (auto& v : t) {
-    v = static_cast<std::int32_t>(g.uniform_int(0, vocab - 1));
-  }
-  return t;
-}
+using testing::random_tokens;
 }  // namespace
 
 TEST_CASE("transformer_lm: parameter names, counts and invalid configurations") {
@@ -129,6 +124,15 @@ TEST_CASE("transformer_lm: step() token by token and a forward in slices equal o
   CHECK(worst < 1e-12);
   CHECK(carried.pos[0] == 37);
   CHECK(carried.pos[1] == 20);
+}
+
+TEST_CASE("transformer_lm: forward and backward are bit-identical across runs and on 1 vs 2 threads") {
+  testing::check_bit_identical_across_threads(
+      [] {
+        return models::transformer_lm<float>(
+            {.vocab = 11, .d_model = 16, .n_layers = 2, .heads = 2, .d_ff = 24, .window = 64}, 3);
+      },
+      sequences::from_lengths(std::vector<std::int64_t>{300, 17, 129, 64, 1}));
 }
 
 TEST_CASE("transformer_lm: the trainer takes it, and a short run on 1-digit additions learns") {

@@ -8,6 +8,7 @@
 #include <ssmlen/core/tensor.hpp>
 
 #include <string>
+#include <vector>
 
 namespace ssmlen::layers {
 
@@ -31,5 +32,23 @@ struct named_param {
   param<T>* p;
   extents file_shape;
 };
+
+//! The number of values in a model's parameters.
+template <class T>
+std::int64_t total_size(std::vector<named_param<T>> const& params) {
+  std::int64_t n = 0;
+  for (auto const& p : params) {
+    n += p.p->value.size();
+  }
+  return n;
+}
+
+//! Zeroes every parameter's gradient (a model's zero_grad).
+template <class T>
+void zero_grads(std::vector<named_param<T>> const& params) {
+  for (auto const& p : params) {
+    p.p->zero_grad();
+  }
+}
 
 }  // namespace ssmlen::layers

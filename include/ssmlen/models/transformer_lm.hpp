@@ -174,19 +174,8 @@ public:
     return out;
   }
 
-  [[nodiscard]] std::int64_t n_params() {
-    std::int64_t n = 0;
-    for (auto const& p : named_params()) {
-      n += p.p->value.size();
-    }
-    return n;
-  }
-
-  void zero_grad() {
-    for (auto& p : named_params()) {
-      p.p->zero_grad();
-    }
-  }
+  [[nodiscard]] std::int64_t n_params() { return layers::total_size(named_params()); }
+  void zero_grad() { layers::zero_grads(named_params()); }
 
   [[nodiscard]] state make_state(std::int64_t batch) const {
     check_arg(batch >= 0, "batch", batch, "must not be negative");
