@@ -128,7 +128,9 @@ int run(options const& o) {
   if (!o.out.empty()) {
     std::filesystem::path const dir(o.out);
     std::filesystem::create_directories(dir);
-    sl::models::save_model(dir / "model.safetensors", model);  // the kept model: models::load_model_as<Model> reads it
+    // The kept model, with the task and training size as `ssmlen train` stores them: `ssmlen eval --checkpoint` and
+    // models::load_model_as<Model> read it.
+    sl::models::save_model(dir / "model.safetensors", model, sl::io::st_dtype::f32, sl::train::run_metadata(cfg, task));
     std::printf("wrote %s\n", (dir / "model.safetensors").string().c_str());
     for (auto const& f : sl::eval::write_reports(result, dir / "sweep")) {
       std::printf("wrote %s\n", f.string().c_str());

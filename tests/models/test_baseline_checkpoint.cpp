@@ -49,6 +49,7 @@ TEST_CASE_TEMPLATE("baseline checkpoints: save, load, the same logits bit for bi
   }();
   models::save_model(dir / "m.safetensors", m);
   auto const back = models::load_model_as<M>(dir / "m.safetensors");
+  CHECK(models::checkpoint_architecture(models::to_safetensors(m)) == m.config_json()["architecture"]);
   CHECK(back.config_json() == m.config_json());
   CHECK(logits_of(back) == logits_of(m));
   std::filesystem::remove_all(dir);
@@ -64,6 +65,7 @@ TEST_CASE("baseline checkpoints: another architecture, a bad configuration or a 
                        doctest::Contains("this model type is \"transformer\""), ssmlen::error);
 
   auto f = models::to_safetensors(m);
+  CHECK(models::checkpoint_architecture(io::st_file{}) == "mamba");  // a state dict without ssmlen's metadata
   f.metadata[models::config_metadata_key] = R"({"architecture": "lstm", "vocab": 9, "hidden": 6, "depth": 2})";
   io::save_safetensors(dir / "key.safetensors", f);
   CHECK_THROWS_WITH_AS(models::load_model_as<models::lstm_lm<float>>(dir / "key.safetensors"),

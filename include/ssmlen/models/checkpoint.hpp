@@ -184,23 +184,41 @@ void save_model(std::filesystem::path const& file, Model& m, io::st_dtype type =
   io::save_safetensors(file, to_safetensors(m, type, std::move(metadata)));
 }
 
-//! Loads a checkpoint that save_model wrote for a model of type Model (a baseline, or a Mamba with its stored
-//! configuration): the stored architecture must be Model's, and every tensor must match by name and shape.
-template <class Model>
-Model load_model_as(std::filesystem::path const& file) {
-  auto const f = io::load_safetensors(file);
+//! The architecture a checkpoint's stored configuration names: "mamba", "lstm", "gru", "transformer"; "mamba" for a
+//! file without one (a mamba_ssm / Hugging Face state dict).
+inline std::string checkpoint_architecture(io::st_file const& f) {
   auto const it = f.metadata.find(config_metadata_key);
-  check(it != f.metadata.end(), file.string() + ": the checkpoint holds no model configuration ('" +
+  if (it == f.metadata.end()) {
+    return "mamba";
+  }
+  auto const j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  check(!j.is_discarded(), "checkpoint metadata 'ssmlen.config' is not valid JSON");
+  auto const a = j.find("architecture");
+  check(a != j.end() && a->is_string(), "checkpoint metadata 'ssmlen.config' names no architecture");
+  return a->get<std::string>();
+}
+
+//! The model of type Model held by a loaded safetensors file that save_model wrote (a baseline, or a Mamba with its
+//! stored configuration): the stored architecture must be Model's, and every tensor must match by name and shape.
+template <class Model>
+Model model_from_safetensors_as(io::st_file const& f, std::string const& file_name) {
+  auto const it = f.metadata.find(config_metadata_key);
+  check(it != f.metadata.end(), file_name + ": the checkpoint holds no model configuration ('" +
                                     std::string(config_metadata_key) + "' in its metadata)");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(it->second);
   } catch (nlohmann::json::exception const& e) {
-    throw error(file.string() + ": checkpoint metadata 'ssmlen.config' is not valid JSON: " + e.what());
+    throw error(file_name + ": checkpoint metadata 'ssmlen.config' is not valid JSON: " + e.what());
   }
   Model m(Model::config_from_json(j), 0);
-  load_parameters(m, f, file.string());
+  load_parameters(m, f, file_name);
   return m;
+}
+
+template <class Model>
+Model load_model_as(std::filesystem::path const& file) {
+  return model_from_safetensors_as<Model>(io::load_safetensors(file), file.string());
 }
 
 }  // namespace ssmlen::models
