@@ -94,10 +94,7 @@ TEST_CASE_TEMPLATE("mamba_lm: gradients of every parameter and the initial state
     loss();
     m.zero_grad();
     m.backward(be, w.data(), k, &init, &wf, &dinit);
-    std::vector<testing::grad_target> targets;
-    for (auto& p : m.named_params()) {
-      targets.push_back({p.name, p.p->value.data(), p.p->grad.data(), p.p->value.size()});
-    }
+    auto targets = testing::parameter_targets(m);
     for (std::size_t i = 0; i < init.layers.size(); ++i) {
       targets.push_back(
           {"init.conv", init.layers[i].conv.data(), dinit.layers[i].conv.data(), init.layers[i].conv.size()});

@@ -88,10 +88,7 @@ TEST_CASE_TEMPLATE("recurrent_lm: gradients of every parameter and the initial s
   loss();
   m.zero_grad();
   m.backward(be, w.data(), k, &init, &wf, &dinit);
-  std::vector<testing::grad_target> targets;
-  for (auto& p : m.named_params()) {
-    targets.push_back({p.name, p.p->value.data(), p.p->grad.data(), p.p->value.size()});
-  }
+  auto targets = testing::parameter_targets(m);
   for (std::size_t i = 0; i < init.layers.size(); ++i) {
     targets.push_back({"init", init.layers[i].data(), dinit.layers[i].data(), init.layers[i].size()});
   }
@@ -99,41 +96,11 @@ TEST_CASE_TEMPLATE("recurrent_lm: gradients of every parameter and the initial s
 }
 
 namespace {
-//! Largest |step logit - forward logit| over the largest |forward logit|, three sequences stepped in lockstep.
 template <class T, class Cell>
 double step_vs_forward(std::uint64_t seed) {
   auto cfg = tiny_config();
   cfg.hidden = 16;
-  models::recurrent_lm<T, Cell> m(cfg, seed);
-  rng g(seed + 1);
-  std::vector<std::int64_t> const lengths{37, 70, 5};
-  auto const seqs = sequences::from_lengths(lengths);
-  auto const tokens = random_tokens(g, seqs.tokens(), cfg.vocab);
-  std::vector<T> logits(seqs.tokens() * cfg.vocab);
-  typename models::recurrent_lm<T, Cell>::cache k;
-  m.forward(be, tokens, seqs, logits.data(), k);
-  auto s = m.make_state(3);
-  typename models::recurrent_lm<T, Cell>::step_workspace w;
-  std::vector<T> out(3 * cfg.vocab);
-  double worst = 0, scale = 0;
-  for (std::int64_t t = 0; t < 70; ++t) {
-    std::vector<std::int32_t> tok(3);
-    for (int b = 0; b < 3; ++b) {
-      tok[b] = tokens[seqs.begin(b) + std::min(t, lengths[b] - 1)];
-    }
-    m.step(be, tok, out.data(), s, w);
-    for (int b = 0; b < 3; ++b) {
-      if (t < lengths[b]) {
-        for (std::int64_t v = 0; v < cfg.vocab; ++v) {
-          double const ref = logits[(seqs.begin(b) + t) * cfg.vocab + v];
-          worst = std::max(worst, std::abs(double(out[b * cfg.vocab + v]) - ref));
-          scale = std::max(scale, std::abs(ref));
-        }
-      }
-    }
-  }
-  REQUIRE(scale > 0);
-  return worst / scale;
+  return testing::step_vs_forward(models::recurrent_lm<T, Cell>(cfg, seed), {37, 70, 5}, seed + 1);
 }
 }  // namespace
 

@@ -57,10 +57,7 @@ TEST_CASE("transformer_lm: gradients of every parameter (double), full and slidi
     loss();
     m.zero_grad();
     m.backward(be, w.data(), k);
-    std::vector<testing::grad_target> targets;
-    for (auto& p : m.named_params()) {
-      targets.push_back({p.name, p.p->value.data(), p.p->grad.data(), p.p->value.size()});
-    }
+    auto targets = testing::parameter_targets(m);
     testing::check_gradients(loss, targets, 1e-6, /*max_entries=*/24);
     auto init = m.make_state(3);
     CHECK_THROWS_WITH_AS(m.backward(be, w.data(), k, &init), doctest::Contains("not supported"), ssmlen::error);
@@ -77,28 +74,12 @@ TEST_CASE("transformer_lm: step() token by token and a forward in slices equal o
   models::transformer_lm<double>::cache k;
   m.forward(be, tokens, seqs, logits.data(), k);
 
-  auto s = m.make_state(2);
-  models::transformer_lm<double>::step_workspace w;
-  std::vector<double> out(2 * 11);
-  double worst = 0;
-  for (std::int64_t t = 0; t < 37; ++t) {
-    std::vector<std::int32_t> tok(2);
-    for (int b = 0; b < 2; ++b) {
-      tok[b] = tokens[seqs.begin(b) + std::min(t, lengths[b] - 1)];
-    }
-    m.step(be, tok, out.data(), s, w);
-    for (int b = 0; b < 2; ++b) {
-      for (std::int64_t v = 0; t < lengths[b] && v < 11; ++v) {
-        worst = std::max(worst, std::abs(out[b * 11 + v] - logits[(seqs.begin(b) + t) * 11 + v]));
-      }
-    }
-  }
-  CHECK(worst < 1e-12);
+  CHECK(testing::step_vs_forward(m, lengths, 4) < 1e-12);
 
   // Both sequences in slices (the second empty in the last slice), each continuing the returned states.
   auto carried = m.make_state(2), next = m.make_state(2);
   std::int64_t from = 0;
-  worst = 0;
+  double worst = 0;
   for (std::int64_t const n : {9, 4, 24}) {
     std::vector<std::int64_t> lens;
     std::vector<std::int32_t> packed;

@@ -1,5 +1,5 @@
 // Helpers shared by the language models' tests: random token streams, and one forward and backward whose every output
-// bit is collected (logits, then every parameter's gradient), compared across thread counts.
+// bit is collected (logits, then every parameter's gradient), compared across thread counts; step() against forward().
 #pragma once
 
 #include <ssmlen/backends/host.hpp>
@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <omp.h>
@@ -42,6 +44,51 @@ std::vector<typename Model::value_type> logits_and_gradients(Model& m, sequences
     logits.insert(logits.end(), p.p->grad.begin(), p.p->grad.end());
   }
   return logits;
+}
+
+//! Every parameter of a model as a gradient-check target (its values and its accumulated gradient).
+template <class Model>
+std::vector<grad_target> parameter_targets(Model& m) {
+  std::vector<grad_target> targets;
+  for (auto& p : m.named_params()) {
+    targets.push_back({p.name, p.p->value.data(), p.p->grad.data(), p.p->value.size()});
+  }
+  return targets;
+}
+
+//! Largest |step logit - forward logit| over the largest |forward logit|: random tokens in sequences of `lengths`,
+//! one forward over all of them, then step() feeding them in lockstep (shorter ones keep their last token).
+template <class Model>
+double step_vs_forward(Model const& m, std::vector<std::int64_t> const& lengths, std::uint64_t seed) {
+  backends::host const be;
+  std::int64_t const v = m.config().vocab, count = static_cast<std::int64_t>(lengths.size());
+  rng g(seed);
+  auto const seqs = sequences::from_lengths(lengths);
+  auto const tokens = random_tokens(g, seqs.tokens(), v);
+  std::vector<typename Model::value_type> logits(static_cast<std::size_t>(seqs.tokens() * v)),
+      out(static_cast<std::size_t>(count * v));
+  typename Model::cache k;
+  m.forward(be, tokens, seqs, logits.data(), k);
+  auto s = m.make_state(count);
+  typename Model::step_workspace w;
+  double worst = 0, scale = 0;
+  for (std::int64_t t = 0; t < seqs.max_length(); ++t) {
+    std::vector<std::int32_t> tok(static_cast<std::size_t>(count));
+    for (std::int64_t b = 0; b < count; ++b) {
+      tok[static_cast<std::size_t>(b)] =
+          tokens[static_cast<std::size_t>(seqs.begin(b) + std::min(t, seqs.length(b) - 1))];
+    }
+    m.step(be, tok, out.data(), s, w);
+    for (std::int64_t b = 0; b < count; ++b) {
+      for (std::int64_t c = 0; t < seqs.length(b) && c < v; ++c) {
+        double const ref = logits[static_cast<std::size_t>((seqs.begin(b) + t) * v + c)];
+        worst = std::max(worst, std::abs(double(out[static_cast<std::size_t>(b * v + c)]) - ref));
+        scale = std::max(scale, std::abs(ref));
+      }
+    }
+  }
+  REQUIRE(scale > 0);
+  return worst / scale;
 }
 
 //! logits_and_gradients of the model `make()` returns, on 1, 2 and again 2 threads: every bit the same.
