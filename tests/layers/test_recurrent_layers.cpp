@@ -26,7 +26,8 @@ TEST_CASE_TEMPLATE("recurrent layer: gradients of weights, biases, input and ini
   std::int64_t const in = 5, h = 3, rows = seqs.tokens();
   layers::recurrent<double, Cell> rnn(in, h);
   rnn.init_default(g);
-  for (auto* p : {&rnn.w_ih, &rnn.w_hh}) {  // larger weights than the default: saturating gates are checked too
+  for (auto* p :
+       {&rnn.ih.weight, &rnn.hh.weight}) {  // larger weights than the default: saturating gates are checked too
     for (auto& v : p->value) {
       v *= 3;
     }
@@ -44,16 +45,17 @@ TEST_CASE_TEMPLATE("recurrent layer: gradients of weights, biases, input and ini
     return weighted_sum(y.data(), w) + weighted_sum(fin.data(), wf);
   };
   loss();
-  for (auto* p : {&rnn.w_ih, &rnn.w_hh, &rnn.b_ih, &rnn.b_hh}) {
+  for (auto* p : {&rnn.ih.weight, &rnn.hh.weight, &rnn.ih.bias, &rnn.hh.bias}) {
     p->zero_grad();
   }
   rnn.backward(be, seqs, x.data(), w.data(), dx.data(), false, k, init.data(), wf.data(), dinit.data());
-  testing::check_gradients(loss, {{"w_ih", rnn.w_ih.value.data(), rnn.w_ih.grad.data(), rnn.w_ih.value.size()},
-                                  {"w_hh", rnn.w_hh.value.data(), rnn.w_hh.grad.data(), rnn.w_hh.value.size()},
-                                  {"b_ih", rnn.b_ih.value.data(), rnn.b_ih.grad.data(), rnn.b_ih.value.size()},
-                                  {"b_hh", rnn.b_hh.value.data(), rnn.b_hh.grad.data(), rnn.b_hh.value.size()},
-                                  {"x", x.data(), dx.data(), rows * in},
-                                  {"init", init.data(), dinit.data(), st}});
+  testing::check_gradients(loss,
+                           {{"w_ih", rnn.ih.weight.value.data(), rnn.ih.weight.grad.data(), rnn.ih.weight.value.size()},
+                            {"w_hh", rnn.hh.weight.value.data(), rnn.hh.weight.grad.data(), rnn.hh.weight.value.size()},
+                            {"b_ih", rnn.ih.bias.value.data(), rnn.ih.bias.grad.data(), rnn.ih.bias.value.size()},
+                            {"b_hh", rnn.hh.bias.value.data(), rnn.hh.bias.grad.data(), rnn.hh.bias.value.size()},
+                            {"x", x.data(), dx.data(), rows * in},
+                            {"init", init.data(), dinit.data(), st}});
   // The empty sequence passes its initial state through unchanged, and its gradient back.
   std::int64_t const s2 = 2 * rnn.state_size();
   for (std::int64_t i = 0; i < rnn.state_size(); ++i) {

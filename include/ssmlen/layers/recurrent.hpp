@@ -13,13 +13,11 @@
 
 #include <ssmlen/backends/host.hpp>
 #include <ssmlen/core/error.hpp>
-#include <ssmlen/core/reduce.hpp>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/core/sequences.hpp>
 #include <ssmlen/core/tensor.hpp>
 #include <ssmlen/layers/linear.hpp>
 #include <ssmlen/layers/param.hpp>
-#include <ssmlen/ops/gemm.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -47,8 +45,8 @@ struct recurrent {
   static constexpr int gates = Cell::gates, state_parts = Cell::state_parts, saved_parts = Cell::saved_parts;
 
   std::int64_t in = 0, hidden = 0;
-  param<T> w_ih, w_hh;  // [G·H, In], [G·H, H]
-  param<T> b_ih, b_hh;  // [G·H] each
+  linear<T> ih;  // In -> G·H, bias b_ih: weight [G·H, In]
+  linear<T> hh;  // H -> G·H, bias b_hh: weight [G·H, H]
 
   //! What forward keeps for backward, and backward's buffers (reused across calls).
   struct cache {
@@ -61,13 +59,12 @@ struct recurrent {
   recurrent() = default;
   recurrent(std::int64_t in_features, std::int64_t hidden_size)
       : in(positive(in_features, " input size")),  // checked before any tensor takes the size
-        hidden(positive(hidden_size, " hidden size")), w_ih({gates * hidden, in}, true),
-        w_hh({gates * hidden, hidden}, true), b_ih({gates * hidden}, false), b_hh({gates * hidden}, false) {}
+        hidden(positive(hidden_size, " hidden size")), ih(in, gates * hidden, true), hh(hidden, gates * hidden, true) {}
 
   //! PyTorch's default: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
   void init_default(rng& g) {
     double const bound = 1.0 / std::sqrt(static_cast<double>(hidden));
-    for (auto* p : {&w_ih, &w_hh, &b_ih, &b_hh}) {
+    for (auto* p : {&ih.weight, &hh.weight, &ih.bias, &hh.bias}) {
       for (auto& v : p->value) {
         v = static_cast<T>(g.uniform(-bound, bound));
       }
@@ -88,15 +85,8 @@ struct recurrent {
     k.states.resize({rows, st});
     k.saved.resize({rows, sv});
     if (rows > 0) {
-      ops::gemm(be, ops::trans::n, ops::trans::t, rows, g, in, T(1), x, in, w_ih.value.data(), in, T(0), k.gx.data(),
-                g);
+      ih.forward(be, x, in, k.gx.data(), g, rows);
     }
-    T const* bias_x = b_ih.value.data();
-    be.parallel_for(rows, [&](std::int64_t r) {
-      for (std::int64_t o = 0; o < g; ++o) {
-        k.gx[r * g + o] += bias_x[o];
-      }
-    });
     be.parallel_for_uneven(seqs.count(), [&](std::int64_t s) {
       std::vector<T> const zero(static_cast<std::size_t>(st), T(0));
       std::vector<T> gh(static_cast<std::size_t>(g));  // [G·H]
@@ -125,7 +115,7 @@ struct recurrent {
     k.dgx.resize({rows, g});
     k.dgh.resize({rows, g});
     k.h_prev.resize({rows, hidden});
-    T const* whh = w_hh.value.data();
+    T const* whh = hh.weight.value.data();
     be.parallel_for_uneven(seqs.count(), [&](std::int64_t s) {
       std::vector<T> const zero(static_cast<std::size_t>(st), T(0));
       std::vector<T> d(static_cast<std::size_t>(st), T(0)), d_prev(static_cast<std::size_t>(st));  // ∂L/∂state
@@ -158,15 +148,8 @@ struct recurrent {
     if (rows == 0) {
       return;
     }
-    ops::gemm(be, ops::trans::t, ops::trans::n, g, in, rows, T(1), k.dgx.data(), g, x, in, T(1), w_ih.grad.data(), in);
-    ops::gemm(be, ops::trans::t, ops::trans::n, g, hidden, rows, T(1), k.dgh.data(), g, k.h_prev.data(), hidden, T(1),
-              w_hh.grad.data(), hidden);
-    add_column_sums(be, k.dgx.data(), rows, g, b_ih.grad.data());
-    add_column_sums(be, k.dgh.data(), rows, g, b_hh.grad.data());
-    if (dx != nullptr) {
-      ops::gemm(be, ops::trans::n, ops::trans::n, rows, in, g, T(1), k.dgx.data(), g, w_ih.value.data(), in,
-                accumulate ? T(1) : T(0), dx, in);
-    }
+    hh.backward(be, k.h_prev.data(), hidden, k.dgh.data(), g, nullptr, hidden, rows);
+    ih.backward(be, x, in, k.dgx.data(), g, dx, in, rows, accumulate);
   }
 
   //! One token of one sequence: x: [In] -> y: [H]; state: [S·H] advances in place; scratch: step_scratch_size().
@@ -176,9 +159,9 @@ struct recurrent {
     T* gh = gx + g;                          // [G·H]
     T* saved = gh + g;                       // [K·H]
     T* next = saved + saved_parts * hidden;  // [S·H]
-    matvec(w_ih.value.data(), g, in, x, gx);
+    matvec(ih.weight.value.data(), g, in, x, gx);
     for (std::int64_t o = 0; o < g; ++o) {
-      gx[o] += b_ih.value[o];
+      gx[o] += ih.bias.value[o];
     }
     hidden_side(state, gh);
     Cell::forward(hidden, gx, gh, state, next, saved);
@@ -195,9 +178,9 @@ private:
   //! gh = W_hh h + b_hh, h the first H values of the state.
   void hidden_side(T const* state, T* gh) const {
     std::int64_t const g = gates * hidden;
-    matvec(w_hh.value.data(), g, hidden, state, gh);
+    matvec(hh.weight.value.data(), g, hidden, state, gh);
     for (std::int64_t o = 0; o < g; ++o) {
-      gh[o] += b_hh.value[o];
+      gh[o] += hh.bias.value[o];
     }
   }
 };

@@ -126,10 +126,10 @@ public:
     add("embedding.weight", embedding_.weight);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       std::string const l = "_l" + std::to_string(i);
-      add("rnn.weight_ih" + l, layers_[i].w_ih);
-      add("rnn.weight_hh" + l, layers_[i].w_hh);
-      add("rnn.bias_ih" + l, layers_[i].b_ih);
-      add("rnn.bias_hh" + l, layers_[i].b_hh);
+      add("rnn.weight_ih" + l, layers_[i].ih.weight);
+      add("rnn.weight_hh" + l, layers_[i].hh.weight);
+      add("rnn.bias_ih" + l, layers_[i].ih.bias);
+      add("rnn.bias_hh" + l, layers_[i].hh.bias);
     }
     add("lm_head.weight", head_.weight);
     add("lm_head.bias", head_.bias);
