@@ -15,6 +15,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,6 +30,19 @@ inline std::vector<std::int64_t> shape_of(io::st_file const& f, std::string cons
   auto const it = f.tensors.find(name);
   check(it != f.tensors.end(), "checkpoint has no tensor '" + name + "', needed to infer the model configuration");
   return it->second.shape;
+}
+
+//! The configuration a file's metadata stores, parsed; none for a file without one. `where` prefixes the error.
+inline std::optional<nlohmann::json> stored_config(io::st_file const& f, std::string const& where = "") {
+  auto const it = f.metadata.find(config_metadata_key);
+  if (it == f.metadata.end()) {
+    return std::nullopt;
+  }
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (nlohmann::json::exception const& e) {
+    throw error(where + "checkpoint metadata 'ssmlen.config' is not valid JSON: " + e.what());
+  }
 }
 
 inline bool is_model_tensor(std::string const& name) { return name.rfind("optimizer.", 0) != 0; }
@@ -129,17 +143,8 @@ void load_parameters(Model& m, io::st_file const& f, std::string const& file_nam
 
 //! The configuration stored in (or inferred from) a loaded checkpoint file.
 inline mamba_config checkpoint_config(io::st_file const& f) {
-  auto const it = f.metadata.find(config_metadata_key);
-  if (it == f.metadata.end()) {
-    return infer_config(f);
-  }
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(it->second);
-  } catch (nlohmann::json::exception const& e) {
-    throw error(std::string("checkpoint metadata 'ssmlen.config' is not valid JSON: ") + e.what());
-  }
-  return mamba_config_from_json(j);
+  auto const j = detail::stored_config(f);
+  return j ? mamba_config_from_json(*j) : infer_config(f);
 }
 
 //! The model held by a loaded safetensors file; `file_name` names it in error messages.
@@ -187,14 +192,12 @@ void save_model(std::filesystem::path const& file, Model& m, io::st_dtype type =
 //! The architecture a checkpoint's stored configuration names: "mamba", "lstm", "gru", "transformer"; "mamba" for a
 //! file without one (a mamba_ssm / Hugging Face state dict).
 inline std::string checkpoint_architecture(io::st_file const& f) {
-  auto const it = f.metadata.find(config_metadata_key);
-  if (it == f.metadata.end()) {
+  auto const j = detail::stored_config(f);
+  if (!j) {
     return "mamba";
   }
-  auto const j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-  check(!j.is_discarded(), "checkpoint metadata 'ssmlen.config' is not valid JSON");
-  auto const a = j.find("architecture");
-  check(a != j.end() && a->is_string(), "checkpoint metadata 'ssmlen.config' names no architecture");
+  auto const a = j->find("architecture");
+  check(a != j->end() && a->is_string(), "checkpoint metadata 'ssmlen.config' names no architecture");
   return a->get<std::string>();
 }
 
@@ -202,16 +205,10 @@ inline std::string checkpoint_architecture(io::st_file const& f) {
 //! stored configuration): the stored architecture must be Model's, and every tensor must match by name and shape.
 template <class Model>
 Model model_from_safetensors_as(io::st_file const& f, std::string const& file_name) {
-  auto const it = f.metadata.find(config_metadata_key);
-  check(it != f.metadata.end(), file_name + ": the checkpoint holds no model configuration ('" +
-                                    std::string(config_metadata_key) + "' in its metadata)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(it->second);
-  } catch (nlohmann::json::exception const& e) {
-    throw error(file_name + ": checkpoint metadata 'ssmlen.config' is not valid JSON: " + e.what());
-  }
-  Model m(Model::config_from_json(j), 0);
+  auto const j = detail::stored_config(f, file_name + ": ");
+  check(j.has_value(), file_name + ": the checkpoint holds no model configuration ('" +
+                           std::string(config_metadata_key) + "' in its metadata)");
+  Model m(Model::config_from_json(*j), 0);
   load_parameters(m, f, file_name);
   return m;
 }
