@@ -102,28 +102,9 @@ struct causal_attention {
       for (std::int64_t t = seqs.begin(s); t < seqs.end(s); ++t) {
         T const* q = k.qkv.data() + t * 3 * d + h * head_dim;
         T* o = k.o.data() + t * d + h * head_dim;
-        std::int64_t const p = position(k, seqs, s, t), lo = std::max<std::int64_t>(0, p - window + 1);
-        T best = -std::numeric_limits<T>::infinity();
-        for (std::int64_t pp = lo; pp <= p; ++pp) {
-          T const sc = dot(q, key(k, seqs, s, pp, init) + h * head_dim) * scale();
-          scores[static_cast<std::size_t>(pp - lo)] = sc;
-          best = std::max(best, sc);
-        }
-        T sum = 0;
-        for (std::int64_t pp = lo; pp <= p; ++pp) {  // scores become exp(score - best), each computed once
-          T& e = scores[static_cast<std::size_t>(pp - lo)];
-          e = std::exp(e - best);
-          sum += e;
-        }
-        std::fill_n(o, head_dim, T(0));
-        for (std::int64_t pp = lo; pp <= p; ++pp) {
-          T const w = scores[static_cast<std::size_t>(pp - lo)] / sum;
-          T const* v = value(k, seqs, s, pp, init) + h * head_dim;
-          for (std::int64_t j = 0; j < head_dim; ++j) {
-            o[j] += w * v[j];
-          }
-        }
-        k.lse[t * heads + h] = best + std::log(sum);
+        k.lse[t * heads + h] = attend(
+            q, position(k, seqs, s, t), [&](std::int64_t pp) { return key(k, seqs, s, pp, init) + h * head_dim; },
+            [&](std::int64_t pp) { return value(k, seqs, s, pp, init) + h * head_dim; }, scores.data(), o);
       }
     });
     out.forward(be, k.o.data(), d, y, d, rows);
@@ -197,29 +178,10 @@ struct causal_attention {
     rotate(qkv_row + d, p, false);
     std::copy_n(qkv_row + d, d, k_row + (p % window) * d);
     std::copy_n(qkv_row + 2 * d, d, v_row + (p % window) * d);
-    std::int64_t const lo = std::max<std::int64_t>(0, p - window + 1);
     for (std::int64_t h = 0; h < heads; ++h) {
-      T const* q = qkv_row + h * head_dim;
-      T best = -std::numeric_limits<T>::infinity();
-      for (std::int64_t pp = lo; pp <= p; ++pp) {
-        T const sc = dot(q, k_row + (pp % window) * d + h * head_dim) * scale();
-        scores[pp - lo] = sc;
-        best = std::max(best, sc);
-      }
-      T sum = 0;
-      for (std::int64_t pp = lo; pp <= p; ++pp) {
-        scores[pp - lo] = std::exp(scores[pp - lo] - best);
-        sum += scores[pp - lo];
-      }
-      T* oh = o + h * head_dim;
-      std::fill_n(oh, head_dim, T(0));
-      for (std::int64_t pp = lo; pp <= p; ++pp) {
-        T const w = scores[pp - lo] / sum;
-        T const* v = v_row + (pp % window) * d + h * head_dim;
-        for (std::int64_t j = 0; j < head_dim; ++j) {
-          oh[j] += w * v[j];
-        }
-      }
+      attend(
+          qkv_row + h * head_dim, p, [&](std::int64_t pp) { return k_row + (pp % window) * d + h * head_dim; },
+          [&](std::int64_t pp) { return v_row + (pp % window) * d + h * head_dim; }, scores, o + h * head_dim);
     }
     matvec(out.weight.value.data(), d, d, o, y);
   }
@@ -228,6 +190,33 @@ struct causal_attention {
 
 private:
   [[nodiscard]] T scale() const { return T(1) / std::sqrt(static_cast<T>(head_dim)); }
+
+  //! One head of one query at position p over the window's positions: o = Σ softmax(q · k / √d_head) v, keys and
+  //! values of position pp at key_of(pp), value_of(pp); scores: [W] scratch. Returns the log-sum-exp of the scores.
+  template <class KeyOf, class ValueOf>
+  T attend(T const* q, std::int64_t p, KeyOf&& key_of, ValueOf&& value_of, T* scores, T* o) const {
+    std::int64_t const lo = std::max<std::int64_t>(0, p - window + 1);
+    T best = -std::numeric_limits<T>::infinity();
+    for (std::int64_t pp = lo; pp <= p; ++pp) {
+      T const sc = dot(q, key_of(pp)) * scale();
+      scores[pp - lo] = sc;
+      best = std::max(best, sc);
+    }
+    T sum = 0;
+    for (std::int64_t pp = lo; pp <= p; ++pp) {  // scores become exp(score - best), each computed once
+      scores[pp - lo] = std::exp(scores[pp - lo] - best);
+      sum += scores[pp - lo];
+    }
+    std::fill_n(o, head_dim, T(0));
+    for (std::int64_t pp = lo; pp <= p; ++pp) {
+      T const w = scores[pp - lo] / sum;
+      T const* v = value_of(pp);
+      for (std::int64_t j = 0; j < head_dim; ++j) {
+        o[j] += w * v[j];
+      }
+    }
+    return best + std::log(sum);
+  }
 
   T dot(T const* a, T const* b) const {
     T acc = 0;
