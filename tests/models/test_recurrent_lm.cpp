@@ -148,14 +148,7 @@ TEST_CASE_TEMPLATE("recurrent_lm: the trainer takes it, and a short run on 1-dig
                    layers::lstm_cell, layers::gru_cell) {
   auto const task = tasks::make_task("addition");
   models::recurrent_lm<float, Cell> m({.vocab = task.vocab().size(), .hidden = 32, .n_layers = 1}, 1);
-  train::trainer tr(m, {.lr = 1e-2}, {.peak = 1e-2, .warmup = 10, .total = 120});
-  double first = 0, last = 0;
-  tr.fit(
-      be, 120, [&](std::int64_t step) { return train::task_batch(task, 1, step, 16, 1); },
-      [&](train::step_report const& r) {
-        (r.step == 0 ? first : last) = r.loss;
-        return true;
-      });
+  auto const [first, last] = testing::short_training_losses(m, 1e-2);
   MESSAGE(std::string(Cell::name), ": loss ", first, " -> ", last);
   CHECK(last < 0.25 * first);
 }

@@ -120,14 +120,7 @@ TEST_CASE("transformer_lm: the trainer takes it, and a short run on 1-digit addi
   auto const task = tasks::make_task("addition");
   models::transformer_lm<float> m(
       {.vocab = task.vocab().size(), .d_model = 32, .n_layers = 2, .heads = 4, .d_ff = 64, .window = 256}, 1);
-  train::trainer tr(m, {.lr = 3e-3}, {.peak = 3e-3, .warmup = 10, .total = 120});
-  double first = 0, last = 0;
-  tr.fit(
-      be, 120, [&](std::int64_t step) { return train::task_batch(task, 1, step, 16, 1); },
-      [&](train::step_report const& r) {
-        (r.step == 0 ? first : last) = r.loss;
-        return true;
-      });
+  auto const [first, last] = testing::short_training_losses(m, 3e-3);
   MESSAGE("transformer: loss ", first, " -> ", last);
   CHECK(last < 0.25 * first);
 }

@@ -5,6 +5,9 @@
 #include <ssmlen/backends/host.hpp>
 #include <ssmlen/core/rng.hpp>
 #include <ssmlen/core/sequences.hpp>
+#include <ssmlen/tasks/registry.hpp>
+#include <ssmlen/train/task_batches.hpp>
+#include <ssmlen/train/trainer.hpp>
 
 #include <doctest/doctest.h>
 
@@ -13,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <omp.h>
+#include <utility>
 #include <vector>
 
 #include "gradcheck.hpp"
@@ -89,6 +93,23 @@ double step_vs_forward(Model const& m, std::vector<std::int64_t> const& lengths,
   }
   REQUIRE(scale > 0);
   return worst / scale;
+}
+
+//! The loss of the first and of the last of 120 training steps on batches of 16 one-digit additions (warm-up 10,
+//! then cosine from `lr`).
+template <class Model>
+std::pair<double, double> short_training_losses(Model& m, double lr) {
+  backends::host const be;
+  auto const task = tasks::make_task("addition");
+  train::trainer tr(m, {.lr = lr}, {.peak = lr, .warmup = 10, .total = 120});
+  double first = 0, last = 0;
+  tr.fit(
+      be, 120, [&](std::int64_t step) { return train::task_batch(task, 1, step, 16, 1); },
+      [&](train::step_report const& r) {
+        (r.step == 0 ? first : last) = r.loss;
+        return true;
+      });
+  return {first, last};
 }
 
 //! logits_and_gradients of the model `make()` returns, on 1, 2 and again 2 threads: every bit the same.
